@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Prepare this checkout to run: a virtual environment with the pinned Python
+# packages, the Debian packages listed in bindep.txt, and the collection made
+# visible to Ansible as dihya.ops.  Safe and fast to run again.
+#
+#   scripts/bootstrap.sh [run|test]     (default: run)
+set -euo pipefail
+
+profile="${1:-run}"
+case "$profile" in run|test) ;; *) echo "usage: $0 [run|test]" >&2; exit 2 ;; esac
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${DIHYA_VENV:-$root/.venv}"
+python="${DIHYA_PYTHON:-python3}"
+req="$root/requirements/$profile.txt"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# 1. Python virtual environment with pinned packages.  A stamp holding the
+#    hash of the requirement files skips pip when nothing changed.
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating virtual environment $venv"
+  "$python" -m venv "$venv"
+fi
+stamp="$venv/.dihya-$profile.sha256"
+want="$(cat "$root"/requirements/*.txt "$req" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing pinned Python packages ($profile)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+fi
+
+# 2. Debian packages from bindep.txt that are missing.
+bindep_profile=()
+[ "$profile" = test ] && bindep_profile=(test)
+missing="$("$venv/bin/bindep" -b -f "$root/bindep.txt" "${bindep_profile[@]}" || true)"
+if [ -n "$missing" ]; then
+  log "installing Debian packages: $(echo $missing)"
+  sudo=()
+  [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  # Packaged daemons (the prometheus server comes with promtool) must not
+  # start on install: a temporary policy-rc.d forbids it where none exists.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod 0755 "$policy"
+    own_policy=1
+  fi
+  "${sudo[@]}" apt-get update -qq
+  # shellcheck disable=SC2086
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  [ -n "$own_policy" ] && "${sudo[@]}" rm -f "$policy"
+fi
+
+# 3. Make the checkout importable as the dihya.ops collection.
+coll="$root/.cache/collections/ansible_collections/dihya"
+mkdir -p "$coll"
+ln -sfn "$root" "$coll/ops"
+
+log "ready: $venv ($profile)"
