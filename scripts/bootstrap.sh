@@ -26,8 +26,9 @@ stamp="$venv/.dihya-$profile.sha256"
 want="$(cat "$root"/requirements/*.txt "$req" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing pinned Python packages ($profile)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  pipq() { "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+  pipq --upgrade pip
+  pipq -r "$req"
   echo "$want" > "$stamp"
 fi
 

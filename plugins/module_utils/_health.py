@@ -1,0 +1,968 @@
+# Copyright (c) Dihya ops maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module utility is PRIVATE to the collection. It can change at any time.
+
+"""Health check engine: run HTTP, TCP, process, disk, TLS certificate and SQL probes concurrently.
+
+The engine knows nothing about Ansible. A caller builds :class:`CheckSpec` objects, hands them to
+:func:`run_checks` and gets one :class:`CheckResult` per spec back, in the same order.
+
+Each check type has a parser, which turns the loose per-check options into a typed configuration
+and raises :class:`CheckConfigError` for bad input, and a probe, which performs one attempt and
+returns an :class:`Outcome`. Bad input never raises out of :func:`run_checks`: it becomes a result
+with status ``error``. Network and system failures become results with status ``failed``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import http.client
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import ssl
+import subprocess
+import time
+import typing as t
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+try:
+    from cryptography import x509
+except ImportError as _exc:  # pragma: no cover - exercised by patching HAS_CRYPTOGRAPHY
+    HAS_CRYPTOGRAPHY = False
+    CRYPTOGRAPHY_IMPORT_ERROR: str | None = str(_exc)
+else:
+    HAS_CRYPTOGRAPHY = True
+    CRYPTOGRAPHY_IMPORT_ERROR = None
+
+try:
+    import psycopg
+except ImportError as _exc:  # pragma: no cover - exercised by patching HAS_PSYCOPG
+    HAS_PSYCOPG = False
+    PSYCOPG_IMPORT_ERROR: str | None = str(_exc)
+else:
+    HAS_PSYCOPG = True
+    PSYCOPG_IMPORT_ERROR = None
+
+
+CHECK_TYPES = ('http', 'https', 'tcp', 'process', 'disk', 'tls_cert', 'sql')
+HTTP_METHODS = ('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS')
+SUPERVISOR_STATES = ('STOPPED', 'STARTING', 'RUNNING', 'BACKOFF', 'STOPPING', 'EXITED', 'FATAL', 'UNKNOWN')
+
+STATUS_OK = 'ok'
+STATUS_FAILED = 'failed'
+STATUS_ERROR = 'error'
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_CONCURRENCY = 32
+DEFAULT_MIN_DAYS_VALID = 14
+DEFAULT_QUERY = 'SELECT 1'
+
+# Only this much of an HTTP response body is read; health endpoints are small.
+MAX_BODY_BYTES = 1024 * 1024
+USER_AGENT = 'dihya.ops.health_check'
+MASK = '********'
+
+NAME_PATTERN = re.compile(r'^[A-Za-z0-9_.:@-]{1,128}$')
+HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+# Options every check accepts, whatever its type.
+COMMON_OPTIONS = frozenset(('name', 'type', 'timeout', 'latency_budget'))
+
+
+class CheckConfigError(ValueError):
+    """Bad input for one check: reported as a result with status ``error``, never retried."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckSpec:
+    """What to check: the common settings plus the type-specific ``options``."""
+
+    name: str
+    type: str
+    options: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+    latency_budget: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """The result of one probe attempt."""
+
+    healthy: bool
+    message: str
+    details: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class CheckResult:
+    """The final result of one check, after any retries."""
+
+    name: str
+    type: str
+    healthy: bool
+    status: str
+    message: str
+    latency_seconds: float = 0.0
+    attempts: int = 0
+    details: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, t.Any]:
+        """Plain data, ready to be serialised."""
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers
+# ---------------------------------------------------------------------------
+
+def validate_run_options(
+    timeout: float | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    retries: int = 0,
+    delay: float = 0.0,
+    deadline: float | None = None,
+) -> list[str]:
+    """Return one message per invalid run-wide setting (empty when all are valid)."""
+    errors = []
+    if timeout is not None and not _positive(timeout):
+        errors.append(f'timeout must be greater than 0 (got {timeout})')
+    if concurrency < 1:
+        errors.append(f'concurrency must be at least 1 (got {concurrency})')
+    if retries < 0:
+        errors.append(f'retries must be 0 or more (got {retries})')
+    if not (delay >= 0 and math.isfinite(delay)):
+        errors.append(f'delay must be 0 or more (got {delay})')
+    if deadline is not None and not _positive(deadline):
+        errors.append(f'deadline must be greater than 0 (got {deadline})')
+    return errors
+
+
+def duplicate_names(specs: t.Iterable[CheckSpec]) -> list[str]:
+    """Names used by more than one check, in order of first repetition."""
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    for spec in specs:
+        if spec.name in seen and spec.name not in duplicates:
+            duplicates.append(spec.name)
+        seen.add(spec.name)
+    return duplicates
+
+
+def validate_name(value: str, what: str) -> str:
+    """Check a process or supervisor program name against :data:`NAME_PATTERN`."""
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise CheckConfigError(f'invalid {what} {value!r}: use 1 to 128 letters, digits and the characters _ . : @ -')
+    return value
+
+
+def validate_spec(spec: CheckSpec) -> t.Any:
+    """Validate one check and return its typed configuration; raise :class:`CheckConfigError` if it is unusable."""
+    if not isinstance(spec.name, str) or not spec.name:
+        raise CheckConfigError('every check needs a non-empty name')
+    if spec.type not in _CHECKS:
+        raise CheckConfigError(f"unknown check type {spec.type!r} (expected one of: {', '.join(CHECK_TYPES)})")
+    if not _positive(spec.timeout):
+        raise CheckConfigError(f'timeout must be greater than 0 (got {spec.timeout})')
+    if spec.latency_budget is not None and not _positive(spec.latency_budget):
+        raise CheckConfigError(f'latency_budget must be greater than 0 (got {spec.latency_budget})')
+    parser, _probe, allowed = _CHECKS[spec.type]
+    unknown = sorted(key for key, value in spec.options.items() if value is not None and key not in allowed and key not in COMMON_OPTIONS)
+    if unknown:
+        raise CheckConfigError(f"option(s) not valid for a {spec.type} check: {', '.join(unknown)}")
+    return parser(spec.options)
+
+
+def _positive(value: t.Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+# ---------------------------------------------------------------------------
+# Runner
+# ---------------------------------------------------------------------------
+
+def run_checks(
+    specs: t.Sequence[CheckSpec],
+    concurrency: int = DEFAULT_CONCURRENCY,
+    retries: int = 0,
+    delay: float = 1.0,
+    deadline: float | None = None,
+) -> list[CheckResult]:
+    """Run all checks concurrently and return their results in input order.
+
+    A check whose attempt fails is attempted again, up to ``retries`` more times, ``delay`` seconds
+    apart. ``deadline`` (seconds from now) bounds the whole run: every attempt's timeout is cut to
+    the time left, no retry starts after it and a check still queued when it passes is reported as
+    failed without being attempted.
+    """
+    errors = validate_run_options(concurrency=concurrency, retries=retries, delay=delay, deadline=deadline)
+    if errors:
+        raise ValueError('; '.join(errors))
+    if not specs:
+        return []
+    deadline_at = time.monotonic() + deadline if deadline is not None else None
+    workers = min(concurrency, len(specs))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix='health-check') as pool:
+        futures = [pool.submit(_run_one, spec, retries, delay, deadline_at) for spec in specs]
+        return [future.result() for future in futures]
+
+
+def _run_one(spec: CheckSpec, retries: int, delay: float, deadline_at: float | None) -> CheckResult:
+    try:
+        config = validate_spec(spec)
+    except CheckConfigError as exc:
+        return CheckResult(name=str(spec.name), type=str(spec.type), healthy=False, status=STATUS_ERROR, message=str(exc))
+
+    _parser, probe, _allowed = _CHECKS[spec.type]
+    attempts = 0
+    latency = 0.0
+    status = STATUS_FAILED
+    outcome = Outcome(False, 'deadline exceeded before the check could start')
+    while True:
+        timeout = spec.timeout
+        if deadline_at is not None:
+            remaining = deadline_at - time.monotonic()
+            if remaining <= 0:
+                break
+            timeout = min(timeout, remaining)
+        attempts += 1
+        started = time.monotonic()
+        status, outcome = _attempt(probe, config, timeout)
+        latency = time.monotonic() - started
+        if status == STATUS_OK and spec.latency_budget is not None and latency > spec.latency_budget:
+            status = STATUS_FAILED
+            outcome = Outcome(False, f'latency {latency:.3f}s over budget {spec.latency_budget:g}s', outcome.details)
+        if status != STATUS_FAILED or attempts > retries:
+            break
+        if deadline_at is not None and time.monotonic() + delay >= deadline_at:
+            break
+        time.sleep(delay)
+    return CheckResult(
+        name=spec.name,
+        type=spec.type,
+        healthy=status == STATUS_OK,
+        status=status,
+        message=outcome.message,
+        latency_seconds=round(latency, 6),
+        attempts=attempts,
+        details=dict(outcome.details),
+    )
+
+
+def _attempt(probe: t.Callable[[t.Any, float], Outcome], config: t.Any, timeout: float) -> tuple[str, Outcome]:
+    try:
+        outcome = probe(config, timeout)
+    except CheckConfigError as exc:
+        return STATUS_ERROR, Outcome(False, str(exc))
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        # A probe must never take the whole run down: anything it raises is this check's failure.
+        return STATUS_FAILED, Outcome(False, describe_error(exc))
+    return (STATUS_OK if outcome.healthy else STATUS_FAILED), outcome
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, human-readable description of a network or system error."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f'certificate verification failed: {exc.verify_message or exc.reason}'
+    if isinstance(exc, ssl.SSLError):
+        return f'TLS error: {exc.reason or exc}'
+    if isinstance(exc, ConnectionRefusedError):
+        return 'connection refused'
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return 'connection closed without a response'
+    if isinstance(exc, ConnectionResetError):
+        return 'connection reset by peer'
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return 'timed out'
+    if isinstance(exc, socket.gaierror):
+        return f'cannot resolve host: {exc.strerror}'
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror[:1].lower() + exc.strerror[1:]
+        return f'{text}: {exc.filename}' if exc.filename else text
+    if isinstance(exc, http.client.HTTPException):
+        return f'invalid HTTP response ({type(exc).__name__})'
+    return f'{type(exc).__name__}: {exc}' if str(exc) else type(exc).__name__
+
+
+def summarize(results: t.Sequence[CheckResult]) -> str:
+    """One line for humans, e.g. ``2/3 checks healthy; failed: healthz (HTTP 503 not in [200])``."""
+    healthy = sum(1 for result in results if result.healthy)
+    text = f'{healthy}/{len(results)} checks healthy'
+    failed = [f'{result.name} ({result.message})' for result in results if not result.healthy]
+    if failed:
+        text += '; failed: ' + ', '.join(failed)
+    return text
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------
+
+def as_text(value: t.Any) -> str:
+    """Render a JSON or SQL value the way it is compared with an expected value."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode('utf-8', errors='replace')
+    if value is None or isinstance(value, (bool, dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _opt(options: t.Mapping[str, t.Any], key: str, default: t.Any = None) -> t.Any:
+    value = options.get(key)
+    return default if value is None else value
+
+
+def _require(options: t.Mapping[str, t.Any], key: str, kind: str) -> t.Any:
+    value = options.get(key)
+    if value is None or value == '':
+        raise CheckConfigError(f'{key} is required for a {kind} check')
+    return value
+
+
+def _port(value: t.Any, key: str = 'port') -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise CheckConfigError(f'{key} must be an integer between 1 and 65535 (got {value!r})')
+    return value
+
+
+def _bool(options: t.Mapping[str, t.Any], key: str, default: bool) -> bool:
+    value = _opt(options, key, default)
+    if not isinstance(value, bool):
+        raise CheckConfigError(f'{key} must be a boolean (got {value!r})')
+    return value
+
+
+def _ssl_context(validate_certs: bool, ca_path: str | None) -> ssl.SSLContext:
+    if ca_path is not None and not os.path.exists(ca_path):
+        raise CheckConfigError(f'ca_path {ca_path} does not exist')
+    try:
+        if ca_path is not None and os.path.isdir(ca_path):
+            context = ssl.create_default_context(capath=ca_path)
+        else:
+            context = ssl.create_default_context(cafile=ca_path)
+    except (ssl.SSLError, OSError) as exc:
+        raise CheckConfigError(f'cannot load CA certificates from {ca_path}: {describe_error(exc)}') from exc
+    if not validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _read_text(path: str, limit: int = 4096) -> str:
+    with open(path, 'rb') as handle:
+        return handle.read(limit).decode('utf-8', errors='replace')
+
+
+def _format_bytes(value: float) -> str:
+    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if abs(value) < 1024 or unit == 'TiB':
+            return f'{value:.0f} {unit}' if unit == 'B' else f'{value:.1f} {unit}'
+        value /= 1024
+    return f'{value:.1f} PiB'  # pragma: no cover - unreachable, the loop returns at TiB
+
+
+# ---------------------------------------------------------------------------
+# HTTP and HTTPS
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class HttpConfig:
+    scheme: str
+    host: str
+    port: int
+    target: str
+    method: str
+    status_codes: tuple[int, ...]
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+    body_regex: re.Pattern[str] | None
+    json_field: tuple[str, ...] | None
+    json_value: str | None
+    ssl_context: ssl.SSLContext | None
+
+
+HTTP_OPTIONS = frozenset(('url', 'method', 'status_codes', 'body_regex', 'json_field', 'json_value', 'headers', 'body', 'validate_certs', 'ca_path'))
+
+
+def parse_http(options: t.Mapping[str, t.Any], kind: str = 'http') -> HttpConfig:
+    """Validate the options of an ``http`` or ``https`` check."""
+    url = _require(options, 'url', kind)
+    if not isinstance(url, str):
+        raise CheckConfigError(f'url must be a string (got {type(url).__name__})')
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise CheckConfigError(f'malformed url: {exc}') from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ('http', 'https'):
+        raise CheckConfigError(f"url must use the http or https scheme (got {parts.scheme or 'none'!r})")
+    if kind == 'https' and scheme != 'https':
+        raise CheckConfigError('an https check needs an https:// url')
+    if not parts.hostname:
+        raise CheckConfigError('url has no host')
+    if port == 0:
+        raise CheckConfigError('url port must be between 1 and 65535')
+    if any(char in url for char in '\r\n\t ') or any(ord(char) < 32 for char in url):
+        raise CheckConfigError('url must not contain whitespace or control characters')
+
+    method = str(_opt(options, 'method', 'GET')).upper()
+    if method not in HTTP_METHODS:
+        raise CheckConfigError(f"method must be one of {', '.join(HTTP_METHODS)} (got {method!r})")
+
+    status_codes = _opt(options, 'status_codes', [200])
+    if not status_codes or not all(isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599 for code in status_codes):
+        raise CheckConfigError(f'status_codes must be a non-empty list of HTTP status codes between 100 and 599 (got {status_codes!r})')
+
+    headers = _parse_headers(_opt(options, 'headers', {}))
+    if parts.username is not None and not any(name.lower() == 'authorization' for name, _value in headers):
+        credentials = f'{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or "")}'
+        headers += (('Authorization', 'Basic ' + base64.b64encode(credentials.encode('utf-8')).decode('ascii')),)
+    if not any(name.lower() == 'user-agent' for name, _value in headers):
+        headers += (('User-Agent', USER_AGENT),)
+
+    body = options.get('body')
+    body_regex = options.get('body_regex')
+    try:
+        pattern = re.compile(body_regex) if body_regex is not None else None
+    except re.error as exc:
+        raise CheckConfigError(f'body_regex is not a valid regular expression: {exc}') from exc
+
+    json_field = options.get('json_field')
+    json_path = None
+    if json_field is not None:
+        json_path = tuple(str(json_field).split('.'))
+        if not all(json_path):
+            raise CheckConfigError(f'json_field {json_field!r} must be a dotted path such as database.status')
+    json_value = options.get('json_value')
+    if json_value is not None and json_path is None:
+        raise CheckConfigError('json_value needs json_field')
+
+    validate_certs = _bool(options, 'validate_certs', True)
+    context = _ssl_context(validate_certs, options.get('ca_path')) if scheme == 'https' else None
+    target = urllib.parse.urlunsplit(('', '', parts.path or '/', parts.query, ''))
+    return HttpConfig(
+        scheme=scheme,
+        host=parts.hostname,
+        port=port or (443 if scheme == 'https' else 80),
+        target=target,
+        method=method,
+        status_codes=tuple(status_codes),
+        headers=headers,
+        body=str(body).encode('utf-8') if body is not None else None,
+        body_regex=pattern,
+        json_field=json_path,
+        json_value=as_text(json_value) if json_value is not None else None,
+        ssl_context=context,
+    )
+
+
+def _parse_headers(headers: t.Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(headers, t.Mapping):
+        raise CheckConfigError('headers must be a dictionary')
+    parsed = []
+    for name, value in headers.items():
+        name = str(name)
+        value = as_text(value)
+        if not HEADER_NAME_PATTERN.match(name):
+            raise CheckConfigError(f'invalid HTTP header name {name!r}')
+        if any(char in value for char in '\r\n\0'):
+            raise CheckConfigError(f'the value of HTTP header {name} must not contain line breaks')
+        parsed.append((name, value))
+    return tuple(parsed)
+
+
+def probe_http(config: HttpConfig, timeout: float) -> Outcome:
+    """Send one request and judge the response."""
+    connection: http.client.HTTPConnection
+    if config.ssl_context is not None:
+        connection = http.client.HTTPSConnection(config.host, config.port, timeout=timeout, context=config.ssl_context)
+    else:
+        connection = http.client.HTTPConnection(config.host, config.port, timeout=timeout)
+    expires = time.monotonic() + timeout
+    try:
+        connection.request(config.method, config.target, body=config.body, headers=dict(config.headers))
+        response = connection.getresponse()
+        body = _read_body(connection, response, expires)
+    finally:
+        connection.close()
+
+    details: dict[str, t.Any] = {'status_code': response.status, 'body_bytes': len(body)}
+    if response.status not in config.status_codes:
+        return Outcome(False, f'HTTP {response.status} not in {list(config.status_codes)}', details)
+    text = body.decode('utf-8', errors='replace')
+    if config.body_regex is not None and not config.body_regex.search(text):
+        return Outcome(False, f'HTTP {response.status} but the body does not match {config.body_regex.pattern!r}', details)
+    if config.json_field is not None:
+        field = '.'.join(config.json_field)
+        try:
+            document = json.loads(text)
+        except ValueError:
+            return Outcome(False, f'HTTP {response.status} but the body is not valid JSON', details)
+        found, value = _json_lookup(document, config.json_field)
+        if not found:
+            return Outcome(False, f'JSON field {field!r} not found', details)
+        details['json_value'] = as_text(value)
+        if config.json_value is not None and details['json_value'] != config.json_value:
+            return Outcome(False, f"JSON field {field!r} is {details['json_value']!r}, expected {config.json_value!r}", details)
+    return Outcome(True, f'HTTP {response.status}', details)
+
+
+def _read_body(connection: http.client.HTTPConnection, response: http.client.HTTPResponse, expires: float) -> bytes:
+    chunks = []
+    size = 0
+    while size < MAX_BODY_BYTES:
+        remaining = expires - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError('timed out reading the response body')
+        if connection.sock is not None:
+            connection.sock.settimeout(remaining)
+        chunk = response.read(min(65536, MAX_BODY_BYTES - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b''.join(chunks)
+
+
+def _json_lookup(document: t.Any, path: t.Sequence[str]) -> tuple[bool, t.Any]:
+    current = document
+    for key in path:
+        if isinstance(current, dict) and key in current:
+            current = current[key]
+        elif isinstance(current, list) and key.isdigit() and int(key) < len(current):
+            current = current[int(key)]
+        else:
+            return False, None
+    return True, current
+
+
+# ---------------------------------------------------------------------------
+# TCP
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TcpConfig:
+    host: str
+    port: int
+
+
+def parse_tcp(options: t.Mapping[str, t.Any]) -> TcpConfig:
+    """Validate the options of a ``tcp`` check."""
+    return TcpConfig(host=str(_require(options, 'host', 'tcp')), port=_port(_require(options, 'port', 'tcp')))
+
+
+def probe_tcp(config: TcpConfig, timeout: float) -> Outcome:
+    """Open a TCP connection and close it again."""
+    with socket.create_connection((config.host, config.port), timeout=timeout) as sock:
+        peer = sock.getpeername()
+    return Outcome(True, f'connected to {config.host}:{config.port}', {'host': config.host, 'port': config.port, 'address': peer[0]})
+
+
+# ---------------------------------------------------------------------------
+# Process: pidfile, process name or supervisor program
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ProcessConfig:
+    pidfile: str | None = None
+    process_name: str | None = None
+    supervisor_program: str | None = None
+    supervisorctl: str | None = None
+    supervisor_config: str | None = None
+
+
+def parse_process(options: t.Mapping[str, t.Any]) -> ProcessConfig:
+    """Validate the options of a ``process`` check: exactly one of pidfile, process_name, supervisor_program."""
+    given = [key for key in ('pidfile', 'process_name', 'supervisor_program') if options.get(key) is not None]
+    if len(given) != 1:
+        raise CheckConfigError(f"a process check needs exactly one of pidfile, process_name, supervisor_program (got {', '.join(given) or 'none'})")
+    if given[0] != 'supervisor_program':
+        for key in ('supervisorctl', 'supervisor_config'):
+            if options.get(key) is not None:
+                raise CheckConfigError(f'{key} is only valid together with supervisor_program')
+    if given[0] == 'pidfile':
+        return ProcessConfig(pidfile=str(options['pidfile']))
+    if given[0] == 'process_name':
+        return ProcessConfig(process_name=validate_name(options['process_name'], 'process name'))
+
+    program = validate_name(options['supervisor_program'], 'supervisor program name')
+    wanted = str(_opt(options, 'supervisorctl', 'supervisorctl'))
+    executable = shutil.which(wanted)
+    if executable is None:
+        raise CheckConfigError(f'supervisorctl executable not found: {wanted}')
+    config = options.get('supervisor_config')
+    if config is not None and not os.path.isfile(config):
+        raise CheckConfigError(f'supervisor_config {config} does not exist')
+    return ProcessConfig(supervisor_program=program, supervisorctl=executable, supervisor_config=config)
+
+
+def probe_process(config: ProcessConfig, timeout: float) -> Outcome:
+    """Dispatch to the pidfile, process name or supervisor probe."""
+    if config.pidfile is not None:
+        return _probe_pidfile(config.pidfile)
+    if config.process_name is not None:
+        return _probe_process_name(config.process_name)
+    return _probe_supervisor(config, timeout)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # It exists, it just belongs to someone else.
+    try:
+        stat = _read_text(f'/proc/{pid}/stat')
+    except OSError:
+        return True
+    fields = stat.rsplit(')', 1)[-1].split()
+    return not fields or fields[0] not in ('Z', 'X')
+
+
+def _probe_pidfile(pidfile: str) -> Outcome:
+    details: dict[str, t.Any] = {'pidfile': pidfile}
+    try:
+        content = _read_text(pidfile, 64).strip()
+    except FileNotFoundError:
+        return Outcome(False, f'pidfile {pidfile} not found', details)
+    if not content.isdigit() or int(content) <= 0:
+        return Outcome(False, f'pidfile {pidfile} does not contain a PID', details)
+    pid = details['pid'] = int(content)
+    if not pid_alive(pid):
+        return Outcome(False, f'process {pid} from {pidfile} is not running', details)
+    return Outcome(True, f'process {pid} is running', details)
+
+
+def _probe_process_name(name: str) -> Outcome:
+    if not os.path.isdir('/proc'):  # pragma: no cover - every supported platform has /proc
+        raise CheckConfigError('process_name checks need /proc')
+    own = os.getpid()
+    pids = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit() or int(entry) == own:
+            continue
+        try:
+            comm = _read_text(f'/proc/{entry}/comm').strip()
+            argv0 = _read_text(f'/proc/{entry}/cmdline').split('\0', 1)[0]
+        except OSError:
+            continue  # The process went away while we were looking.
+        if (comm == name or os.path.basename(argv0) == name) and pid_alive(int(entry)):
+            pids.append(int(entry))
+    pids.sort()
+    details = {'process_name': name, 'count': len(pids), 'pids': pids[:20]}
+    if not pids:
+        return Outcome(False, f'no process named {name} is running', details)
+    return Outcome(True, f'{len(pids)} process(es) named {name} running', details)
+
+
+def _probe_supervisor(config: ProcessConfig, timeout: float) -> Outcome:
+    program = t.cast(str, config.supervisor_program)
+    argv = [t.cast(str, config.supervisorctl)]
+    if config.supervisor_config is not None:
+        argv += ['-c', config.supervisor_config]
+    argv += ['status', program]
+    details: dict[str, t.Any] = {'supervisor_program': program}
+    try:
+        completed = subprocess.run(
+            argv, shell=False, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return Outcome(False, f'supervisorctl timed out after {timeout:g}s', details)
+    output = completed.stdout.decode('utf-8', errors='replace')
+    details['rc'] = completed.returncode
+    for line in output.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) >= 2 and fields[0] == program and fields[1] in SUPERVISOR_STATES:
+            state = details['supervisor_state'] = fields[1]
+            info = fields[2].strip() if len(fields) > 2 else ''
+            match = re.match(r'pid (\d+), uptime (\S+)', info)
+            if match:
+                details['pid'] = int(match.group(1))
+                details['uptime'] = match.group(2)
+            message = f'supervisor program {program} is {state}' + (f' ({info})' if info else '')
+            return Outcome(state == 'RUNNING', message, details)
+    first = next((line.strip() for line in output.splitlines() if line.strip()), f'exit code {completed.returncode}')
+    if 'no such process' in first.lower():
+        return Outcome(False, f'supervisor program {program} not found', details)
+    return Outcome(False, f'supervisorctl: {first[:200]}', details)
+
+
+# ---------------------------------------------------------------------------
+# Disk
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class DiskConfig:
+    path: str
+    min_free_bytes: int | None
+    min_free_percent: float | None
+
+
+def parse_disk(options: t.Mapping[str, t.Any]) -> DiskConfig:
+    """Validate the options of a ``disk`` check."""
+    path = str(_require(options, 'path', 'disk'))
+    min_bytes = options.get('min_free_bytes')
+    min_percent = options.get('min_free_percent')
+    if min_bytes is None and min_percent is None:
+        raise CheckConfigError('a disk check needs min_free_bytes, min_free_percent or both')
+    if min_bytes is not None and (isinstance(min_bytes, bool) or not isinstance(min_bytes, int) or min_bytes < 0):
+        raise CheckConfigError(f'min_free_bytes must be an integer of 0 or more (got {min_bytes!r})')
+    if min_percent is not None and (isinstance(min_percent, bool) or not isinstance(min_percent, (int, float)) or not 0 <= min_percent <= 100):
+        raise CheckConfigError(f'min_free_percent must be between 0 and 100 (got {min_percent!r})')
+    return DiskConfig(path=path, min_free_bytes=min_bytes, min_free_percent=min_percent)
+
+
+def probe_disk(config: DiskConfig, timeout: float) -> Outcome:  # pylint: disable=unused-argument
+    """Compare the space available to unprivileged users with the thresholds."""
+    try:
+        stats = os.statvfs(config.path)
+    except FileNotFoundError:
+        return Outcome(False, f'path {config.path} does not exist', {'path': config.path})
+    free = stats.f_bavail * stats.f_frsize
+    used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+    total = stats.f_blocks * stats.f_frsize
+    # Like df: the share of the space usable by unprivileged users that is still free.
+    percent = round(100.0 * free / (used + free), 2) if used + free else 0.0
+    details = {'path': config.path, 'free_bytes': free, 'total_bytes': total, 'free_percent': percent}
+    summary = f'{_format_bytes(free)} free ({percent:g} %)'
+    if config.min_free_bytes is not None and free < config.min_free_bytes:
+        return Outcome(False, f'{summary}, below {_format_bytes(config.min_free_bytes)}', details)
+    if config.min_free_percent is not None and percent < config.min_free_percent:
+        return Outcome(False, f'{summary}, below {config.min_free_percent:g} %', details)
+    return Outcome(True, summary, details)
+
+
+# ---------------------------------------------------------------------------
+# TLS certificate
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TlsCertConfig:
+    host: str
+    port: int
+    server_name: str | None
+    min_days_valid: int
+    ssl_context: ssl.SSLContext
+
+
+TLS_CERT_OPTIONS = frozenset(('host', 'port', 'server_name', 'min_days_valid', 'validate_certs', 'ca_path'))
+
+
+def parse_tls_cert(options: t.Mapping[str, t.Any]) -> TlsCertConfig:
+    """Validate the options of a ``tls_cert`` check."""
+    if not HAS_CRYPTOGRAPHY:
+        raise CheckConfigError(f'tls_cert checks need the cryptography Python library ({CRYPTOGRAPHY_IMPORT_ERROR})')
+    host = str(_require(options, 'host', 'tls_cert'))
+    min_days = _opt(options, 'min_days_valid', DEFAULT_MIN_DAYS_VALID)
+    if isinstance(min_days, bool) or not isinstance(min_days, int) or min_days < 0:
+        raise CheckConfigError(f'min_days_valid must be an integer of 0 or more (got {min_days!r})')
+    server_name = options.get('server_name')
+    return TlsCertConfig(
+        host=host,
+        port=_port(_opt(options, 'port', 443)),
+        server_name=str(server_name) if server_name else None,
+        min_days_valid=min_days,
+        ssl_context=_ssl_context(_bool(options, 'validate_certs', False), options.get('ca_path')),
+    )
+
+
+def probe_tls_cert(config: TlsCertConfig, timeout: float) -> Outcome:
+    """Fetch the peer certificate and report how many days it stays valid."""
+    with socket.create_connection((config.host, config.port), timeout=timeout) as sock:
+        with config.ssl_context.wrap_socket(sock, server_hostname=config.server_name or config.host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    if not der:  # pragma: no cover - a TLS server always presents a certificate to a client that asks
+        return Outcome(False, 'the server sent no certificate')
+    certificate = x509.load_der_x509_certificate(der)
+    not_after = certificate.not_valid_after_utc
+    not_before = certificate.not_valid_before_utc
+    now = datetime.datetime.now(datetime.timezone.utc)
+    days_left = math.floor((not_after - now).total_seconds() / 86400)
+    details = {
+        'days_left': days_left,
+        'not_after': not_after.isoformat(),
+        'not_before': not_before.isoformat(),
+        'subject': certificate.subject.rfc4514_string(),
+        'issuer': certificate.issuer.rfc4514_string(),
+    }
+    if now < not_before:
+        return Outcome(False, f'not valid before {not_before.isoformat()}', details)
+    if now >= not_after:
+        return Outcome(False, f'expired {-days_left} day(s) ago', details)
+    message = f'expires in {days_left} days'
+    if days_left < config.min_days_valid:
+        return Outcome(False, f'{message} (< {config.min_days_valid})', details)
+    return Outcome(True, message, details)
+
+
+# ---------------------------------------------------------------------------
+# SQL
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SqlConfig:
+    backend: str
+    dsn: str = dataclasses.field(repr=False)
+    path: str | None
+    query: str
+    expect: str | None
+    secrets: tuple[str, ...] = dataclasses.field(repr=False)
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``********``."""
+    result = dsn
+    for secret in _dsn_secrets(dsn):
+        result = result.replace(secret, MASK)
+    return result
+
+
+def _dsn_secrets(dsn: str) -> tuple[str, ...]:
+    secrets: set[str] = set()
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        password = parts.password
+    except ValueError:
+        password = None
+        parts = None
+    if password:
+        secrets.update((password, urllib.parse.unquote(password)))
+    if parts is not None:
+        for value in urllib.parse.parse_qs(parts.query).get('password', []):
+            secrets.update((value, urllib.parse.quote(value, safe='')))
+    for match in re.finditer(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn):
+        value = match.group(1)
+        secrets.update((value, value.strip("'")))
+    # Longest first, so that a secret containing another one is masked whole.
+    return tuple(sorted((secret for secret in secrets if secret), key=len, reverse=True))
+
+
+def _scrub(text: str, secrets: t.Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def parse_sql(options: t.Mapping[str, t.Any]) -> SqlConfig:
+    """Validate the options of a ``sql`` check."""
+    dsn = _require(options, 'dsn', 'sql')
+    if not isinstance(dsn, str):
+        raise CheckConfigError('dsn must be a string')
+    query = str(_opt(options, 'query', DEFAULT_QUERY))
+    if not query.strip():
+        raise CheckConfigError('query must not be empty')
+    expect = options.get('expect')
+    expect_text = as_text(expect) if expect is not None else None
+    secrets = _dsn_secrets(dsn)
+    scheme = dsn.split(':', 1)[0].lower() if ':' in dsn else ''
+
+    if scheme == 'sqlite':
+        parts = urllib.parse.urlsplit(dsn)
+        if parts.netloc or not parts.path.startswith('/') or parts.query or parts.fragment:
+            raise CheckConfigError('a sqlite dsn looks like sqlite:///absolute/path/to/file.db')
+        path = '/' + parts.path.lstrip('/')
+        return SqlConfig(backend='sqlite', dsn=dsn, path=path, query=query, expect=expect_text, secrets=secrets)
+
+    if scheme in ('postgresql', 'postgres'):
+        if not HAS_PSYCOPG:
+            raise CheckConfigError(f'postgresql checks need the psycopg Python library ({PSYCOPG_IMPORT_ERROR})')
+        try:
+            psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.Error as exc:
+            raise CheckConfigError('invalid postgresql dsn: ' + _scrub(str(exc), secrets)) from exc
+        return SqlConfig(backend='postgresql', dsn=dsn, path=None, query=query, expect=expect_text, secrets=secrets)
+
+    raise CheckConfigError(f"unsupported dsn scheme {scheme or 'none'!r} (use sqlite:/// or postgresql://)")
+
+
+def probe_sql(config: SqlConfig, timeout: float) -> Outcome:
+    """Run the query read-only and compare the first column of the first row."""
+    details: dict[str, t.Any] = {'backend': config.backend}
+    try:
+        if config.backend == 'sqlite':
+            if not os.path.isfile(t.cast(str, config.path)):
+                return Outcome(False, f'database file {config.path} not found', details)
+            row = _query_sqlite(t.cast(str, config.path), config.query, timeout)
+        else:
+            row = _query_postgresql(config.dsn, config.query, timeout)
+    except sqlite3.Error as exc:
+        text = str(exc)
+        message = 'query timed out' if text == 'interrupted' else f'database error: {text}'
+        return Outcome(False, _scrub(message, config.secrets), details)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        if HAS_PSYCOPG and isinstance(exc, psycopg.Error):
+            return Outcome(False, _describe_psycopg_error(exc, config.secrets), details)
+        return Outcome(False, _scrub(describe_error(exc), config.secrets), details)
+
+    if row is None:
+        if config.expect is not None:
+            return Outcome(False, f'query returned no rows, expected {config.expect!r}', details)
+        return Outcome(True, 'query returned no rows', details)
+    value = details['value'] = as_text(row[0])[:200] if row else ''
+    if config.expect is not None and value != config.expect:
+        return Outcome(False, f'query returned {value!r}, expected {config.expect!r}', details)
+    return Outcome(True, f'query returned {value!r}', details)
+
+
+def _query_sqlite(path: str, query: str, timeout: float) -> tuple[t.Any, ...] | None:
+    uri = 'file:' + urllib.parse.quote(path) + '?mode=ro'
+    expires = time.monotonic() + timeout
+    connection = sqlite3.connect(uri, uri=True, timeout=timeout)
+    try:
+        # Abort a query that runs past the timeout; a non-zero return interrupts it.
+        connection.set_progress_handler(lambda: int(time.monotonic() > expires), 1000)
+        return connection.execute(query).fetchone()
+    finally:
+        connection.close()
+
+
+def _query_postgresql(dsn: str, query: str, timeout: float) -> tuple[t.Any, ...] | None:
+    connect_timeout = max(1, math.ceil(timeout))
+    with psycopg.connect(dsn, connect_timeout=connect_timeout) as connection:
+        connection.read_only = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, false)", (str(max(1, int(timeout * 1000))),))
+            cursor.execute(query)
+            return cursor.fetchone() if cursor.description is not None else None
+
+
+def _describe_psycopg_error(exc: Exception, secrets: t.Sequence[str]) -> str:
+    text = str(exc).strip()
+    lowered = text.lower()
+    if 'connection refused' in lowered:
+        return 'connection refused'
+    if 'timeout expired' in lowered or 'statement timeout' in lowered:
+        return 'timed out'
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return _scrub('database error: ' + first[:300], secrets)
+
+
+# ---------------------------------------------------------------------------
+# Registry: type -> (parser, probe, options it accepts)
+# ---------------------------------------------------------------------------
+
+_CHECKS: dict[str, tuple[t.Callable[[t.Mapping[str, t.Any]], t.Any], t.Callable[[t.Any, float], Outcome], frozenset[str]]] = {
+    'http': (parse_http, probe_http, HTTP_OPTIONS),
+    'https': (lambda options: parse_http(options, 'https'), probe_http, HTTP_OPTIONS),
+    'tcp': (parse_tcp, probe_tcp, frozenset(('host', 'port'))),
+    'process': (parse_process, probe_process, frozenset(('pidfile', 'process_name', 'supervisor_program', 'supervisorctl', 'supervisor_config'))),
+    'disk': (parse_disk, probe_disk, frozenset(('path', 'min_free_bytes', 'min_free_percent'))),
+    'tls_cert': (parse_tls_cert, probe_tls_cert, TLS_CERT_OPTIONS),
+    'sql': (parse_sql, probe_sql, frozenset(('dsn', 'query', 'expect'))),
+}
+
+OPTIONS_BY_TYPE: dict[str, frozenset[str]] = {name: entry[2] for name, entry in _CHECKS.items()}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Run the whole test suite of dihya.ops on this machine:
+#   lint      ansible-lint (production profile), changelog fragments, argument_specs vs defaults
+#   unit      pytest on plugins/ with coverage (>= 90 %)
+#   sanity    ansible-test sanity, offline, with no ignore file
+#   functional  playbooks against a real demo fleet (gunicorn + supervisord), built-collection install
+#   molecule  check -> converge -> idempotence -> verify against the demo fleet
+# Installs what it needs first (scripts/bootstrap.sh test).  Stages can be
+# picked: scripts/test.sh unit sanity
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+"$root/scripts/bootstrap.sh" test || { echo "bootstrap failed" >&2; exit 1; }
+
+venv="${DIHYA_VENV:-$root/.venv}"
+export PATH="$venv/bin:$PATH"
+export PIP_CACHE_DIR="${PIP_CACHE_DIR:-${HOME:-/root}/.cache/pip}"
+# ansible-test, ansible-lint and molecule write under ~/.ansible and ~/.cache:
+# keep them in a scratch home inside the checkout.
+export HOME="$root/.cache/test-home"
+mkdir -p "$HOME"
+export ANSIBLE_LOCAL_TEMP="$root/.cache/ansible-tmp"
+export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
+# Each suite deploys its own demo fleet, away from the one of scripts/demo.sh.
+export DIHYA_TEST_SANDBOX="${DIHYA_TEST_SANDBOX:-$root/.cache/test-sandbox}"
+
+stage_lint() {
+  ansible-lint --strict &&
+    antsibull-changelog lint &&
+    python tests/lint/check_argument_specs.py
+}
+
+stage_unit() {
+  python -m pytest -p no:pytest-ansible -p no:cacheprovider \
+    --cov=ansible_collections.dihya.ops.plugins --cov-report=term-missing --cov-fail-under=90 tests/unit
+}
+
+stage_sanity() {
+  local dest="$root/.cache/ansible-test/ansible_collections/dihya/ops"
+  rm -rf "$dest" && mkdir -p "$dest"
+  tar -C "$root" --exclude=./.git --exclude=./.cache --exclude=./.venv --exclude='__pycache__' \
+    --exclude=./tests/output -cf - . | tar -C "$dest" -xf -
+  # ansible-test downloads get-pip.py; the offline stand-in is used instead.
+  mkdir -p "$HOME/.ansible/test/cache"
+  cp tests/sanity/get_pip_offline.py "$HOME/.ansible/test/cache/get_pip_24_2.py"
+  (cd "$dest" && ansible-test sanity --venv --python 3.11 --color no)
+}
+
+stage_functional() {
+  python -m pytest -p no:pytest-ansible -p no:cacheprovider -o testpaths=tests/functional tests/functional
+}
+
+stage_molecule() {
+  DIHYA_DEMO_SANDBOX="$DIHYA_TEST_SANDBOX/molecule" DIHYA_DEMO_BASE_PORT=19280 molecule test --all
+}
+
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(lint unit sanity functional molecule)
+
+passed=0 failed=0 failures=()
+for stage in "${stages[@]}"; do
+  printf '\n===== %s =====\n' "$stage"
+  start=$SECONDS
+  if "stage_$stage"; then
+    passed=$((passed + 1)); printf '===== %s: passed in %ss =====\n' "$stage" $((SECONDS - start))
+  else
+    failed=$((failed + 1)); failures+=("$stage"); printf '===== %s: FAILED in %ss =====\n' "$stage" $((SECONDS - start))
+  fi
+done
+
+echo
+[ $failed -gt 0 ] && echo "failed stages: ${failures[*]}"
+echo "stages: $passed passed, $failed failed"
+[ $failed -eq 0 ]

@@ -1,0 +1,101 @@
+"""The check_health playbook and the health_check module against the real fleet."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BIN, HOSTS, ROOT, run
+
+
+def promtool_check(path) -> subprocess.CompletedProcess:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: install the Debian package 'prometheus' (bindep.txt)"
+    with open(path, "rb") as metrics:
+        return subprocess.run([promtool, "check", "metrics"], stdin=metrics, capture_output=True, text=True, check=False)
+
+
+def test_check_mode_runs_checks_and_writes_no_metrics(fleet):
+    for host in HOSTS:
+        (fleet.root(host) / "metrics" / "dihya_health.prom").unlink(missing_ok=True)
+    proc = fleet.playbook("playbooks/check_health.yml", "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "checks healthy" in proc.stdout
+    for host in HOSTS:
+        assert not (fleet.root(host) / "metrics" / "dihya_health.prom").exists()
+
+
+def test_check_health_writes_valid_metrics_for_every_host(fleet):
+    proc = fleet.playbook("playbooks/check_health.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for host in HOSTS:
+        metrics = fleet.root(host) / "metrics" / "dihya_health.prom"
+        text = metrics.read_text()
+        assert 'dihya_health_check_up{check="http_health"' in text
+        assert 'dihya_health_check_up{check="process_web"' in text
+        assert 'dihya_health_check_up{check="database"' in text
+        checked = promtool_check(metrics)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_unhealthy_host_fails_with_the_failing_check(fleet):
+    proc = fleet.playbook("playbooks/check_health.yml", "--limit", "dihya-demo-3",
+                          "-e", "check_health_url=http://127.0.0.1:9/healthz")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "dihya-demo-3 is unhealthy" in output and "http_health" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("module_args", "expected"),
+    [
+        ({"checks": [{"name": "x", "type": "gopher", "url": "http://127.0.0.1:1/"}]}, "value of type must be one of"),
+        ({"checks": [{"name": "x", "type": "http", "url": "http://127.0.0.1:1/"}], "timeout": -1}, "timeout"),
+    ],
+    ids=["unknown-type", "negative-timeout"],
+)
+def test_bad_module_input_fails_cleanly(fleet, module_args, expected):
+    proc = fleet.adhoc("dihya.ops.health_check", module_args)
+    assert proc.result.get("failed") is True
+    assert expected in proc.result["msg"]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_malformed_url_and_unreachable_host_are_reported_per_check(fleet):
+    proc = fleet.adhoc("dihya.ops.health_check", {"checks": [
+        {"name": "malformed", "type": "http", "url": "http//127.0.0.1:8080/healthz"},
+        {"name": "refused", "type": "tcp", "host": "127.0.0.1", "port": 9},
+        {"name": "live", "type": "http", "url": f"http://127.0.0.1:{fleet.port('dihya-demo-1')}/healthz"},
+    ]})
+    result = proc.result
+    assert result.get("failed") is not True, result
+    checks = {check["name"]: check for check in result["checks"]}
+    assert result["healthy"] is False
+    assert checks["malformed"]["status"] == "error"
+    assert checks["refused"]["status"] == "failed" and "refused" in checks["refused"]["message"]
+    assert checks["live"]["healthy"] is True
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_built_collection_installs_and_runs_playbooks_by_fqcn(fleet, tmp_path):
+    build = run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path)], env=fleet.env, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    tarball = next(tmp_path.glob("dihya-ops-*.tar.gz"))
+    listing = subprocess.run(["tar", "-tzf", str(tarball)], capture_output=True, text=True, check=True).stdout.split()
+    assert "plugins/modules/health_check.py" in listing and "playbooks/restart_services.yml" in listing
+    assert not [name for name in listing if name.startswith(("tests/", "benchmarks/", "molecule/", ".venv"))]
+    install_dir = tmp_path / "collections"
+    install = run([str(BIN / "ansible-galaxy"), "collection", "install", "--offline", "-p", str(install_dir), str(tarball)],
+                  env=fleet.env, timeout=300)
+    assert install.returncode == 0, install.stdout + install.stderr
+    env = dict(fleet.env, ANSIBLE_COLLECTIONS_PATH=str(install_dir), ANSIBLE_CONFIG=str(tmp_path / "none.cfg"))
+    proc = run([str(BIN / "ansible-playbook"), "-i", str(ROOT / "inventories" / "local" / "hosts.yml"),
+                "-e", f"ansible_python_interpreter={sys.executable}", "dihya.ops.check_health", "--check"],
+               env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = run([str(BIN / "ansible-galaxy"), "collection", "list", "dihya.ops"], env=env, timeout=120)
+    assert str(install_dir) in listed.stdout, listed.stdout + listed.stderr

@@ -1,0 +1,50 @@
+"""Check that every role's meta/argument_specs.yml matches its defaults.
+
+Each variable in defaults/main.yml must be documented in the ``main`` entry
+point with the same default, and every documented option must have a default
+(or be marked required).  Run from the collection root; exits non-zero and
+names each drift.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import yaml
+
+
+def check_role(role: pathlib.Path) -> list[str]:
+    """Return the drifts found in one role."""
+    problems: list[str] = []
+    specs_file = role / "meta" / "argument_specs.yml"
+    defaults_file = role / "defaults" / "main.yml"
+    if not specs_file.is_file():
+        return [f"{role.name}: meta/argument_specs.yml is missing"]
+    defaults = yaml.safe_load(defaults_file.read_text()) or {} if defaults_file.is_file() else {}
+    options = yaml.safe_load(specs_file.read_text())["argument_specs"]["main"].get("options", {})
+    for name in sorted(set(defaults) - set(options)):
+        problems.append(f"{role.name}: default {name} is not documented in argument_specs")
+    for name, spec in sorted(options.items()):
+        if not name.startswith(role.name.lstrip("_") + "_"):
+            problems.append(f"{role.name}: option {name} lacks the role prefix")
+        if name not in defaults:
+            if not spec.get("required"):
+                problems.append(f"{role.name}: option {name} has no default and is not required")
+        elif spec.get("default") != defaults[name]:
+            problems.append(f"{role.name}: default of {name} differs: defaults {defaults[name]!r} vs spec {spec.get('default')!r}")
+    return problems
+
+
+def main() -> int:
+    roles = sorted(p for p in pathlib.Path("roles").iterdir() if p.is_dir())
+    roles += sorted(p for p in pathlib.Path("tests/demo_backend/roles").glob("*") if p.is_dir())
+    problems = [problem for role in roles for problem in check_role(role)]
+    for problem in problems:
+        print(problem)
+    print(f"argument_specs: {len(roles)} roles checked, {len(problems)} drifts")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
