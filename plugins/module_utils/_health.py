@@ -72,8 +72,9 @@ MAX_BODY_BYTES = 1024 * 1024
 USER_AGENT = 'dihya.ops.health_check'
 MASK = '********'
 
-NAME_PATTERN = re.compile(r'^[A-Za-z0-9_.:@-]{1,128}$')
-HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Process and supervisor program names: no shell or option syntax can get through.
+NAME_PATTERN = re.compile(r'[A-Za-z0-9_.:@][A-Za-z0-9_.:@-]{0,127}')
+HEADER_NAME_PATTERN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 # Options every check accepts, whatever its type.
 COMMON_OPTIONS = frozenset(('name', 'type', 'timeout', 'latency_budget'))
@@ -160,8 +161,8 @@ def duplicate_names(specs: t.Iterable[CheckSpec]) -> list[str]:
 
 def validate_name(value: str, what: str) -> str:
     """Check a process or supervisor program name against :data:`NAME_PATTERN`."""
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
-        raise CheckConfigError(f'invalid {what} {value!r}: use 1 to 128 letters, digits and the characters _ . : @ -')
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise CheckConfigError(f'invalid {what} {value!r}: use 1 to 128 letters, digits and the characters _ . : @ - (not starting with -)')
     return value
 
 
@@ -221,6 +222,9 @@ def _run_one(spec: CheckSpec, retries: int, delay: float, deadline_at: float | N
         config = validate_spec(spec)
     except CheckConfigError as exc:
         return CheckResult(name=str(spec.name), type=str(spec.type), healthy=False, status=STATUS_ERROR, message=str(exc))
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        # Options of an unexpected shape, such as a number where a list belongs.
+        return CheckResult(name=str(spec.name), type=str(spec.type), healthy=False, status=STATUS_ERROR, message=f'invalid options: {describe_error(exc)}')
 
     _parser, probe, _allowed = _CHECKS[spec.type]
     attempts = 0
@@ -265,7 +269,8 @@ def _attempt(probe: t.Callable[[t.Any, float], Outcome], config: t.Any, timeout:
         return STATUS_ERROR, Outcome(False, str(exc))
     except Exception as exc:  # pylint: disable=broad-exception-caught
         # A probe must never take the whole run down: anything it raises is this check's failure.
-        return STATUS_FAILED, Outcome(False, describe_error(exc))
+        context = getattr(config, 'context', None)
+        return STATUS_FAILED, Outcome(False, describe_error(exc), context() if context else {})
     return (STATUS_OK if outcome.healthy else STATUS_FAILED), outcome
 
 
@@ -274,7 +279,7 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f'certificate verification failed: {exc.verify_message or exc.reason}'
     if isinstance(exc, ssl.SSLError):
-        return f'TLS error: {exc.reason or exc}'
+        return f"TLS error: {getattr(exc, 'reason', None) or exc}"
     if isinstance(exc, ConnectionRefusedError):
         return 'connection refused'
     if isinstance(exc, http.client.RemoteDisconnected):
@@ -475,7 +480,7 @@ def _parse_headers(headers: t.Any) -> tuple[tuple[str, str], ...]:
     for name, value in headers.items():
         name = str(name)
         value = as_text(value)
-        if not HEADER_NAME_PATTERN.match(name):
+        if not HEADER_NAME_PATTERN.fullmatch(name):
             raise CheckConfigError(f'invalid HTTP header name {name!r}')
         if any(char in value for char in '\r\n\0'):
             raise CheckConfigError(f'the value of HTTP header {name} must not contain line breaks')
@@ -528,7 +533,7 @@ def _read_body(connection: http.client.HTTPConnection, response: http.client.HTT
             raise TimeoutError('timed out reading the response body')
         if connection.sock is not None:
             connection.sock.settimeout(remaining)
-        chunk = response.read(min(65536, MAX_BODY_BYTES - size))
+        chunk = response.read1(min(65536, MAX_BODY_BYTES - size))
         if not chunk:
             break
         chunks.append(chunk)
@@ -556,6 +561,10 @@ def _json_lookup(document: t.Any, path: t.Sequence[str]) -> tuple[bool, t.Any]:
 class TcpConfig:
     host: str
     port: int
+
+    def context(self) -> dict[str, t.Any]:
+        """Details reported even when the connection fails."""
+        return {'host': self.host, 'port': self.port}
 
 
 def parse_tcp(options: t.Mapping[str, t.Any]) -> TcpConfig:
@@ -758,6 +767,10 @@ class TlsCertConfig:
     min_days_valid: int
     ssl_context: ssl.SSLContext
 
+    def context(self) -> dict[str, t.Any]:
+        """Details reported even when the connection fails."""
+        return {'host': self.host, 'port': self.port}
+
 
 TLS_CERT_OPTIONS = frozenset(('host', 'port', 'server_name', 'min_days_valid', 'validate_certs', 'ca_path'))
 
@@ -802,7 +815,8 @@ def probe_tls_cert(config: TlsCertConfig, timeout: float) -> Outcome:
     if now < not_before:
         return Outcome(False, f'not valid before {not_before.isoformat()}', details)
     if now >= not_after:
-        return Outcome(False, f'expired {-days_left} day(s) ago', details)
+        ago = math.floor((now - not_after).total_seconds() / 86400)
+        return Outcome(False, f'expired {ago} day(s) ago' if ago else 'expired less than a day ago', details)
     message = f'expires in {days_left} days'
     if days_left < config.min_days_valid:
         return Outcome(False, f'{message} (< {config.min_days_valid})', details)
@@ -925,6 +939,8 @@ def _query_sqlite(path: str, query: str, timeout: float) -> tuple[t.Any, ...] | 
     try:
         # Abort a query that runs past the timeout; a non-zero return interrupts it.
         connection.set_progress_handler(lambda: int(time.monotonic() > expires), 1000)
+        # Reading the schema proves the file is a database, which SELECT 1 alone does not.
+        connection.execute('PRAGMA schema_version').fetchone()
         return connection.execute(query).fetchone()
     finally:
         connection.close()

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 import typing as t
 
 try:
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
     from prometheus_client.parser import text_string_to_metric_families
-except ImportError as _exc:  # pragma: no cover - exercised by patching HAS_PROMETHEUS_CLIENT
+except ImportError:  # pragma: no cover - exercised by patching HAS_PROMETHEUS_CLIENT
     HAS_PROMETHEUS_CLIENT = False
-    PROMETHEUS_CLIENT_IMPORT_ERROR: str | None = str(_exc)
+    PROMETHEUS_CLIENT_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
     HAS_PROMETHEUS_CLIENT = True
     PROMETHEUS_CLIENT_IMPORT_ERROR = None
@@ -128,4 +129,4 @@ def write_health_metrics(path: str, results: t.Sequence[CheckResult], tenant: st
 
 def _require_library() -> None:
     if not HAS_PROMETHEUS_CLIENT:
-        raise MetricsError(f'writing metrics needs the prometheus_client Python library ({PROMETHEUS_CLIENT_IMPORT_ERROR})')
+        raise MetricsError('writing metrics needs the prometheus_client Python library')

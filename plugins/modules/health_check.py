@@ -1,0 +1,545 @@
+#!/usr/bin/python
+# Copyright (c) Dihya ops maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+DOCUMENTATION = r"""
+module: health_check
+short_description: Run HTTP, TCP, process, disk, TLS certificate and SQL health checks concurrently
+version_added: 0.1.0
+description:
+  - Runs a list of read-only health checks concurrently on the target and reports each result and an overall verdict.
+  - Supported checks are HTTP and HTTPS endpoints, TCP ports, processes (by pidfile, by name or as a supervisor program),
+    free disk space, TLS certificate expiry and SQL queries against SQLite or PostgreSQL.
+  - Failing checks can be retried, and a deadline bounds the whole run.
+  - Optionally writes the results as gauges to a file for the Prometheus node_exporter textfile collector.
+  - The module never reports a change. Checks only read; the metrics file is an output of the probe,
+    not state the module manages, so writing it does not count as a change.
+  - Bad input for a single check (a malformed URL, an invalid program name, a missing CA file, ...) does not stop the other checks;
+    that check is reported with RV(checks[].status=error) and is not healthy.
+author:
+  - Dihya ops maintainers (@dihya-ops)
+extends_documentation_fragment:
+  - dihya.ops._attributes
+  - dihya.ops._attributes.idempotent_not_modify_state
+attributes:
+  check_mode:
+    support: full
+    details:
+      - All checks run in check mode, since they only read. The metrics file is not written (RV(metrics_written=false)).
+  diff_mode:
+    support: none
+requirements:
+  - prometheus_client (when O(metrics_path) is set)
+  - cryptography (for O(checks[].type=tls_cert) checks)
+  - psycopg 3 (for O(checks[].type=sql) checks against PostgreSQL)
+  - supervisorctl (for O(checks[].supervisor_program) checks)
+options:
+  checks:
+    description:
+      - The checks to run. They run concurrently and are reported in this order.
+      - Options that do not apply to a check's O(checks[].type) are an error for that check.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description:
+          - Name of the check, unique within the task. Used in messages and as the C(check) label of the metrics.
+        type: str
+        required: true
+      type:
+        description:
+          - What to check.
+          - V(http) and V(https) send one request to O(checks[].url). V(https) insists on an C(https://) URL.
+          - V(tcp) opens a connection to O(checks[].host) and O(checks[].port) and closes it.
+          - V(process) looks for a running process by O(checks[].pidfile), O(checks[].process_name) or O(checks[].supervisor_program).
+          - V(disk) compares the free space at O(checks[].path) with O(checks[].min_free_bytes) and O(checks[].min_free_percent).
+          - V(tls_cert) fetches the certificate of O(checks[].host) and compares its remaining validity with O(checks[].min_days_valid).
+          - V(sql) runs O(checks[].query) read-only against O(checks[].dsn).
+        type: str
+        required: true
+        choices: [http, https, tcp, process, disk, tls_cert, sql]
+      timeout:
+        description:
+          - Seconds this check may take, overriding the top-level O(timeout). Must be greater than 0.
+        type: float
+      latency_budget:
+        description:
+          - Seconds a passing attempt may take at most; a slower one counts as failed.
+        type: float
+      url:
+        description:
+          - URL to request. Required for V(http) and V(https) checks.
+          - Must use the C(http) or C(https) scheme and name a host. User and password in the URL are sent with basic authentication.
+          - Health checks go straight to the target and ignore proxy environment variables. Redirects are not followed.
+        type: str
+      method:
+        description:
+          - HTTP method. Defaults to V(GET).
+        type: str
+        choices: [GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS]
+      status_codes:
+        description:
+          - HTTP status codes that count as healthy. Defaults to V([200]).
+          - Redirects are not followed, so list 3xx codes here if they are expected.
+        type: list
+        elements: int
+      body_regex:
+        description:
+          - Python regular expression the response body must match (searched anywhere in the body).
+          - Only the first MiB of the body is read.
+        type: str
+      json_field:
+        description:
+          - Dotted path of a field that must exist in the JSON response body, for example V(database.status).
+          - A numeric path element indexes a list, for example V(replicas.0.state).
+        type: str
+      json_value:
+        description:
+          - Expected value of O(checks[].json_field), compared as a string.
+          - JSON V(true), V(false) and V(null) read as V(true), V(false) and V(null); numbers as written.
+        type: raw
+      headers:
+        description:
+          - Request headers. Their values are hidden from the output, since they often carry tokens.
+          - Ansible masks hidden values wherever they appear in the output, so avoid very short or common values here.
+        type: dict
+      body:
+        description:
+          - Request body, sent as UTF-8. Set a C(Content-Type) header to match.
+        type: str
+      validate_certs:
+        description:
+          - Whether the server certificate must be valid and match the host name.
+          - Defaults to V(true) for V(http) and V(https) checks and to V(false) for V(tls_cert) checks,
+            which report on expiry even for self-signed certificates.
+        type: bool
+      ca_path:
+        description:
+          - PEM file or hashed directory of CA certificates to validate the server certificate with, instead of the system store.
+        type: path
+      host:
+        description:
+          - Host name or address to connect to. Required for V(tcp) and V(tls_cert) checks.
+        type: str
+      port:
+        description:
+          - TCP port, between 1 and 65535. Required for V(tcp) checks; V(tls_cert) checks default to V(443).
+        type: int
+      server_name:
+        description:
+          - Server name sent with SNI and checked against the certificate by V(tls_cert) checks. Defaults to O(checks[].host).
+        type: str
+      min_days_valid:
+        description:
+          - Minimum number of days the certificate must stay valid for a V(tls_cert) check to pass. Defaults to V(14).
+        type: int
+      pidfile:
+        description:
+          - File holding the PID of the process that must be running (not a zombie).
+          - A missing pidfile makes the check fail.
+        type: path
+      process_name:
+        description:
+          - Name of a process that must be running, matched against the process name and the base name of its executable.
+          - Must match C(^[A-Za-z0-9_.:@][A-Za-z0-9_.:@-]{0,127}$).
+        type: str
+      supervisor_program:
+        description:
+          - Name of a supervisor program that must be in the C(RUNNING) state, as C(name) or C(group:name).
+          - Must match C(^[A-Za-z0-9_.:@][A-Za-z0-9_.:@-]{0,127}$); anything else is reported as an error and nothing is run.
+          - The check runs O(checks[].supervisorctl) with an argument list, never through a shell.
+        type: str
+      supervisorctl:
+        description:
+          - supervisorctl executable, as a path or a name looked up in E(PATH). Defaults to V(supervisorctl).
+        type: str
+      supervisor_config:
+        description:
+          - supervisord configuration file passed to supervisorctl with C(-c). Without it, supervisorctl looks in its default places.
+        type: path
+      path:
+        description:
+          - A path on the file system to check. Required for V(disk) checks.
+        type: path
+      min_free_bytes:
+        description:
+          - Minimum space, in bytes, available to unprivileged users on the file system of O(checks[].path).
+          - A V(disk) check needs this option, O(checks[].min_free_percent) or both.
+        type: int
+      min_free_percent:
+        description:
+          - Minimum free share of the file system of O(checks[].path), between V(0) and V(100), computed like C(df) does.
+        type: float
+      dsn:
+        description:
+          - Database to query. Required for V(sql) checks.
+          - V(sqlite:///absolute/path/to/file.db) opens an existing SQLite file read-only; a missing file makes the check fail and is never created.
+          - V(postgresql://user:password@host:port/dbname) connects with psycopg in a read-only session.
+          - The value is hidden from the output, and the password never appears in messages.
+        type: str
+      query:
+        description:
+          - Query to run. Defaults to V(SELECT 1).
+        type: str
+      expect:
+        description:
+          - Expected first column of the first row, compared as a string. Without it, the query only has to succeed.
+        type: raw
+  timeout:
+    description:
+      - Default number of seconds each check may take. Must be greater than 0.
+    type: float
+    default: 5
+  concurrency:
+    description:
+      - How many checks run at the same time. Must be at least 1.
+    type: int
+    default: 32
+  tenant:
+    description:
+      - Value of the C(tenant) label of the metrics. Use a separate O(metrics_path) for each tenant.
+    type: str
+    default: default
+  fail_on_unhealthy:
+    description:
+      - Fail the task when a check is not healthy. The results are returned either way, and the metrics file is written first.
+    type: bool
+    default: false
+  retries:
+    description:
+      - How many more times a failing check is attempted. Only checks that fail are attempted again, and errors in a check's options are not retried.
+    type: int
+    default: 0
+  delay:
+    description:
+      - Seconds to wait before attempting a failing check again. Must be 0 or more.
+    type: float
+    default: 1
+  deadline:
+    description:
+      - Seconds the whole run may take. Must be greater than 0.
+      - Every attempt's timeout is cut to the time left, no retry starts after the deadline,
+        and a check that could not start in time fails with a message saying so.
+    type: float
+  metrics_path:
+    description:
+      - File to write the results to, in the Prometheus text format, for the node_exporter textfile collector (which only reads C(*.prom) files).
+      - The file is replaced atomically with mode C(0644) on every run outside check mode. Its directory must exist.
+      - 'Gauges: C(dihya_health_check_up), C(dihya_health_check_duration_seconds) and C(dihya_health_check_last_success_timestamp_seconds),
+        labelled C(check), C(type) and C(tenant); and C(dihya_health_check_healthy), labelled C(tenant).'
+      - A failing check keeps the last-success timestamp found in the previous file; it is V(0) if the check never passed.
+    type: path
+notes:
+  - Checks run in threads of the module process on the target. A check that hangs in the kernel (for example on a dead network file system)
+    can delay the end of the task past O(timeout) and O(deadline).
+seealso:
+  - name: node_exporter textfile collector
+    description: How node_exporter picks up metrics written to files.
+    link: https://github.com/prometheus/node_exporter#textfile-collector
+"""
+
+EXAMPLES = r"""
+- name: Check the backend before and after a deployment
+  dihya.ops.health_check:
+    checks:
+      - name: healthz
+        type: http
+        url: http://127.0.0.1:8000/healthz
+        json_field: database.status
+        json_value: ok
+        latency_budget: 0.5
+      - name: gunicorn
+        type: process
+        supervisor_program: dihya-backend
+        supervisor_config: /etc/supervisor/supervisord.conf
+      - name: postgres
+        type: tcp
+        host: 127.0.0.1
+        port: 5432
+      - name: data disk
+        type: disk
+        path: /var/lib/dihya
+        min_free_percent: 10
+      - name: certificate
+        type: tls_cert
+        host: dihya.example.org
+        min_days_valid: 21
+    retries: 2
+    delay: 2
+    deadline: 30
+    fail_on_unhealthy: true
+
+- name: Feed the node_exporter textfile collector
+  dihya.ops.health_check:
+    tenant: "{{ dihya_tenant }}"
+    metrics_path: "/var/lib/node_exporter/textfile/dihya_health_{{ dihya_tenant }}.prom"
+    checks:
+      - name: api
+        type: https
+        url: "https://{{ inventory_hostname }}/api/health"
+        ca_path: /etc/dihya/ca.pem
+        headers:
+          Authorization: "Bearer {{ dihya_health_token }}"
+      - name: sessions-db
+        type: sql
+        dsn: sqlite:///var/lib/dihya/sessions.db
+        query: SELECT count(*) >= 0 FROM sessions
+        expect: 1
+  register: dihya_health
+
+- name: Show what failed
+  ansible.builtin.debug:
+    msg: "{{ dihya_health.summary }}"
+  when: not dihya_health.healthy
+"""
+
+RETURN = r"""
+healthy:
+  description: Whether every check is healthy.
+  returned: always
+  type: bool
+  sample: false
+summary:
+  description: One line for humans, naming the failed checks and why they failed.
+  returned: always
+  type: str
+  sample: "2/3 checks healthy; failed: healthz (HTTP 503 not in [200])"
+failed_checks:
+  description: Names of the checks that are not healthy, in input order.
+  returned: always
+  type: list
+  elements: str
+  sample: [healthz]
+checks:
+  description: One result per check, in input order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Name of the check.
+      type: str
+      returned: always
+      sample: healthz
+    type:
+      description: Type of the check.
+      type: str
+      returned: always
+      sample: http
+    healthy:
+      description: Whether the check passed.
+      type: bool
+      returned: always
+      sample: false
+    status:
+      description:
+        - V(ok) when the check passed, V(failed) when it ran and failed, V(error) when its options are unusable.
+      type: str
+      returned: always
+      sample: failed
+    message:
+      description: What the check found, for humans.
+      type: str
+      returned: always
+      sample: HTTP 503 not in [200]
+    latency_seconds:
+      description: Duration of the last attempt, in seconds.
+      type: float
+      returned: always
+      sample: 0.0132
+    attempts:
+      description: How many times the check was attempted. V(0) for an error in its options or when the deadline passed before it could start.
+      type: int
+      returned: always
+      sample: 1
+    details:
+      description:
+        - Facts the check collected, depending on its type.
+        - V(http) and V(https) return C(status_code), C(body_bytes) and, with O(checks[].json_field), C(json_value).
+        - V(tcp) returns C(host), C(port) and the connected C(address).
+        - V(process) returns C(pid) and C(pidfile) for a pidfile; C(pids) and C(count) for a process name;
+          C(supervisor_state), C(pid), C(uptime) and C(rc) for a supervisor program.
+        - V(disk) returns C(free_bytes), C(total_bytes) and C(free_percent).
+        - V(tls_cert) returns C(days_left), C(not_after), C(not_before), C(subject) and C(issuer).
+        - V(sql) returns C(backend) and the first column of the first row as C(value).
+      type: dict
+      returned: always
+      sample: {status_code: 503, body_bytes: 18}
+duration_seconds:
+  description: How long the whole run took, in seconds.
+  returned: always
+  type: float
+  sample: 0.42
+metrics_path:
+  description: The value of O(metrics_path).
+  returned: always
+  type: str
+  sample: /var/lib/node_exporter/textfile/dihya_health.prom
+metrics_written:
+  description: Whether the metrics file was written. Always V(false) in check mode or without O(metrics_path).
+  returned: always
+  type: bool
+  sample: true
+"""
+
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.dihya.ops.plugins.module_utils._health import (
+    CHECK_TYPES,
+    HTTP_METHODS,
+    CheckSpec,
+    duplicate_names,
+    run_checks,
+    summarize,
+    validate_run_options,
+)
+from ansible_collections.dihya.ops.plugins.module_utils._metrics import (
+    HAS_PROMETHEUS_CLIENT,
+    PROMETHEUS_CLIENT_IMPORT_ERROR,
+    MetricsError,
+    check_metrics_path,
+    write_health_metrics,
+)
+
+
+CHECK_OPTIONS = dict(
+    name=dict(type='str', required=True),
+    type=dict(type='str', required=True, choices=list(CHECK_TYPES)),
+    timeout=dict(type='float'),
+    latency_budget=dict(type='float'),
+    url=dict(type='str'),
+    method=dict(type='str', choices=list(HTTP_METHODS)),
+    status_codes=dict(type='list', elements='int'),
+    body_regex=dict(type='str'),
+    json_field=dict(type='str'),
+    json_value=dict(type='raw'),
+    headers=dict(type='dict', no_log=True),
+    body=dict(type='str'),
+    validate_certs=dict(type='bool'),
+    ca_path=dict(type='path'),
+    host=dict(type='str'),
+    port=dict(type='int'),
+    server_name=dict(type='str'),
+    min_days_valid=dict(type='int'),
+    pidfile=dict(type='path'),
+    process_name=dict(type='str'),
+    supervisor_program=dict(type='str'),
+    supervisorctl=dict(type='str'),
+    supervisor_config=dict(type='path'),
+    path=dict(type='path'),
+    min_free_bytes=dict(type='int'),
+    min_free_percent=dict(type='float'),
+    dsn=dict(type='str', no_log=True),
+    query=dict(type='str'),
+    expect=dict(type='raw'),
+)
+
+COMMON_KEYS = ('name', 'type', 'timeout', 'latency_budget')
+
+
+def build_specs(checks, default_timeout):
+    """Turn the validated ``checks`` option into engine specs."""
+    specs = []
+    for check in checks:
+        options = dict((key, value) for key, value in check.items() if key not in COMMON_KEYS and value is not None)
+        timeout = check['timeout'] if check['timeout'] is not None else default_timeout
+        specs.append(CheckSpec(name=check['name'], type=check['type'], options=options, timeout=timeout, latency_budget=check['latency_budget']))
+    return specs
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            checks=dict(
+                type='list',
+                elements='dict',
+                required=True,
+                options=CHECK_OPTIONS,
+                mutually_exclusive=[('pidfile', 'process_name', 'supervisor_program')],
+                required_if=[
+                    ('type', 'http', ('url',)),
+                    ('type', 'https', ('url',)),
+                    ('type', 'tcp', ('host', 'port')),
+                    ('type', 'tls_cert', ('host',)),
+                    ('type', 'process', ('pidfile', 'process_name', 'supervisor_program'), True),
+                    ('type', 'disk', ('path',)),
+                    ('type', 'disk', ('min_free_bytes', 'min_free_percent'), True),
+                    ('type', 'sql', ('dsn',)),
+                ],
+            ),
+            timeout=dict(type='float', default=5),
+            concurrency=dict(type='int', default=32),
+            tenant=dict(type='str', default='default'),
+            fail_on_unhealthy=dict(type='bool', default=False),
+            retries=dict(type='int', default=0),
+            delay=dict(type='float', default=1),
+            deadline=dict(type='float'),
+            metrics_path=dict(type='path'),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    metrics_path = params['metrics_path']
+
+    errors = validate_run_options(
+        timeout=params['timeout'], concurrency=params['concurrency'], retries=params['retries'], delay=params['delay'], deadline=params['deadline'],
+    )
+    if not params['tenant']:
+        errors.append('tenant must not be empty')
+    specs = build_specs(params['checks'], params['timeout'])
+    duplicates = duplicate_names(specs)
+    if duplicates:
+        errors.append(f"check names must be unique; repeated: {', '.join(duplicates)}")
+    if errors:
+        module.fail_json(msg='; '.join(errors))
+
+    if metrics_path:
+        if not HAS_PROMETHEUS_CLIENT:
+            module.fail_json(msg=missing_required_lib('prometheus_client'), exception=PROMETHEUS_CLIENT_IMPORT_ERROR)
+        if not metrics_path.endswith('.prom'):
+            module.warn(f'metrics_path {metrics_path} does not end in .prom; the node_exporter textfile collector ignores such files')
+        try:
+            check_metrics_path(metrics_path)
+        except MetricsError as exc:
+            if not module.check_mode:
+                module.fail_json(msg=str(exc))
+            module.warn(f'{exc} (it must exist when the task runs outside check mode)')
+
+    started = time.monotonic()
+    results = run_checks(specs, concurrency=params['concurrency'], retries=params['retries'], delay=params['delay'], deadline=params['deadline'])
+    healthy = all(result.healthy for result in results)
+    summary = summarize(results)
+    outcome = dict(
+        changed=False,
+        healthy=healthy,
+        summary=summary,
+        failed_checks=[result.name for result in results if not result.healthy],
+        checks=[result.to_dict() for result in results],
+        duration_seconds=round(time.monotonic() - started, 6),
+        metrics_path=metrics_path,
+        metrics_written=False,
+    )
+
+    if metrics_path and not module.check_mode:
+        try:
+            for warning in write_health_metrics(metrics_path, results, params['tenant']):
+                module.warn(warning)
+        except MetricsError as exc:
+            module.fail_json(msg=str(exc), exception=traceback.format_exc(), **outcome)
+        outcome['metrics_written'] = True
+
+    if params['fail_on_unhealthy'] and not healthy:
+        module.fail_json(msg=summary, **outcome)
+    module.exit_json(**outcome)
+
+
+if __name__ == '__main__':
+    main()
