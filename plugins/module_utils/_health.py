@@ -29,11 +29,15 @@ import shutil
 import socket
 import sqlite3
 import ssl
-import subprocess
 import time
 import typing as t
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.dihya.ops.plugins.module_utils._supervisor import NAME_PATTERN
+from ansible_collections.dihya.ops.plugins.module_utils._supervisor import SupervisorError
+from ansible_collections.dihya.ops.plugins.module_utils._supervisor import Supervisorctl
+from ansible_collections.dihya.ops.plugins.module_utils._supervisor import subprocess_runner
 
 try:
     from cryptography import x509
@@ -56,7 +60,6 @@ else:
 
 CHECK_TYPES = ('http', 'https', 'tcp', 'process', 'disk', 'tls_cert', 'sql')
 HTTP_METHODS = ('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS')
-SUPERVISOR_STATES = ('STOPPED', 'STARTING', 'RUNNING', 'BACKOFF', 'STOPPING', 'EXITED', 'FATAL', 'UNKNOWN')
 
 STATUS_OK = 'ok'
 STATUS_FAILED = 'failed'
@@ -72,8 +75,6 @@ MAX_BODY_BYTES = 1024 * 1024
 USER_AGENT = 'dihya.ops.health_check'
 MASK = '********'
 
-# Process and supervisor program names: no shell or option syntax can get through.
-NAME_PATTERN = re.compile(r'[A-Za-z0-9_.:@][A-Za-z0-9_.:@-]{0,127}')
 HEADER_NAME_PATTERN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 # Options every check accepts, whatever its type.
@@ -680,34 +681,18 @@ def _probe_process_name(name: str) -> Outcome:
 
 def _probe_supervisor(config: ProcessConfig, timeout: float) -> Outcome:
     program = t.cast(str, config.supervisor_program)
-    argv = [t.cast(str, config.supervisorctl)]
-    if config.supervisor_config is not None:
-        argv += ['-c', config.supervisor_config]
-    argv += ['status', program]
     details: dict[str, t.Any] = {'supervisor_program': program}
+    ctl = Supervisorctl(subprocess_runner(timeout), t.cast(str, config.supervisorctl), config.supervisor_config)
     try:
-        completed = subprocess.run(
-            argv, shell=False, check=False, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return Outcome(False, f'supervisorctl timed out after {timeout:g}s', details)
-    output = completed.stdout.decode('utf-8', errors='replace')
-    details['rc'] = completed.returncode
-    for line in output.splitlines():
-        fields = line.split(None, 2)
-        if len(fields) >= 2 and fields[0] == program and fields[1] in SUPERVISOR_STATES:
-            state = details['supervisor_state'] = fields[1]
-            info = fields[2].strip() if len(fields) > 2 else ''
-            match = re.match(r'pid (\d+), uptime (\S+)', info)
-            if match:
-                details['pid'] = int(match.group(1))
-                details['uptime'] = match.group(2)
-            message = f'supervisor program {program} is {state}' + (f' ({info})' if info else '')
-            return Outcome(state == 'RUNNING', message, details)
-    first = next((line.strip() for line in output.splitlines() if line.strip()), f'exit code {completed.returncode}')
-    if 'no such process' in first.lower():
-        return Outcome(False, f'supervisor program {program} not found', details)
-    return Outcome(False, f'supervisorctl: {first[:200]}', details)
+        status = ctl.status(program)
+    except SupervisorError as exc:
+        return Outcome(False, str(exc), details)
+    details['supervisor_state'] = status.state
+    if status.pid is not None:
+        details['pid'] = status.pid
+        details['uptime'] = status.uptime
+    message = f'supervisor program {program} is {status.state}' + (f' ({status.description})' if status.description else '')
+    return Outcome(status.running, message, details)
 
 
 # ---------------------------------------------------------------------------

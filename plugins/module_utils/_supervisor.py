@@ -5,24 +5,25 @@
 
 Program names are validated before anything runs and every command is an
 argument vector, so a hostile name (``web; rm -rf /``) can never reach a
-shell.  The runner is injected so the Ansible module can pass
-``AnsibleModule.run_command`` and unit tests can pass ``subprocess``.
+shell.  The runner is injected: the Ansible module passes
+``AnsibleModule.run_command``, the health checks pass :func:`subprocess_runner`.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import typing as t
 from dataclasses import dataclass
 
-PROGRAM_NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,128}(:[A-Za-z0-9_.@-]{1,128})?$")
+# Process and supervisor program names (``group:name`` included): no shell or
+# option syntax can get through, and no leading ``-``.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:@][A-Za-z0-9_.:@-]{0,127}")
 
-RUNNING_STATES = frozenset(("RUNNING",))
-STARTING_STATES = frozenset(("STARTING", "BACKOFF"))
+STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN")
 STOPPED_STATES = frozenset(("STOPPED", "EXITED", "FATAL"))
-KNOWN_STATES = RUNNING_STATES | STARTING_STATES | STOPPED_STATES | frozenset(("STOPPING", "UNKNOWN"))
 
-# (rc, stdout, stderr)
+# argv -> (rc, stdout, stderr)
 Runner = t.Callable[[t.List[str]], t.Tuple[int, str, str]]
 
 
@@ -37,34 +38,50 @@ class ProgramStatus:
     name: str
     state: str
     pid: int | None
+    uptime: str | None
     description: str
 
     @property
     def running(self) -> bool:
-        return self.state in RUNNING_STATES
+        return self.state == "RUNNING"
 
 
-def validate_program_name(name: str) -> str:
-    """Return ``name`` if it is a plain supervisor program name, else raise ValueError."""
-    if not isinstance(name, str) or not PROGRAM_NAME_RE.match(name):
-        raise ValueError(
-            f"invalid supervisor program name {name!r}: use letters, digits, '_', '.', '@', '-' "
-            "(optionally group:name), at most 128 characters"
-        )
-    return name
+def validate_name(value: t.Any, what: str = "supervisor program name") -> str:
+    """Return ``value`` if it matches :data:`NAME_PATTERN`, else raise ValueError naming ``what``."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ValueError(f"invalid {what} {value!r}: use 1 to 128 letters, digits and the characters _ . : @ - (not starting with -)")
+    return value
 
 
 def parse_status_line(line: str) -> ProgramStatus | None:
-    """Parse ``name  STATE  pid 123, uptime 0:01:02`` (or a stopped variant)."""
+    """Parse ``name  STATE  pid 123, uptime 0:01:02`` (or a stopped variant); None if it is no status line."""
     fields = line.split(None, 2)
-    if len(fields) < 2 or fields[1] not in KNOWN_STATES:
+    if len(fields) < 2 or fields[1] not in STATES:
         return None
     description = fields[2].strip() if len(fields) > 2 else ""
-    pid = None
-    match = re.match(r"pid (\d+),", description)
-    if match:
-        pid = int(match.group(1))
-    return ProgramStatus(name=fields[0], state=fields[1], pid=pid, description=description)
+    match = re.match(r"pid (\d+), uptime (\S+)", description)
+    return ProgramStatus(
+        name=fields[0],
+        state=fields[1],
+        pid=int(match.group(1)) if match else None,
+        uptime=match.group(2) if match else None,
+        description=description,
+    )
+
+
+def subprocess_runner(timeout: float) -> Runner:
+    """A runner with a time limit, for callers outside an Ansible module."""
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        try:
+            completed = subprocess.run(argv, shell=False, check=False, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise SupervisorError(f"supervisorctl timed out after {timeout:g}s") from exc
+        except OSError as exc:
+            raise SupervisorError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+        return completed.returncode, completed.stdout.decode("utf-8", "replace"), completed.stderr.decode("utf-8", "replace")
+
+    return run
 
 
 class Supervisorctl:
@@ -74,38 +91,32 @@ class Supervisorctl:
         self._runner = runner
         self._base = [supervisorctl] + (["-c", config] if config else [])
 
-    def _run(self, *args: str) -> tuple[int, str, str]:
+    def _run(self, *args: str) -> tuple[int, str]:
         rc, out, err = self._runner(self._base + list(args))
-        text = f"{out}\n{err}"
-        if "refused connection" in text or "no such file" in text.lower() or "SHUTDOWN_STATE" in text:
-            raise SupervisorError(f"supervisord is not reachable: {(out or err).strip()}")
-        return rc, out, err
+        text = f"{out}\n{err}".strip()
+        lowered = text.lower()
+        if "refused connection" in lowered or "no such file" in lowered or "shutdown_state" in lowered:
+            raise SupervisorError(f"supervisord is not reachable: {text[:300]}")
+        return rc, text
 
     def status(self, program: str) -> ProgramStatus:
-        validate_program_name(program)
-        dummy_rc, out, err = self._run("status", program)
-        for line in out.splitlines():
+        """State of ``program``; SupervisorError if supervisord is unreachable or does not know it."""
+        validate_name(program)
+        rc, text = self._run("status", program)
+        for line in text.splitlines():
             status = parse_status_line(line)
             if status is not None and status.name == program:
                 return status
-        message = (out or err).strip()
-        if "no such process" in message.lower():
-            raise SupervisorError(f"supervisord has no program named {program!r}")
-        raise SupervisorError(f"cannot read the state of {program!r}: {message or 'no output'}")
+        if "no such process" in text.lower():
+            raise SupervisorError(f"supervisord has no program named {program}")
+        raise SupervisorError(f"cannot read the state of {program}: {text[:300] or 'no output'} (exit code {rc})")
 
-    def _act(self, action: str, program: str) -> str:
-        validate_program_name(program)
-        rc, out, err = self._run(action, program)
-        message = (out + err).strip()
-        if rc != 0 or "ERROR" in message:
-            raise SupervisorError(f"supervisorctl {action} {program} failed: {message or f'exit code {rc}'}")
-        return message
-
-    def start(self, program: str) -> str:
-        return self._act("start", program)
-
-    def stop(self, program: str) -> str:
-        return self._act("stop", program)
-
-    def restart(self, program: str) -> str:
-        return self._act("restart", program)
+    def act(self, action: str, program: str) -> str:
+        """Run ``start``, ``stop`` or ``restart`` on ``program``; SupervisorError when it fails."""
+        if action not in ("start", "stop", "restart"):
+            raise ValueError(f"unknown supervisorctl action {action!r}")
+        validate_name(program)
+        rc, text = self._run(action, program)
+        if rc != 0 or "ERROR" in text:
+            raise SupervisorError(f"supervisorctl {action} {program} failed: {text[:300] or f'exit code {rc}'}")
+        return text

@@ -104,10 +104,11 @@ from ansible_collections.dihya.ops.plugins.module_utils._supervisor import (
     STOPPED_STATES,
     SupervisorError,
     Supervisorctl,
-    validate_program_name,
+    validate_name,
 )
 
 WOULD_BE = {"started": "RUNNING", "restarted": "RUNNING", "stopped": "STOPPED"}
+ACTIONS = {"started": "start", "restarted": "restart", "stopped": "stop"}
 
 
 def main() -> None:
@@ -123,7 +124,7 @@ def main() -> None:
     name = module.params["name"]
     state = module.params["state"]
     try:
-        validate_program_name(name)
+        validate_name(name)
     except ValueError as exc:
         module.fail_json(msg=str(exc), name=name)
 
@@ -150,7 +151,7 @@ def main() -> None:
         if module.check_mode:
             result.update(state_after=WOULD_BE[state], pid_after=None)
             module.exit_json(**result)
-        getattr(ctl, {"started": "start", "stopped": "stop", "restarted": "restart"}[state])(name)
+        ctl.act(ACTIONS[state], name)
         after = ctl.status(name)
         result.update(state_after=after.state, pid_after=after.pid)
     except SupervisorError as exc:
