@@ -37,7 +37,8 @@ stage_unit() {
 }
 
 stage_sanity() {
-  local dest="$root/.cache/ansible-test/ansible_collections/dihya/ops"
+  # Outside the checkout: inside it, ansible-test would list files through git.
+  local dest="${TMPDIR:-/tmp}/dihya-ops-sanity-$(id -u)/ansible_collections/dihya/ops"
   rm -rf "$dest" && mkdir -p "$dest"
   tar -C "$root" --exclude=./.git --exclude=./.cache --exclude=./.venv --exclude='__pycache__' \
     --exclude=./tests/output -cf - . | tar -C "$dest" -xf -
