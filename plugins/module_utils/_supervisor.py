@@ -69,6 +69,11 @@ def parse_status_line(line: str) -> ProgramStatus | None:
     )
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    """supervisorctl's output as one bounded line, for messages."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())[:limit]
+
+
 def subprocess_runner(timeout: float) -> Runner:
     """A runner with a time limit, for callers outside an Ansible module."""
 
@@ -96,7 +101,7 @@ class Supervisorctl:
         text = f"{out}\n{err}".strip()
         lowered = text.lower()
         if "refused connection" in lowered or "no such file" in lowered or "shutdown_state" in lowered:
-            raise SupervisorError(f"supervisord is not reachable: {text[:300]}")
+            raise SupervisorError(f"supervisord is not reachable: {_one_line(text)}")
         return rc, text
 
     def status(self, program: str) -> ProgramStatus:
@@ -109,7 +114,7 @@ class Supervisorctl:
                 return status
         if "no such process" in text.lower():
             raise SupervisorError(f"supervisord has no program named {program}")
-        raise SupervisorError(f"cannot read the state of {program}: {text[:300] or 'no output'} (exit code {rc})")
+        raise SupervisorError(f"cannot read the state of {program}: {_one_line(text) or 'no output'} (exit code {rc})")
 
     def act(self, action: str, program: str) -> str:
         """Run ``start``, ``stop`` or ``restart`` on ``program``; SupervisorError when it fails."""
@@ -118,5 +123,5 @@ class Supervisorctl:
         validate_name(program)
         rc, text = self._run(action, program)
         if rc != 0 or "ERROR" in text:
-            raise SupervisorError(f"supervisorctl {action} {program} failed: {text[:300] or f'exit code {rc}'}")
+            raise SupervisorError(f"supervisorctl {action} {program} failed: {_one_line(text) or f'exit code {rc}'}")
         return text
