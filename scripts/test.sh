@@ -22,8 +22,9 @@ export HOME="$root/.cache/test-home"
 mkdir -p "$HOME"
 export ANSIBLE_LOCAL_TEMP="$root/.cache/ansible-tmp"
 export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
-# Each suite deploys its own demo fleet, away from the one of scripts/demo.sh.
-export DIHYA_TEST_SANDBOX="${DIHYA_TEST_SANDBOX:-$root/.cache/test-sandbox}"
+# Each suite deploys its own demo fleet, away from the one of scripts/demo.sh,
+# under a short path: supervisord's unix socket path must stay under 108 bytes.
+export DIHYA_TEST_SANDBOX="${DIHYA_TEST_SANDBOX:-${TMPDIR:-/tmp}/dihya-ops-test-$(id -u)}"
 
 stage_lint() {
   ansible-lint --strict &&

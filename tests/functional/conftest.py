@@ -84,7 +84,7 @@ def run(argv: list[str], env: dict[str, str], timeout: int) -> subprocess.Comple
 
 @pytest.fixture(scope="session")
 def fleet() -> Fleet:
-    sandbox = pathlib.Path(os.environ.get("DIHYA_TEST_SANDBOX", ROOT / ".cache" / "test-sandbox")) / "functional"
+    sandbox = pathlib.Path(os.environ.get("DIHYA_TEST_SANDBOX", "/tmp/dihya-ops-test")) / "functional"
     fleet = Fleet(sandbox=sandbox, base_port=int(os.environ.get("DIHYA_FUNCTIONAL_BASE_PORT", "19180")))
     deployed = fleet.playbook("tests/demo_backend/deploy.yml")
     try:

@@ -27,7 +27,7 @@ def test_gunicorn_master_was_replaced(host):
 
 def test_supervisor_reports_the_program_running(host):
     root = SANDBOX / instance(host)
-    status = host.run(str(root / "venv" / "bin" / "supervisorctl"), "-c", str(root / "etc" / "supervisord.conf"), "status", "dihya-web")
+    status = host.run("%s -c %s status dihya-web", str(root / "venv" / "bin" / "supervisorctl"), str(root / "etc" / "supervisord.conf"))
     assert "RUNNING" in status.stdout
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from flask import Flask
 
 from .config import Settings
-
-__version__ = "1.4.0"
+from .version import __version__
 
 __all__ = ["Settings", "__version__", "create_app"]
 

@@ -32,7 +32,7 @@ def utcnow() -> str:
 
 
 def _tenant(slug: str) -> sqlite3.Row:
-    row = get_db().execute("SELECT id, slug, name FROM tenants WHERE slug = ?", (slug,)).fetchone()
+    row: sqlite3.Row | None = get_db().execute("SELECT id, slug, name FROM tenants WHERE slug = ?", (slug,)).fetchone()
     if row is None:
         abort(404, description=f"unknown tenant {slug!r}")
     return row
@@ -41,7 +41,7 @@ def _tenant(slug: str) -> sqlite3.Row:
 def _user_in_tenant(tenant_id: int, user_id: Any, field: str) -> sqlite3.Row:
     if not isinstance(user_id, int) or isinstance(user_id, bool):
         abort(400, description=f"{field} must be an integer")
-    row = get_db().execute("SELECT id, name FROM users WHERE id = ? AND tenant_id = ?", (user_id, tenant_id)).fetchone()
+    row: sqlite3.Row | None = get_db().execute("SELECT id, name FROM users WHERE id = ? AND tenant_id = ?", (user_id, tenant_id)).fetchone()
     if row is None:
         abort(404, description=f"{field} {user_id} is not a user of this tenant")
     return row
@@ -58,9 +58,7 @@ def _paging() -> tuple[int, int]:
 @bp.get("/tenants")
 def list_tenants() -> ResponseReturnValue:
     """All tenants with their number of users."""
-    rows = get_db().execute(
-        "SELECT t.slug, t.name, count(u.id) AS users FROM tenants t LEFT JOIN users u ON u.tenant_id = t.id GROUP BY t.id ORDER BY t.slug"
-    )
+    rows = get_db().execute("SELECT t.slug, t.name, count(u.id) AS users FROM tenants t LEFT JOIN users u ON u.tenant_id = t.id GROUP BY t.id ORDER BY t.slug")
     return jsonify({"tenants": [dict(row) for row in rows]})
 
 
@@ -192,10 +190,14 @@ def create_upload(tenant: str) -> ResponseReturnValue:
     user_id = request.args.get("user_id", type=int)
     if user_id is not None:
         _user_in_tenant(tenant_row["id"], user_id, "user_id")
-    upload = request.files.get("file")
-    filename = secure_filename(upload.filename or "") if upload is not None else ""
-    filename = filename or secure_filename(request.args.get("filename", "")) or "upload.bin"
-    stream = upload.stream if upload is not None else request.stream
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            abort(400, description="multipart uploads carry the file in a field named 'file'")
+        stream, filename = upload.stream, upload.filename or ""
+    else:  # the raw body, whatever its content type: never parsed as a form
+        stream, filename = request.stream, request.args.get("filename", "")
+    filename = secure_filename(filename) or "upload.bin"
 
     digest = hashlib.sha256()
     size = 0
@@ -236,8 +238,10 @@ def tenant_stats(tenant: str) -> ResponseReturnValue:
             return jsonify({**json.loads(cache_file.read_text(encoding="utf-8")), "cached": True})
     except (OSError, ValueError):
         pass
-    row = get_db().execute(
-        """
+    row = (
+        get_db()
+        .execute(
+            """
         SELECT (SELECT count(*) FROM users WHERE tenant_id = :t) AS users,
                (SELECT count(*) FROM orders WHERE tenant_id = :t) AS orders,
                (SELECT coalesce(sum(i.quantity * i.unit_price_cents), 0)
@@ -245,8 +249,10 @@ def tenant_stats(tenant: str) -> ResponseReturnValue:
                  WHERE o.tenant_id = :t AND o.status IN ('paid', 'shipped', 'delivered')) AS revenue_cents,
                (SELECT count(*) FROM messages m JOIN users u ON u.id = m.sender_id WHERE u.tenant_id = :t) AS messages
         """,
-        {"t": tenant_row["id"]},
-    ).fetchone()
+            {"t": tenant_row["id"]},
+        )
+        .fetchone()
+    )
     stats = {"tenant": tenant_row["slug"], **dict(row), "computed_at": utcnow()}
     with tempfile.NamedTemporaryFile("w", dir=settings.cache_dir, prefix=".stats-", delete=False, encoding="utf-8") as tmp:
         json.dump(stats, tmp)

@@ -162,7 +162,8 @@ def get_db() -> sqlite3.Connection:
     """The connection of the current request, opened on first use."""
     if "db" not in g:
         g.db = connect(current_app.config["DIHYA"].db_path)
-    return g.db
+    conn: sqlite3.Connection = g.db
+    return conn
 
 
 def _close_db(_exc: BaseException | None = None) -> None:

@@ -12,8 +12,8 @@ import time
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from . import __version__
 from .db import connect
+from .version import __version__
 
 bp = Blueprint("health", __name__)
 

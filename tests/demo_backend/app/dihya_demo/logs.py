@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 
 from flask import Flask, has_request_context, request
+from flask.logging import default_handler
 
 from .config import Settings
 
@@ -33,6 +34,7 @@ class _ContextFilter(logging.Filter):
 def configure(app: Flask, settings: Settings) -> None:
     """Attach the application log handler to ``app.logger`` (once)."""
     logger = app.logger
+    logger.removeHandler(default_handler)
     logger.setLevel(settings.log_level)
     if settings.log_dir is None:
         handler: logging.Handler = logging.StreamHandler()

@@ -22,6 +22,7 @@ import unicodedata
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 from .db import CONSENT_PURPOSES, ORDER_STATUSES, SCHEMA, SCHEMA_VERSION
@@ -33,15 +34,78 @@ DEFAULT_SEED = 20240601
 TENANT_NAMES = {"acme": "Acme Corporation", "globex": "Globex Corporation", "initech": "Initech"}
 
 FIRST_NAMES = (
-    "Dihya", "Kahina", "Massinissa", "Tiziri", "Yuba", "Amayas", "Lounes", "Thiziri", "Meriem", "Yasmine",
-    "Karim", "Sofiane", "Nadia", "Samir", "Lina", "Inès", "Hugo", "Lucas", "Emma", "Léa",
-    "Noah", "Olivia", "Liam", "Sophie", "Thomas", "Julia", "Mateo", "Sara", "Omar", "Aya",
-    "Ibrahim", "Fatima", "Chloé", "Zoé", "Mehdi", "Anaïs", "Élodie", "Jonas", "Marta", "Piotr",
+    "Dihya",
+    "Kahina",
+    "Massinissa",
+    "Tiziri",
+    "Yuba",
+    "Amayas",
+    "Lounes",
+    "Thiziri",
+    "Meriem",
+    "Yasmine",
+    "Karim",
+    "Sofiane",
+    "Nadia",
+    "Samir",
+    "Lina",
+    "Inès",
+    "Hugo",
+    "Lucas",
+    "Emma",
+    "Léa",
+    "Noah",
+    "Olivia",
+    "Liam",
+    "Sophie",
+    "Thomas",
+    "Julia",
+    "Mateo",
+    "Sara",
+    "Omar",
+    "Aya",
+    "Ibrahim",
+    "Fatima",
+    "Chloé",
+    "Zoé",
+    "Mehdi",
+    "Anaïs",
+    "Élodie",
+    "Jonas",
+    "Marta",
+    "Piotr",
 )
 LAST_NAMES = (
-    "Amrani", "Belkacem", "Haddad", "Meziane", "Ait Ali", "Ouali", "Martin", "Bernard", "Dubois", "Moreau",
-    "Laurent", "Smith", "Johnson", "García", "Müller", "Rossi", "Novak", "Kowalski", "Nguyen", "Costa",
-    "Benali", "Lefèvre", "O'Brien", "Schmidt", "Fernandes", "Idir", "Saadi", "Brahimi", "Girard", "Roux",
+    "Amrani",
+    "Belkacem",
+    "Haddad",
+    "Meziane",
+    "Ait Ali",
+    "Ouali",
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Moreau",
+    "Laurent",
+    "Smith",
+    "Johnson",
+    "García",
+    "Müller",
+    "Rossi",
+    "Novak",
+    "Kowalski",
+    "Nguyen",
+    "Costa",
+    "Benali",
+    "Lefèvre",
+    "O'Brien",
+    "Schmidt",
+    "Fernandes",
+    "Idir",
+    "Saadi",
+    "Brahimi",
+    "Girard",
+    "Roux",
 )
 MAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example")
 PLACES = (
@@ -52,8 +116,16 @@ PLACES = (
     ("US", "Springfield", "627{:02d}", ("Main Street", "Maple Avenue", "Oak Street")),
 )
 POST_TOPICS = (
-    "Release notes", "Weekly digest", "Onboarding tips", "Question about invoices", "Team offsite",
-    "Feature request", "Customer story", "Maintenance window", "Hiring update", "Security reminder",
+    "Release notes",
+    "Weekly digest",
+    "Onboarding tips",
+    "Question about invoices",
+    "Team offsite",
+    "Feature request",
+    "Customer story",
+    "Maintenance window",
+    "Hiring update",
+    "Security reminder",
 )
 POST_SENTENCES = (
     "We rolled this out to a first group of customers last week.",
@@ -78,9 +150,18 @@ MESSAGE_BODIES = (
     "Let me know if you need anything else.",
 )
 PRODUCTS = (
-    ("Ergonomic chair", 24900), ("Standing desk", 54900), ("Monitor arm", 8900), ("USB-C dock", 12900),
-    ("Noise-cancelling headset", 19900), ("Mechanical keyboard", 11900), ("Wireless mouse", 3900),
-    ("Laptop stand", 4500), ("Desk lamp", 5900), ("Cable kit", 1900), ("Webcam HD", 7900), ("Notebook pack", 1200),
+    ("Ergonomic chair", 24900),
+    ("Standing desk", 54900),
+    ("Monitor arm", 8900),
+    ("USB-C dock", 12900),
+    ("Noise-cancelling headset", 19900),
+    ("Mechanical keyboard", 11900),
+    ("Wireless mouse", 3900),
+    ("Laptop stand", 4500),
+    ("Desk lamp", 5900),
+    ("Cable kit", 1900),
+    ("Webcam HD", 7900),
+    ("Notebook pack", 1200),
 )
 CONSENT_SOURCES = ("signup_form", "preference_center", "cookie_banner", "support_request", "import")
 
@@ -131,24 +212,27 @@ def is_seeded(conn: sqlite3.Connection) -> bool:
     return row is not None
 
 
-def _seed_tenant(conn: sqlite3.Connection, slug: str, users_per_tenant: int, seed: int) -> None:
-    rng = random.Random(f"{seed}/{slug}")
-    created = _between(rng, EPOCH, EPOCH + timedelta(days=90))
-    tenant_id = conn.execute(
-        "INSERT INTO tenants (slug, name, created_at) VALUES (?, ?, ?)", (slug, TENANT_NAMES.get(slug, slug.title()), _ts(created))
-    ).lastrowid
+class _User(NamedTuple):
+    id: int
+    joined: datetime
+    address: str
 
+
+def _seed_products(conn: sqlite3.Connection, rng: random.Random, tenant_id: int, slug: str) -> list[int]:
     product_ids = []
     for index, (name, price) in enumerate(PRODUCTS, start=1):
         cursor = conn.execute(
             "INSERT INTO products (tenant_id, sku, name, unit_price_cents) VALUES (?, ?, ?, ?)",
             (tenant_id, f"{slug[:3].upper()}-{index:04d}", name, price + rng.randrange(-500, 500, 100)),
         )
-        product_ids.append(cursor.lastrowid)
+        product_ids.append(int(cursor.lastrowid or 0))
+    return product_ids
 
-    users: list[tuple[int, datetime, str]] = []
+
+def _seed_users(conn: sqlite3.Connection, rng: random.Random, tenant_id: int, since: datetime, count: int) -> list[_User]:
+    users: list[_User] = []
     emails: set[str] = set()
-    for _ in range(users_per_tenant):
+    for _ in range(count):
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         local = f"{_ascii(first)}.{_ascii(last)}"
         email = f"{local}@{rng.choice(MAIL_DOMAINS)}"
@@ -156,74 +240,103 @@ def _seed_tenant(conn: sqlite3.Connection, slug: str, users_per_tenant: int, see
             email = f"{local}{rng.randrange(2, 100)}@{rng.choice(MAIL_DOMAINS)}"
         emails.add(email)
         country, address = _address(rng)
-        joined = _between(rng, created)
+        joined = _between(rng, since)
         last_login = _between(rng, joined) if rng.random() < 0.9 else None
+        phone = _phone(rng, country) if rng.random() < 0.85 else None
         cursor = conn.execute(
             """INSERT INTO users (tenant_id, name, email, phone, address, last_login_ip, last_login_at, created_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
             (
-                tenant_id, f"{first} {last}", email,
-                _phone(rng, country) if rng.random() < 0.85 else None,
+                tenant_id,
+                f"{first} {last}",
+                email,
+                phone,
                 address,
                 _ip(rng) if last_login else None,
                 _ts(last_login) if last_login else None,
                 _ts(joined),
             ),
         )
-        users.append((cursor.lastrowid, joined, address))
+        users.append(_User(int(cursor.lastrowid or 0), joined, address))
+    return users
 
-    for user_id, joined, _ in users:
+
+def _seed_posts(conn: sqlite3.Connection, rng: random.Random, users: Sequence[_User]) -> None:
+    for user in users:
         for _ in range(rng.choice((0, 0, 1, 2, 3, 5))):
             sentences = rng.sample(POST_SENTENCES, k=rng.randrange(2, 5))
             conn.execute(
                 "INSERT INTO posts (author_id, title, body, created_at) VALUES (?, ?, ?, ?)",
-                (user_id, rng.choice(POST_TOPICS), " ".join(sentences), _ts(_between(rng, joined))),
+                (user.id, rng.choice(POST_TOPICS), " ".join(sentences), _ts(_between(rng, user.joined))),
             )
 
-    for user_id, joined, _ in users:
-        others = [other for other in users if other[0] != user_id]
-        for followee_id, followee_joined, _ in rng.sample(others, k=min(len(others), rng.randrange(0, 9))):
+
+def _seed_social(conn: sqlite3.Connection, rng: random.Random, users: Sequence[_User]) -> None:
+    """Follows and direct messages, always between users of the same tenant."""
+    for user in users:
+        others = [other for other in users if other.id != user.id]
+        if not others:
+            continue
+        for followee in rng.sample(others, k=min(len(others), rng.randrange(0, 9))):
             conn.execute(
                 "INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?, ?, ?)",
-                (user_id, followee_id, _ts(_between(rng, max(joined, followee_joined)))),
+                (user.id, followee.id, _ts(_between(rng, max(user.joined, followee.joined)))),
             )
-        for _ in range(rng.randrange(0, 8) if others else 0):
-            recipient_id, recipient_joined, _ = rng.choice(others)
-            sent = _between(rng, max(joined, recipient_joined))
+        for _ in range(rng.randrange(0, 8)):
+            recipient = rng.choice(others)
+            sent = _between(rng, max(user.joined, recipient.joined))
             read = _ts(sent + timedelta(minutes=rng.randrange(1, 4000))) if rng.random() < 0.7 else None
             conn.execute(
                 "INSERT INTO messages (sender_id, recipient_id, body, sent_at, read_at) VALUES (?, ?, ?, ?, ?)",
-                (user_id, recipient_id, rng.choice(MESSAGE_BODIES), _ts(sent), read),
+                (user.id, recipient.id, rng.choice(MESSAGE_BODIES), _ts(sent), read),
             )
 
-    for user_id, joined, address in users:
+
+def _seed_consents(conn: sqlite3.Connection, rng: random.Random, users: Sequence[_User]) -> None:
+    """A consent history per user and purpose: the first choice, then later changes."""
+    for user in users:
         for purpose in CONSENT_PURPOSES:
-            moment = joined
+            moment = user.joined
             granted = rng.random() < 0.6
+            source = "cookie_banner" if purpose == "analytics" else "signup_form"
             for change in range(rng.choice((1, 1, 1, 2, 3))):
                 if change:
                     granted = not granted
                     moment = _between(rng, moment)
-                if change == 0:
-                    source = "cookie_banner" if purpose == "analytics" else "signup_form"
-                else:
                     source = rng.choice(CONSENT_SOURCES[1:])
                 conn.execute(
                     "INSERT INTO consents (user_id, purpose, granted, source, at) VALUES (?, ?, ?, ?, ?)",
-                    (user_id, purpose, int(granted), source, _ts(moment)),
+                    (user.id, purpose, int(granted), source, _ts(moment)),
                 )
+
+
+def _seed_orders(conn: sqlite3.Connection, rng: random.Random, tenant_id: int, users: Sequence[_User], product_ids: Sequence[int]) -> None:
+    prices = dict(conn.execute("SELECT id, unit_price_cents FROM products WHERE tenant_id = ?", (tenant_id,)).fetchall())
+    for user in users:
         for _ in range(rng.choice((0, 0, 1, 1, 2, 3, 5))):
-            ordered = _between(rng, joined)
             order_id = conn.execute(
                 "INSERT INTO orders (tenant_id, user_id, status, currency, shipping_address, created_at) VALUES (?, ?, ?, 'EUR', ?, ?)",
-                (tenant_id, user_id, rng.choices(ORDER_STATUSES, weights=(1, 2, 2, 8, 1, 1))[0], address, _ts(ordered)),
+                (tenant_id, user.id, rng.choices(ORDER_STATUSES, weights=(1, 2, 2, 8, 1, 1))[0], user.address, _ts(_between(rng, user.joined))),
             ).lastrowid
             for product_id in rng.sample(product_ids, k=rng.randrange(1, 5)):
-                price = conn.execute("SELECT unit_price_cents FROM products WHERE id = ?", (product_id,)).fetchone()[0]
                 conn.execute(
                     "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents) VALUES (?, ?, ?, ?)",
-                    (order_id, product_id, rng.choice((1, 1, 1, 2, 3)), price),
+                    (order_id, product_id, rng.choice((1, 1, 1, 2, 3)), prices[product_id]),
                 )
+
+
+def _seed_tenant(conn: sqlite3.Connection, slug: str, users_per_tenant: int, seed: int) -> None:
+    rng = random.Random(f"{seed}/{slug}")
+    created = _between(rng, EPOCH, EPOCH + timedelta(days=90))
+    tenant_id = int(
+        conn.execute("INSERT INTO tenants (slug, name, created_at) VALUES (?, ?, ?)", (slug, TENANT_NAMES.get(slug, slug.title()), _ts(created))).lastrowid or 0
+    )
+    product_ids = _seed_products(conn, rng, tenant_id, slug)
+    users = _seed_users(conn, rng, tenant_id, created, users_per_tenant)
+    _seed_posts(conn, rng, users)
+    _seed_social(conn, rng, users)
+    _seed_consents(conn, rng, users)
+    _seed_orders(conn, rng, tenant_id, users, product_ids)
 
 
 def seed_database(conn: sqlite3.Connection, tenants: Sequence[str], users_per_tenant: int, seed: int) -> None:
@@ -291,7 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dihya_demo.seed", description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--db", required=True, type=Path, help="SQLite database file to create")
     parser.add_argument("--users-per-tenant", type=int, default=DEFAULT_USERS_PER_TENANT, help="users per tenant (default %(default)s)")
-    parser.add_argument("--tenant", action="append", dest="tenants", metavar="SLUG", help=f"tenant to create, repeatable (default {', '.join(DEFAULT_TENANTS)})")
+    parser.add_argument(
+        "--tenant", action="append", dest="tenants", metavar="SLUG", help=f"tenant to create, repeatable (default {', '.join(DEFAULT_TENANTS)})"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default %(default)s)")
     args = parser.parse_args(argv)
     tenants = tuple(dict.fromkeys(args.tenants or DEFAULT_TENANTS))
