@@ -21,6 +21,7 @@ import base64
 import dataclasses
 import datetime
 import http.client
+import importlib
 import json
 import math
 import os
@@ -29,6 +30,7 @@ import shutil
 import socket
 import sqlite3
 import ssl
+import sys
 import time
 import typing as t
 import urllib.parse
@@ -39,23 +41,17 @@ from ansible_collections.dihya.ops.plugins.module_utils._supervisor import Super
 from ansible_collections.dihya.ops.plugins.module_utils._supervisor import Supervisorctl
 from ansible_collections.dihya.ops.plugins.module_utils._supervisor import subprocess_runner
 
-try:
-    from cryptography import x509
-except ImportError as _exc:  # pragma: no cover - exercised by patching HAS_CRYPTOGRAPHY
-    HAS_CRYPTOGRAPHY = False
-    CRYPTOGRAPHY_IMPORT_ERROR: str | None = str(_exc)
-else:
-    HAS_CRYPTOGRAPHY = True
-    CRYPTOGRAPHY_IMPORT_ERROR = None
 
-try:
-    import psycopg
-except ImportError as _exc:  # pragma: no cover - exercised by patching HAS_PSYCOPG
-    HAS_PSYCOPG = False
-    PSYCOPG_IMPORT_ERROR: str | None = str(_exc)
-else:
-    HAS_PSYCOPG = True
-    PSYCOPG_IMPORT_ERROR = None
+def optional_library(name: str, purpose: str) -> t.Any:
+    """Import an optional library when a check first needs it, not at module start-up.
+
+    cryptography and psycopg take most of the module's import time; a run
+    without tls_cert or postgresql checks never loads them.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise CheckConfigError(f'{purpose} need the {name.split(".")[0]} Python library ({exc})') from exc
 
 
 CHECK_TYPES = ('http', 'https', 'tcp', 'process', 'disk', 'tls_cert', 'sql')
@@ -762,8 +758,7 @@ TLS_CERT_OPTIONS = frozenset(('host', 'port', 'server_name', 'min_days_valid', '
 
 def parse_tls_cert(options: t.Mapping[str, t.Any]) -> TlsCertConfig:
     """Validate the options of a ``tls_cert`` check."""
-    if not HAS_CRYPTOGRAPHY:
-        raise CheckConfigError(f'tls_cert checks need the cryptography Python library ({CRYPTOGRAPHY_IMPORT_ERROR})')
+    optional_library('cryptography.x509', 'tls_cert checks')
     host = str(_require(options, 'host', 'tls_cert'))
     min_days = _opt(options, 'min_days_valid', DEFAULT_MIN_DAYS_VALID)
     if isinstance(min_days, bool) or not isinstance(min_days, int) or min_days < 0:
@@ -785,7 +780,7 @@ def probe_tls_cert(config: TlsCertConfig, timeout: float) -> Outcome:
             der = tls.getpeercert(binary_form=True)
     if not der:  # pragma: no cover - a TLS server always presents a certificate to a client that asks
         return Outcome(False, 'the server sent no certificate')
-    certificate = x509.load_der_x509_certificate(der)
+    certificate = optional_library('cryptography.x509', 'tls_cert checks').load_der_x509_certificate(der)
     not_after = certificate.not_valid_after_utc
     not_before = certificate.not_valid_before_utc
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -877,8 +872,7 @@ def parse_sql(options: t.Mapping[str, t.Any]) -> SqlConfig:
         return SqlConfig(backend='sqlite', dsn=dsn, path=path, query=query, expect=expect_text, secrets=secrets)
 
     if scheme in ('postgresql', 'postgres'):
-        if not HAS_PSYCOPG:
-            raise CheckConfigError(f'postgresql checks need the psycopg Python library ({PSYCOPG_IMPORT_ERROR})')
+        psycopg = optional_library('psycopg', 'postgresql checks')
         try:
             psycopg.conninfo.conninfo_to_dict(dsn)
         except psycopg.Error as exc:
@@ -903,7 +897,8 @@ def probe_sql(config: SqlConfig, timeout: float) -> Outcome:
         message = 'query timed out' if text == 'interrupted' else f'database error: {text}'
         return Outcome(False, _scrub(message, config.secrets), details)
     except Exception as exc:  # pylint: disable=broad-exception-caught
-        if HAS_PSYCOPG and isinstance(exc, psycopg.Error):
+        psycopg = sys.modules.get('psycopg')
+        if psycopg is not None and isinstance(exc, psycopg.Error):
             return Outcome(False, _describe_psycopg_error(exc, config.secrets), details)
         return Outcome(False, _scrub(describe_error(exc), config.secrets), details)
 
@@ -933,6 +928,7 @@ def _query_sqlite(path: str, query: str, timeout: float) -> tuple[t.Any, ...] | 
 
 def _query_postgresql(dsn: str, query: str, timeout: float) -> tuple[t.Any, ...] | None:
     connect_timeout = max(1, math.ceil(timeout))
+    psycopg = optional_library('psycopg', 'postgresql checks')
     with psycopg.connect(dsn, connect_timeout=connect_timeout) as connection:
         connection.read_only = True
         with connection.cursor() as cursor:

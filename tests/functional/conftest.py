@@ -67,15 +67,21 @@ class Fleet:
     def playbook(self, *args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
         return run([str(BIN / "ansible-playbook"), *args], env=env or self.env, timeout=timeout)
 
-    def adhoc(self, module: str, module_args: dict, *args: str) -> subprocess.CompletedProcess:
-        """Run one module on localhost and return its JSON result in ``.result``."""
-        env = dict(self.env, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
+    def adhoc(self, module: str, module_args: dict) -> dict:
+        """Run one module on localhost with ``ansible`` and return its JSON result."""
+        env = dict(self.env, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal", ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+                   ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
         proc = run([str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
                     "-e", f"ansible_python_interpreter={sys.executable}",
-                    "-m", module, "-a", json.dumps(module_args), *args], env=env, timeout=120)
-        data = json.loads(proc.stdout)
-        proc.result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]  # type: ignore[attr-defined]
-        return proc
+                    "-m", module, "-a", json.dumps(module_args)], env=env, timeout=120)
+        output = proc.stdout + proc.stderr
+        assert "Traceback" not in output, output
+        dummy, found, result = proc.stdout.rpartition("\nlocalhost | ")
+        status, sep, body = result.partition(" => ")
+        assert (found or proc.stdout.startswith("localhost | ")) and sep, output
+        data = json.loads(body)
+        data.setdefault("failed", status.startswith("FAILED"))
+        return data
 
 
 def run(argv: list[str], env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:

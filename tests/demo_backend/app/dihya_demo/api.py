@@ -134,7 +134,7 @@ def list_orders(tenant: str) -> ResponseReturnValue:
         )
     ]
     if orders:
-        marks = ", ".join("?" for _ in orders)
+        marks = ", ".join("?" for dummy in orders)
         items: dict[int, list[dict[str, Any]]] = {}
         for row in db.execute(
             f"""

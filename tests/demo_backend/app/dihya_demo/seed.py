@@ -232,7 +232,7 @@ def _seed_products(conn: sqlite3.Connection, rng: random.Random, tenant_id: int,
 def _seed_users(conn: sqlite3.Connection, rng: random.Random, tenant_id: int, since: datetime, count: int) -> list[_User]:
     users: list[_User] = []
     emails: set[str] = set()
-    for _ in range(count):
+    for dummy in range(count):
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         local = f"{_ascii(first)}.{_ascii(last)}"
         email = f"{local}@{rng.choice(MAIL_DOMAINS)}"
@@ -263,7 +263,7 @@ def _seed_users(conn: sqlite3.Connection, rng: random.Random, tenant_id: int, si
 
 def _seed_posts(conn: sqlite3.Connection, rng: random.Random, users: Sequence[_User]) -> None:
     for user in users:
-        for _ in range(rng.choice((0, 0, 1, 2, 3, 5))):
+        for dummy in range(rng.choice((0, 0, 1, 2, 3, 5))):
             sentences = rng.sample(POST_SENTENCES, k=rng.randrange(2, 5))
             conn.execute(
                 "INSERT INTO posts (author_id, title, body, created_at) VALUES (?, ?, ?, ?)",
@@ -282,7 +282,7 @@ def _seed_social(conn: sqlite3.Connection, rng: random.Random, users: Sequence[_
                 "INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?, ?, ?)",
                 (user.id, followee.id, _ts(_between(rng, max(user.joined, followee.joined)))),
             )
-        for _ in range(rng.randrange(0, 8)):
+        for dummy in range(rng.randrange(0, 8)):
             recipient = rng.choice(others)
             sent = _between(rng, max(user.joined, recipient.joined))
             read = _ts(sent + timedelta(minutes=rng.randrange(1, 4000))) if rng.random() < 0.7 else None
@@ -313,7 +313,7 @@ def _seed_consents(conn: sqlite3.Connection, rng: random.Random, users: Sequence
 def _seed_orders(conn: sqlite3.Connection, rng: random.Random, tenant_id: int, users: Sequence[_User], product_ids: Sequence[int]) -> None:
     prices = dict(conn.execute("SELECT id, unit_price_cents FROM products WHERE tenant_id = ?", (tenant_id,)).fetchall())
     for user in users:
-        for _ in range(rng.choice((0, 0, 1, 1, 2, 3, 5))):
+        for dummy in range(rng.choice((0, 0, 1, 1, 2, 3, 5))):
             order_id = conn.execute(
                 "INSERT INTO orders (tenant_id, user_id, status, currency, shipping_address, created_at) VALUES (?, ?, ?, 'EUR', ?, ?)",
                 (tenant_id, user.id, rng.choices(ORDER_STATUSES, weights=(1, 2, 2, 8, 1, 1))[0], user.address, _ts(_between(rng, user.joined))),

@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 
@@ -572,8 +573,7 @@ class TestTlsCert:
         assert result.message == 'timed out'
 
     def test_cryptography_missing(self, monkeypatch):
-        monkeypatch.setattr(_health, 'HAS_CRYPTOGRAPHY', False)
-        monkeypatch.setattr(_health, 'CRYPTOGRAPHY_IMPORT_ERROR', "No module named 'cryptography'")
+        monkeypatch.setitem(sys.modules, 'cryptography.x509', None)
         assert_error(check('tls_cert', host='127.0.0.1'), 'tls_cert checks need the cryptography Python library')
 
     @pytest.mark.parametrize('options, message', [
@@ -712,8 +712,7 @@ class TestPostgresql:
         assert 'Very-Secret-1' not in result.message
 
     def test_psycopg_missing(self, monkeypatch):
-        monkeypatch.setattr(_health, 'HAS_PSYCOPG', False)
-        monkeypatch.setattr(_health, 'PSYCOPG_IMPORT_ERROR', "No module named 'psycopg'")
+        monkeypatch.setitem(sys.modules, 'psycopg', None)
         assert_error(check('sql', dsn='postgresql://h/db'), 'postgresql checks need the psycopg Python library')
 
     def test_query(self, postgres):
