@@ -19,4 +19,9 @@ export PATH="${DIHYA_VENV:-$root/.venv}/bin:$PATH"
 if [ "${1:-}" = "--stop" ]; then
   exec ansible-playbook tests/demo_backend/teardown.yml -e demo_backend_purge=true
 fi
-exec ansible-playbook tests/demo_backend/demo.yml "$@"
+ansible-playbook tests/demo_backend/demo.yml "$@"
+summary="${DIHYA_DEMO_SANDBOX:-/tmp/dihya-ops-demo}/last-run.txt"
+if [ -f "$summary" ]; then
+  printf '\n'
+  cat "$summary"
+fi
