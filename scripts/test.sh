@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite of dihya.ops on this machine:
-#   lint      ansible-lint (production profile), changelog fragments, argument_specs vs defaults
+#   lint      ansible-lint (production profile), changelog fragments, plugin and role docs, argument_specs vs defaults
 #   unit      pytest on plugins/ with coverage (>= 90 %)
 #   sanity    ansible-test sanity, offline, with no ignore file
 #   functional  playbooks against a real demo fleet (gunicorn + supervisord), built-collection install
@@ -29,6 +29,7 @@ export DIHYA_TEST_SANDBOX="${DIHYA_TEST_SANDBOX:-${TMPDIR:-/tmp}/dihya-ops-test-
 stage_lint() {
   ansible-lint --strict &&
     antsibull-changelog lint &&
+    antsibull-docs lint-collection-docs --plugin-docs . &&
     python tests/lint/check_argument_specs.py
 }
 
