@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 
-from conftest import HOSTS
+from conftest import HOSTS, ROOT
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
@@ -28,13 +28,24 @@ def test_check_mode_reports_restarts_and_changes_nothing(fleet):
         assert stats[host]["failed"] == 0, stats
 
 
-def test_rolling_restart_replaces_every_master_and_stays_healthy(fleet):
+def test_rolling_restart_replaces_every_master_and_stays_healthy(fleet, tmp_path):
+    # The drain hook records, on each host, the master it saw just before the restart.
+    hook = tmp_path / "drain.yml"
+    hook.write_text(
+        "---\n"
+        "- name: Drain the host\n"
+        "  ansible.builtin.copy:\n"
+        f"    dest: {tmp_path}/drained-{{{{ inventory_hostname }}}}\n"
+        "    content: \"{{ lookup('ansible.builtin.file', dihya_backend_root ~ '/run/gunicorn.pid') }}\"\n"
+        "    mode: '0600'\n"
+    )
     before = fleet.pids()
-    proc = fleet.playbook("playbooks/restart_services.yml")
+    proc = fleet.playbook("playbooks/restart_services.yml", "-e", f"restart_services_pre_restart_tasks={hook}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     after = fleet.pids()
     for host in HOSTS:
         assert after[host] and after[host] != before[host], (before, after)
+        assert int((tmp_path / f"drained-{host}").read_text()) == before[host]
         status, body = fleet.healthz(host)
         assert status == 200 and body["status"] == "ok"
     # serial: 1 -> one batch per host, in inventory order.
@@ -92,4 +103,31 @@ def test_hostile_service_name_is_refused_before_anything_runs(fleet, tmp_path):
     assert "is not valid" in output and "Nothing was restarted" in output
     assert "Traceback" not in output
     assert not canary.exists()
+    assert fleet.pids() == before
+
+
+def test_unreachable_first_host_stops_the_rollout(fleet, tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "dihya_backend:\n"
+        "  hosts:\n"
+        "    dihya-gone:\n"
+        "      ansible_connection: ssh\n"
+        "      ansible_host: 127.0.0.1\n"
+        "      ansible_port: 9\n"
+        "      ansible_ssh_common_args: -o ConnectTimeout=3 -o BatchMode=yes\n"
+        "      dihya_backend_health_url: http://127.0.0.1:9/healthz\n"
+        "      dihya_backend_services: [{name: web, manager: supervisor, unit: dihya-web}]\n"
+        "    dihya-demo-1:\n"
+        "      dihya_backend_instance: 1\n"
+        "      ansible_connection: local\n"
+        "      ansible_python_interpreter: '{{ ansible_playbook_python }}'\n"
+    )
+    (tmp_path / "group_vars").symlink_to(ROOT / "inventories" / "local" / "group_vars")
+    before = fleet.pids()
+    proc = fleet.playbook("-i", str(inventory), "playbooks/restart_services.yml")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "UNREACHABLE" in output and "dihya-gone" in output
+    assert "Traceback" not in output
     assert fleet.pids() == before

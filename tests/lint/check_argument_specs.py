@@ -2,7 +2,7 @@
 
 Each variable in defaults/main.yml must be documented in the ``main`` entry
 point with the same default (or, for a templated list of dicts that the docs
-schema cannot hold, with ``Default: C(...)`` in its description), and every
+schema cannot hold, with the variables it reads named in its description), and every
 documented option must have a default (or be marked required).  Run from the collection root; exits non-zero and
 names each drift.
 """
@@ -10,16 +10,24 @@ names each drift.
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 
 import yaml
 
 
 def _documented_default(spec: dict, default: object) -> bool:
-    """A templated default that the docs schema cannot hold (a list of dicts) may be given in the description instead."""
+    """A templated default that the docs schema cannot hold (a list of dicts) may be described instead.
+
+    The description must then name, as C(...), every variable the default reads.
+    Descriptions are templated by Ansible, so they cannot quote the expression itself.
+    """
     description = spec.get("description", "")
     text = " ".join(description) if isinstance(description, list) else str(description)
-    return isinstance(default, str) and f"Default: C({default.replace(')', chr(92) + ')')})" in text
+    if not isinstance(default, str) or "{{" not in default:
+        return False
+    names = re.findall(r"\b(dihya_[a-z0-9_]+)\b", default)
+    return bool(names) and all(f"C({name})" in text for name in names)
 
 
 def check_role(role: pathlib.Path) -> list[str]:
