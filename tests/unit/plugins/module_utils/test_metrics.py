@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import subprocess
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,16 +20,7 @@ from ansible_collections.dihya.ops.plugins.module_utils._metrics import (
     read_last_success,
     write_health_metrics,
 )
-
-
-def promtool_check(path: str) -> None:
-    """Fail unless ``promtool check metrics`` accepts the file."""
-    promtool = shutil.which('promtool')
-    if promtool is None:
-        pytest.fail('promtool is not installed; it comes with the Debian package prometheus (see bindep.txt)')
-    with open(path, 'rb') as handle:
-        completed = subprocess.run([promtool, 'check', 'metrics'], stdin=handle, capture_output=True, timeout=30, check=False)
-    assert completed.returncode == 0, (completed.stdout + completed.stderr).decode()
+from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import promtool_check
 
 
 def samples(path: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
-import subprocess
 import uuid
 
 import pytest
@@ -20,6 +18,7 @@ from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import (
     AnsibleExitJson,
     AnsibleFailJson,
     patch_module_exits,
+    promtool_check,
     run_module,
     set_module_args,
 )
@@ -29,15 +28,6 @@ RESULT_KEYS = {'changed', 'healthy', 'summary', 'failed_checks', 'checks', 'dura
 
 def run(args, check_mode=False):
     return run_module(health_check.main, args, check_mode=check_mode)
-
-
-def promtool_check(path):
-    promtool = shutil.which('promtool')
-    if promtool is None:
-        pytest.fail('promtool is not installed; it comes with the Debian package prometheus (see bindep.txt)')
-    with open(path, 'rb') as handle:
-        completed = subprocess.run([promtool, 'check', 'metrics'], stdin=handle, capture_output=True, timeout=30, check=False)
-    assert completed.returncode == 0, (completed.stdout + completed.stderr).decode()
 
 
 def test_all_healthy(http_server, tmp_path):

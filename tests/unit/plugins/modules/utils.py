@@ -19,8 +19,12 @@ or, shorter, ``result = run_module(my_module.main, {'name': 'x'}, check_mode=Tru
 from __future__ import annotations
 
 import contextlib
+import shutil
+import subprocess
 import typing as t
 from unittest.mock import patch
+
+import pytest
 
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
@@ -95,3 +99,13 @@ def run_module(main: t.Callable[[], None], args: dict[str, t.Any], check_mode: b
         except (AnsibleExitJson, AnsibleFailJson) as exc:
             return exc.result
     raise AssertionError('the module returned without calling exit_json or fail_json')
+
+
+def promtool_check(path: str) -> None:
+    """Fail unless ``promtool check metrics`` accepts the file."""
+    promtool = shutil.which('promtool')
+    if promtool is None:
+        pytest.fail('promtool is not installed; it comes with the Debian package prometheus (see bindep.txt)')
+    with open(path, 'rb') as handle:
+        completed = subprocess.run([promtool, 'check', 'metrics'], stdin=handle, capture_output=True, timeout=30, check=False)
+    assert completed.returncode == 0, (completed.stdout + completed.stderr).decode()
