@@ -20,6 +20,8 @@ export PIP_CACHE_DIR="${PIP_CACHE_DIR:-${HOME:-/root}/.cache/pip}"
 # keep them in a scratch home inside the checkout.
 export HOME="$root/.cache/test-home"
 mkdir -p "$HOME"
+# Only the checkout may provide dihya.ops: drop any copy a tool installed there.
+rm -rf "$HOME/.ansible/collections/ansible_collections/dihya"
 export ANSIBLE_LOCAL_TEMP="$root/.cache/ansible-tmp"
 export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 # Each suite deploys its own demo fleet, away from the one of scripts/demo.sh,
