@@ -114,7 +114,7 @@ def test_forced_rotation_under_load_loses_no_line_and_reopens_the_log(fleet):
     assert in_rotated + in_fresh == load.ok
 
     after = uuid.uuid4().hex
-    assert all(get(f"http://127.0.0.1:{port}/healthz?after={after}") for _ in range(5))
+    assert all(get(f"http://127.0.0.1:{port}/healthz?after={after}") for dummy in range(5))
     time.sleep(0.5)
     assert lines(access, after) == 5
     assert sum(lines(path, after) for path in rotated(fleet, HOST)) == 0
