@@ -72,7 +72,9 @@ def test_check_mode_writes_nothing_then_configuration_is_valid_and_idempotent(fl
     assert apply.returncode == 0, apply.stdout + apply.stderr
     for host in HOSTS:
         text = config(fleet, host).read_text()
-        assert f'"{fleet.root(host)}/log/*.log"' in text
+        for name in ("access.log", "error.log", "app.log"):
+            assert f'"{fleet.root(host)}/log/{name}"' in text
+        assert "supervisord.log" not in text
         assert f"kill -USR1 \"$(cat {fleet.root(host)}/run/gunicorn.pid)\"" in text
         debug = subprocess.run(["logrotate", "-d", "-s", "/dev/null", str(config(fleet, host))],
                                capture_output=True, text=True, check=False)
