@@ -21,17 +21,9 @@ from ansible_collections.dihya.ops.plugins.module_utils._purge import (
     parse_age,
     resolve_path,
 )
+from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import OLD, make
 
 DAY = 86400
-OLD = time.time() - 10 * DAY
-
-
-def make(path, content=b'x', old=True):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    if old:
-        os.utime(path, (OLD, OLD))
-    return path
 
 
 def age_dir(path):

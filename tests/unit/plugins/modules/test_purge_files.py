@@ -7,27 +7,17 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
 from ansible_collections.dihya.ops.plugins.modules import purge_files
-from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import run_module
+from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import OLD, make, run_module
 
-OLD = time.time() - 10 * 86400
 RESULT_KEYS = {'changed', 'files_removed', 'bytes_freed', 'dirs_removed', 'skipped_symlinks', 'error_count', 'sample', 'errors', 'paths'}
 
 
 def run(args, check_mode=False):
     return run_module(purge_files.main, args, check_mode=check_mode)
-
-
-def make(path, content=b'x', old=True):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    if old:
-        os.utime(path, (OLD, OLD))
-    return path
 
 
 @pytest.fixture

@@ -19,8 +19,11 @@ or, shorter, ``result = run_module(my_module.main, {'name': 'x'}, check_mode=Tru
 from __future__ import annotations
 
 import contextlib
+import os
+import pathlib
 import shutil
 import subprocess
+import time
 import typing as t
 from unittest.mock import patch
 
@@ -109,3 +112,16 @@ def promtool_check(path: str) -> None:
     with open(path, 'rb') as handle:
         completed = subprocess.run([promtool, 'check', 'metrics'], stdin=handle, capture_output=True, timeout=30, check=False)
     assert completed.returncode == 0, (completed.stdout + completed.stderr).decode()
+
+
+# A time stamp well past any age the purge tests use (ten days ago).
+OLD = time.time() - 10 * 86400
+
+
+def make(path: pathlib.Path, content: bytes = b'x', old: bool = True) -> pathlib.Path:
+    """Write a file (and its parents); back-date it to :data:`OLD` unless ``old`` is false."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    if old:
+        os.utime(path, (OLD, OLD))
+    return path
