@@ -185,6 +185,11 @@ def describe_error(exc: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
+def _compile(patterns: t.Sequence[str]) -> t.Callable[[str], t.Any]:
+    """One matcher for a list of shell patterns (case-sensitive, like :func:`fnmatch.fnmatchcase`)."""
+    return re.compile('|'.join(f'(?:{fnmatch.translate(pattern)})' for pattern in patterns)).match
+
+
 class Purger:
     """Walk top-level paths and remove (or, in check mode, count) what :class:`PurgeSpec` selects.
 
@@ -199,6 +204,11 @@ class Purger:
         self.spec = spec
         self.before_descend = before_descend
         self.now = spec.now if spec.now is not None else time.time()
+        # A file is old enough when its stamp is at or before this instant.
+        self._oldest = self.now - spec.age
+        # Each pattern list becomes one compiled regular expression; ``*`` alone matches every name.
+        self._include_match = None if '*' in spec.include else _compile(spec.include)
+        self._exclude_match = _compile(spec.exclude) if spec.exclude else None
         self.files_removed = 0
         self.bytes_freed = 0
         self.dirs_removed = 0
@@ -256,33 +266,60 @@ class Purger:
     # -- walk ----------------------------------------------------------------
 
     def _walk(self, dir_fd: int, dir_path: str, depth: int, device: int, summary: PathSummary) -> bool:
-        """Purge one directory, open as ``dir_fd``; return whether it is (or would be) empty afterwards."""
+        """Purge one directory, open as ``dir_fd``; return whether it is (or would be) empty afterwards.
+
+        Regular files, the bulk of any tree, are handled inline with local names: this loop is the
+        engine's hot path. Anything else goes through :meth:`_handle`.
+        """
         empty = True
+        selected_name = self._name_selected
+        oldest = self._oldest
+        use_atime = self.spec.age_stamp == 'atime'
+        min_size = self.spec.min_size
+        check_mode = self.spec.check_mode
+        is_regular = stat.S_ISREG
         with os.scandir(dir_fd) as entries:
             for entry in entries:
-                if not self._handle(dir_fd, entry.name, os.path.join(dir_path, entry.name), depth, device, summary):
+                name = entry.name
+                try:
+                    # fstatat(2) relative to dir_fd, as scandir was given a descriptor.
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    self._error(os.path.join(dir_path, name), describe_error(exc), summary)
                     empty = False
+                    continue
+                if not is_regular(info.st_mode):
+                    if not self._handle(dir_fd, name, os.path.join(dir_path, name), info, depth, device, summary):
+                        empty = False
+                    continue
+                if (info.st_atime if use_atime else info.st_mtime) > oldest or info.st_size < min_size or not selected_name(name):
+                    empty = False
+                    continue
+                if not check_mode:
+                    try:
+                        os.unlink(name, dir_fd=dir_fd)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        self._error(os.path.join(dir_path, name), describe_error(exc), summary)
+                        empty = False
+                        continue
+                self._count_file(os.path.join(dir_path, name) if len(self.sample) < self.spec.sample_size else '', info.st_size, summary)
         return empty
 
-    def _handle(self, dir_fd: int, name: str, path: str, depth: int, device: int, summary: PathSummary) -> bool:
-        """Deal with one entry of a directory; return whether it is gone (or would be, in check mode)."""
-        try:
-            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return True
-        except OSError as exc:
-            self._error(path, describe_error(exc), summary)
-            return False
+    def _handle(self, dir_fd: int, name: str, path: str, info: os.stat_result, depth: int, device: int, summary: PathSummary) -> bool:
+        """Deal with an entry that is not a regular file; return whether it is gone (or would be, in check mode)."""
         mode = info.st_mode
         if stat.S_ISDIR(mode):
             return self._handle_directory(dir_fd, name, path, info, depth, device, summary)
-        if stat.S_ISLNK(mode) and self.spec.file_type != 'any':
-            self.skipped_symlinks += 1
-            summary.skipped_symlinks += 1
+        if self.spec.file_type != 'any':
+            if stat.S_ISLNK(mode):
+                self.skipped_symlinks += 1
+                summary.skipped_symlinks += 1
             return False
-        if not stat.S_ISREG(mode) and self.spec.file_type != 'any':
-            return False
-        if not self._selected(name, info):
+        if not (self._name_selected(name) and self._old(info)):
             if stat.S_ISLNK(mode):
                 self.skipped_symlinks += 1
                 summary.skipped_symlinks += 1
@@ -295,13 +332,16 @@ class Purger:
             except OSError as exc:
                 self._error(path, describe_error(exc), summary)
                 return False
-        size = info.st_size if stat.S_ISREG(mode) else 0
+        self._count_file(path, 0, summary)
+        return True
+
+    def _count_file(self, path: str, size: int, summary: PathSummary) -> None:
         self.files_removed += 1
         self.bytes_freed += size
         summary.files_removed += 1
         summary.bytes_freed += size
-        self._record(path)
-        return True
+        if path:
+            self._record(path)
 
     def _handle_directory(self, dir_fd: int, name: str, path: str, info: os.stat_result, depth: int, device: int, summary: PathSummary) -> bool:
         if info.st_dev != device:
@@ -349,18 +389,16 @@ class Purger:
     # -- helpers -------------------------------------------------------------
 
     def _excluded(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.spec.exclude)
+        return self._exclude_match is not None and self._exclude_match(name) is not None
+
+    def _name_selected(self, name: str) -> bool:
+        """Whether a name matches an include pattern and no exclude pattern."""
+        if self._include_match is not None and self._include_match(name) is None:
+            return False
+        return not self._excluded(name)
 
     def _old(self, info: os.stat_result) -> bool:
-        stamp = info.st_atime if self.spec.age_stamp == 'atime' else info.st_mtime
-        return self.now - stamp >= self.spec.age
-
-    def _selected(self, name: str, info: os.stat_result) -> bool:
-        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.spec.include) or self._excluded(name):
-            return False
-        if stat.S_ISREG(info.st_mode) and info.st_size < self.spec.min_size:
-            return False
-        return self._old(info)
+        return (info.st_atime if self.spec.age_stamp == 'atime' else info.st_mtime) <= self._oldest
 
     def _record(self, path: str) -> None:
         if len(self.sample) < self.spec.sample_size:

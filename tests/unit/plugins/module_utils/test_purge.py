@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -408,20 +409,47 @@ def test_unreadable_directory_is_an_error(tmp_path, monkeypatch):
     assert purger.errors == [{'path': str(tmp_path / 'sub'), 'error': 'permission denied'}]
 
 
-def test_entry_checks_relative_to_the_directory(tmp_path):
-    """Drive one step of the walk directly: a vanished entry, an unusable name, another file system."""
+def test_entry_vanishing_or_unusable_during_the_walk(tmp_path, monkeypatch):
+    """An entry gone between listing and stat counts as gone; one that cannot be examined is an error."""
+    (tmp_path / 'gone').write_text('x')
+    (tmp_path / 'unusable').write_text('x')
+    real_scandir = os.scandir
+    failures = {'gone': FileNotFoundError(2, 'No such file or directory'), 'unusable': OSError(36, 'File name too long')}
+
+    class RacingEntry:
+        """A directory entry whose stat fails the way a racing change would make it fail."""
+
+        def __init__(self, entry):
+            self.name = entry.name
+            self._entry = entry
+
+        def stat(self, follow_symlinks=True):
+            if self.name in failures:
+                raise failures[self.name]
+            return self._entry.stat(follow_symlinks=follow_symlinks)
+
+    @contextlib.contextmanager
+    def racing_scandir(fd):
+        with real_scandir(fd) as entries:
+            yield [RacingEntry(entry) for entry in entries]
+
+    monkeypatch.setattr(_purge.os, 'scandir', racing_scandir)
+    purger = purge(tmp_path, age=0, remove_empty_dirs=True)
+    assert purger.error_count == 1 and purger.errors[0]['path'] == str(tmp_path / 'unusable')
+    assert purger.files_removed == 0
+
+
+def test_walk_stays_on_one_file_system(tmp_path):
+    """Drive one step of the walk directly: a subdirectory on another device is not entered."""
     (tmp_path / 'sub').mkdir()
     purger = Purger(PurgeSpec(age=0))
     summary = _purge.PathSummary(path=str(tmp_path))
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         device = os.fstat(fd).st_dev
-        assert purger._handle(fd, 'missing', str(tmp_path / 'missing'), 0, device, summary) is True  # pylint: disable=protected-access
-        assert purger._handle(fd, 'n' * 5000, str(tmp_path / 'long'), 0, device, summary) is False  # pylint: disable=protected-access
         assert purger._walk(fd, str(tmp_path), 0, device + 1, summary) is False  # pylint: disable=protected-access
     finally:
         os.close(fd)
-    assert summary.errors == 1 and purger.errors[0]['path'] == str(tmp_path / 'long')
     assert summary.other_filesystems == 1
     assert (tmp_path / 'sub').is_dir()
 
@@ -441,3 +469,22 @@ def test_top_directory_open_failures(tmp_path, monkeypatch):
     monkeypatch.setattr(_purge.os, 'open', refuse)
     with pytest.raises(PurgeError, match='cannot open .*: permission denied'):
         purger.purge(str(tmp_path))
+
+
+def test_unlink_failures_of_other_file_types(tmp_path, monkeypatch):
+    """With file_type=any, a link that vanishes counts as gone and one that cannot be removed is an error."""
+    (tmp_path / 'vanishing').symlink_to('/nonexistent')
+    (tmp_path / 'stuck').symlink_to('/nonexistent')
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if path == 'vanishing':
+            raise FileNotFoundError(2, 'No such file or directory')
+        if path == 'stuck':
+            raise PermissionError(13, 'Permission denied')
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(_purge.os, 'unlink', unlink)
+    purger = purge(tmp_path, age=0, file_type='any')
+    assert purger.errors == [{'path': str(tmp_path / 'stuck'), 'error': 'permission denied'}]
+    assert purger.files_removed == 0
