@@ -44,3 +44,19 @@ def test_metrics_file_is_valid_for_promtool(host):
     assert host.file(str(metrics)).exists
     checked = host.run("promtool check metrics < %s", str(metrics))
     assert checked.rc == 0, checked.stderr
+
+
+def test_logrotate_configuration_is_installed_and_valid(host):
+    config = SANDBOX / instance(host) / "etc" / "logrotate.conf"
+    assert host.file(str(config)).exists
+    state = SANDBOX / instance(host) / "run" / "logrotate.status"
+    checked = host.run("logrotate -d -s %s %s", str(state), str(config))
+    assert checked.rc == 0, checked.stderr
+
+
+def test_operations_are_audited_on_each_host(host):
+    log = SANDBOX / instance(host) / "audit" / "audit.log"
+    lines = host.file(str(log)).content_string.splitlines()
+    actions = [json.loads(line)["event"]["action"] for line in lines]
+    for operation in ("restart_services", "check_health", "purge_temp_files", "rotate_logs"):
+        assert f"{operation}.started" in actions and f"{operation}.finished" in actions
