@@ -57,7 +57,9 @@ stage_functional() {
 }
 
 stage_molecule() {
-  DIHYA_DEMO_SANDBOX="$DIHYA_TEST_SANDBOX/molecule" DIHYA_DEMO_BASE_PORT=19280 molecule test --all
+  # Start from a clean scenario state: a left-over "prepared" flag would skip the fleet's deployment.
+  molecule reset --all >/dev/null &&
+    DIHYA_DEMO_SANDBOX="$DIHYA_TEST_SANDBOX/molecule" DIHYA_DEMO_BASE_PORT=19280 molecule test --all
 }
 
 stages=("$@")
