@@ -1,0 +1,525 @@
+# Copyright (c) Dihya ops maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module utility is PRIVATE to the collection. It can change at any time.
+
+"""Python dependency engine: plan, snapshot, apply and roll back the packages of a virtual environment.
+
+The engine knows nothing about Ansible. Every pip call goes through the virtual environment's own
+interpreter (``<venv>/bin/python -m pip``) as an argument vector, never through a shell, and every
+package specification is validated first (:func:`validate_spec`).
+
+* :func:`make_plan` asks ``pip install --dry-run --report`` what an install would do and compares
+  the JSON report with the installed versions: exactly the packages that would change.
+* :func:`take_snapshot` records ``pip freeze`` and a wheel of every frozen version in a snapshot
+  folder, from local sources only, so that :func:`rollback` can restore the set with no index.
+* :func:`apply` installs the exact versions of a plan (``--no-deps``: the plan already resolved them)
+  and checks that the environment then holds them.
+* :func:`rollback` reinstalls, offline from the snapshot, every package whose version differs,
+  removes the packages the snapshot did not have, and checks that ``pip freeze`` equals the snapshot.
+
+Versions are compared with the ``packaging`` library (PEP 440). The module runs under the managed
+host's Ansible interpreter, not under the virtual environment's, so pip's vendored copy
+(``pip._vendor.packaging``) is not importable from here, and it is a private part of pip that may be
+removed or changed at any release; ``packaging`` is the public, maintained library and is imported
+as an optional dependency (see :data:`HAS_PACKAGING`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import traceback
+import typing as t
+
+try:
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+    from packaging.version import InvalidVersion, Version
+except ImportError:
+    HAS_PACKAGING = False
+    PACKAGING_IMPORT_ERROR: str | None = traceback.format_exc()
+else:
+    HAS_PACKAGING = True
+    PACKAGING_IMPORT_ERROR = None
+
+
+ACTIONS = ('snapshot', 'plan', 'apply', 'rollback')
+FREEZE_FILE = 'freeze.txt'
+MANIFEST_FILE = 'snapshot.json'
+WHEELS_DIR = 'wheels'
+# Characters a package specification never needs; refusing them keeps specs from smuggling
+# environment markers, options or shell syntax into anything that reads them later.
+FORBIDDEN_CHARACTERS = frozenset(';|&$`\'"\\\n\r\t{}()#%')
+_NAME_CANON = re.compile(r'[-_.]+')
+_PIN = re.compile(r'^([A-Za-z0-9][A-Za-z0-9._-]*)==([^=\s;]+)$')
+
+Runner = t.Callable[[t.Sequence[str], float], 'tuple[int, str, str]']
+
+
+class PyDepsError(Exception):
+    """Bad input, or a pip command that failed; the message is meant for the user."""
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalised name (``Flask_Login`` -> ``flask-login``)."""
+    return _NAME_CANON.sub('-', name).lower()
+
+
+def require_packaging() -> None:
+    if not HAS_PACKAGING:
+        raise PyDepsError('the Python library "packaging" is required on the managed host')
+
+
+def parse_version(value: str) -> t.Any:
+    """A :class:`packaging.version.Version`, or ``None`` when ``value`` is not a PEP 440 version."""
+    require_packaging()
+    try:
+        return Version(value)
+    except InvalidVersion:
+        return None
+
+
+def compare_versions(old: str, new: str) -> str:
+    """``upgrade``, ``downgrade`` or ``reinstall``; ``change`` when either side is not PEP 440."""
+    old_v, new_v = parse_version(old), parse_version(new)
+    if old_v is None or new_v is None:
+        return 'reinstall' if old == new else 'change'
+    if new_v > old_v:
+        return 'upgrade'
+    if new_v < old_v:
+        return 'downgrade'
+    return 'reinstall'
+
+
+def validate_spec(spec: t.Any, allow_urls: bool = False) -> str:
+    """Check one package specification (PEP 508) and return it stripped.
+
+    Refused: anything that is not a string, option-like specs (``-r``, ``--index-url``), shell
+    metacharacters, environment markers, local paths and, unless ``allow_urls``, URLs (direct references).
+    """
+    require_packaging()
+    if not isinstance(spec, str) or not spec.strip():
+        raise PyDepsError(f'package specification {spec!r} is not a non-empty string')
+    text = spec.strip()
+    bad = sorted(set(text) & FORBIDDEN_CHARACTERS)
+    if bad:
+        raise PyDepsError(f'package specification {text!r} holds forbidden characters {"".join(bad)!r}')
+    if text.startswith('-'):
+        raise PyDepsError(f'package specification {text!r} looks like a pip option; options are not accepted')
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        raise PyDepsError(f'package specification {text!r} is not a valid PEP 508 requirement: {exc}') from None
+    if requirement.url:
+        if not allow_urls:
+            raise PyDepsError(f'package specification {text!r} is a URL; set allow_urls to install from URLs')
+    elif '/' in text or text.startswith('.'):
+        raise PyDepsError(f'package specification {text!r} looks like a path; only package names and versions are accepted')
+    return text
+
+
+def validate_source(value: t.Any, what: str) -> str:
+    """An index URL or find-links entry: an absolute local path, or a file, http or https URL."""
+    if not isinstance(value, str) or not value or value != value.strip() or any(char in value for char in '\n\r\t '):
+        raise PyDepsError(f'{what} {value!r} is not a valid absolute path or URL')
+    if value.startswith(('http://', 'https://', 'file://')) or (value.startswith('/') and '\x00' not in value):
+        return value
+    raise PyDepsError(f'{what} {value!r} must be an absolute path or a file://, http:// or https:// URL')
+
+
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    """Where pip finds packages: an index, find-links folders or pages, or no index at all."""
+
+    index_url: str | None = None
+    find_links: tuple[str, ...] = ()
+    no_index: bool = False
+
+    def __post_init__(self) -> None:
+        if self.index_url is not None:
+            validate_source(self.index_url, 'index URL')
+        for item in self.find_links:
+            validate_source(item, 'find-links entry')
+        if self.no_index and not self.find_links:
+            raise PyDepsError('no_index needs at least one find_links entry to install from')
+
+    def argv(self) -> list[str]:
+        argv: list[str] = []
+        if self.no_index:
+            argv.append('--no-index')
+        elif self.index_url:
+            argv += ['--index-url', self.index_url]
+        for item in self.find_links:
+            argv += ['--find-links', item]
+        return argv
+
+
+def subprocess_runner(argv: t.Sequence[str], timeout: float) -> tuple[int, str, str]:
+    """Run ``argv`` without a shell; ``(rc, stdout, stderr)``."""
+    env = dict(os.environ, PIP_NO_INPUT='1', PIP_DISABLE_PIP_VERSION_CHECK='1', PYTHONDONTWRITEBYTECODE='1')
+    try:
+        completed = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False, env=env)
+    except subprocess.TimeoutExpired:
+        return 124, '', f'timed out after {timeout:g} s'
+    except OSError as exc:
+        return 127, '', str(exc)
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    kept = [line for line in text.strip().splitlines() if line.strip()][-lines:]
+    return ' | '.join(kept)
+
+
+class Pip:
+    """pip of one virtual environment, run as ``<venv>/bin/python -m pip``."""
+
+    def __init__(self, venv: str, runner: Runner = subprocess_runner, timeout: float = 600) -> None:
+        if not isinstance(venv, str) or not os.path.isabs(venv):
+            raise PyDepsError(f'virtual environment {venv!r} must be an absolute path')
+        self.venv = os.path.normpath(venv)
+        self.python = os.path.join(self.venv, 'bin', 'python')
+        if not os.path.isfile(os.path.join(self.venv, 'pyvenv.cfg')) or not os.access(self.python, os.X_OK):
+            raise PyDepsError(f'{self.venv} is not a virtual environment (no pyvenv.cfg or bin/python)')
+        self.runner = runner
+        self.timeout = timeout
+        self.commands: list[list[str]] = []
+
+    def run(self, *args: str, check: bool = True) -> tuple[int, str, str]:
+        argv = [self.python, '-m', 'pip', '--disable-pip-version-check', '--no-input', *args]
+        self.commands.append(argv)
+        rc, out, err = self.runner(argv, self.timeout)
+        if check and rc != 0:
+            raise PyDepsError(f'pip {args[0]} failed (rc={rc}): {_tail(err) or _tail(out)}')
+        return rc, out, err
+
+    def freeze(self) -> list[str]:
+        """``pip freeze`` lines, comments and blank lines dropped."""
+        dummy, out, dummy_err = self.run('freeze')
+        return [line.strip() for line in out.splitlines() if line.strip() and not line.startswith('#')]
+
+    def installed(self) -> dict[str, tuple[str, str]]:
+        """Every installed distribution (pip and setuptools included): canonical name -> (name, version)."""
+        dummy, out, dummy_err = self.run('list', '--format', 'json')
+        try:
+            items = json.loads(out)
+        except ValueError:
+            raise PyDepsError('pip list did not return JSON') from None
+        return {canonical_name(item['name']): (item['name'], item['version']) for item in items}
+
+
+def parse_freeze(lines: t.Iterable[str]) -> dict[str, tuple[str, str]]:
+    """``name==version`` lines -> canonical name -> (name, version). Other forms cannot be snapshotted."""
+    pins: dict[str, tuple[str, str]] = {}
+    for line in lines:
+        match = _PIN.match(line.strip())
+        if not match:
+            raise PyDepsError(
+                f'{line.strip()!r} is not a plain name==version pin (editable or direct-URL install): '
+                'it cannot be snapshotted for an offline rollback'
+            )
+        pins[canonical_name(match.group(1))] = (match.group(1), match.group(2))
+    return pins
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One package an install changes."""
+
+    name: str
+    current: str | None
+    new: str
+    action: str
+    requested: bool
+
+    @property
+    def pin(self) -> str:
+        return f'{self.name}=={self.new}'
+
+    def as_dict(self) -> dict[str, t.Any]:
+        return {'name': self.name, 'current': self.current, 'new': self.new, 'action': self.action,
+                'requested': self.requested, 'pin': self.pin, 'summary': self.summary}
+
+    @property
+    def summary(self) -> str:
+        return f'{self.name} {self.current} -> {self.new}' if self.current else f'{self.name} (new) -> {self.new}'
+
+
+@dataclasses.dataclass
+class Plan:
+    """What an install would change, and the set of versions the environment would then hold."""
+
+    specs: list[str]
+    changes: list[Change]
+    before: dict[str, tuple[str, str]]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    @property
+    def result(self) -> dict[str, str]:
+        """Name -> version after the install (every installed distribution)."""
+        after = dict(self.before)
+        for change in self.changes:
+            after[canonical_name(change.name)] = (change.name, change.new)
+        return dict(sorted(after.values(), key=lambda item: canonical_name(item[0])))
+
+    @property
+    def pins(self) -> list[str]:
+        return [change.pin for change in self.changes]
+
+
+def parse_report(report: t.Any, before: dict[str, tuple[str, str]]) -> list[Change]:
+    """Changes from a ``pip install --report`` document, against the installed versions.
+
+    Entries that would reinstall the version already there are not changes.
+    """
+    if not isinstance(report, dict) or not isinstance(report.get('install'), list):
+        raise PyDepsError('the pip installation report has no "install" list')
+    changes: list[Change] = []
+    for entry in report['install']:
+        metadata = entry.get('metadata') if isinstance(entry, dict) else None
+        if not isinstance(metadata, dict) or not isinstance(metadata.get('name'), str) or not isinstance(metadata.get('version'), str):
+            raise PyDepsError('the pip installation report has an entry without metadata name and version')
+        name, new = metadata['name'], metadata['version']
+        current = before.get(canonical_name(name))
+        if current is None:
+            action = 'install'
+        else:
+            action = compare_versions(current[1], new)
+            if action == 'reinstall':
+                continue
+        changes.append(Change(name=name, current=current[1] if current else None, new=new, action=action,
+                              requested=bool(entry.get('requested', False))))
+    return sorted(changes, key=lambda change: canonical_name(change.name))
+
+
+def make_plan(pip: Pip, specs: t.Sequence[str], sources: Sources, upgrade: bool = False, allow_urls: bool = False,
+              no_deps: bool = False) -> Plan:
+    """Ask pip what installing ``specs`` would do, without installing anything."""
+    checked = [validate_spec(spec, allow_urls=allow_urls) for spec in specs]
+    if not checked:
+        raise PyDepsError('no packages to plan')
+    before = pip.installed()
+    with tempfile.TemporaryDirectory(prefix='dihya-pydeps-') as workdir:
+        report_path = os.path.join(workdir, 'report.json')
+        argv = ['install', '--dry-run', '--quiet', '--report', report_path, *sources.argv()]
+        if upgrade:
+            argv.append('--upgrade')
+        if no_deps:
+            argv.append('--no-deps')
+        pip.run(*argv, '--', *checked)
+        try:
+            with open(report_path, encoding='utf-8') as handle:
+                report = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise PyDepsError(f'pip wrote no readable installation report: {exc}') from None
+    return Plan(specs=checked, changes=parse_report(report, before), before=before)
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """A recorded package set and the wheels that restore it."""
+
+    path: str
+    freeze: list[str]
+    pins: dict[str, tuple[str, str]]
+    wheels: list[str]
+    created: str = ''
+
+    def as_dict(self) -> dict[str, t.Any]:
+        return {'path': self.path, 'created': self.created, 'freeze': list(self.freeze),
+                'packages': dict(self.pins.values()), 'wheels': list(self.wheels)}
+
+
+def _wheel_index(folder: str) -> dict[tuple[str, str], str]:
+    """(canonical name, normalised version) -> wheel file name, for the wheels in ``folder``."""
+    found: dict[tuple[str, str], str] = {}
+    for entry in sorted(os.listdir(folder)):
+        if not entry.endswith('.whl'):
+            continue
+        try:
+            name, version, dummy_build, dummy_tags = parse_wheel_filename(entry)
+        except InvalidWheelFilename:
+            continue
+        found[(canonical_name(str(name)), str(version))] = entry
+    return found
+
+
+def _normal_version(value: str) -> str:
+    parsed = parse_version(value)
+    return str(parsed) if parsed is not None else value
+
+
+def _missing_wheels(pins: dict[str, tuple[str, str]], folder: str) -> list[str]:
+    index = _wheel_index(folder) if os.path.isdir(folder) else {}
+    return [f'{name}=={version}' for key, (name, version) in sorted(pins.items())
+            if (key, _normal_version(version)) not in index]
+
+
+def _safe_target(path: str, what: str) -> str:
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise PyDepsError(f'{what} {path!r} must be an absolute path')
+    path = os.path.normpath(path)
+    if path in ('/', '/etc', '/usr', '/var', '/tmp', '/home', '/root', '/opt', '/srv'):
+        raise PyDepsError(f'{what} {path} is a system directory')
+    if os.path.islink(path):
+        raise PyDepsError(f'{what} {path} is a symbolic link')
+    return path
+
+
+def take_snapshot(pip: Pip, dest: str, sources: Sources, check_mode: bool = False) -> Snapshot:
+    """Record ``pip freeze`` and a wheel of every frozen version into ``dest``.
+
+    The wheels come from ``sources`` (typically the wheelhouse the environment was installed from,
+    ``--no-index``) and from the wheels of the snapshot already in ``dest``, so a chain of updates keeps
+    working offline. The new snapshot is built next to ``dest`` and only replaces it once complete.
+    """
+    dest = _safe_target(dest, 'snapshot folder')
+    freeze = pip.freeze()
+    pins = parse_freeze(freeze)
+    created = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    if check_mode:
+        return Snapshot(path=dest, freeze=freeze, pins=pins, wheels=[], created=created)
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, mode=0o750, exist_ok=True)
+    building = tempfile.mkdtemp(prefix='.snapshot-', dir=parent)
+    try:
+        wheels_dir = os.path.join(building, WHEELS_DIR)
+        os.mkdir(wheels_dir)
+        freeze_path = os.path.join(building, FREEZE_FILE)
+        with open(freeze_path, 'w', encoding='utf-8') as handle:
+            handle.write(''.join(f'{line}\n' for line in freeze))
+        previous = os.path.join(dest, WHEELS_DIR)
+        find_links = sources.find_links + ((previous,) if os.path.isdir(previous) else ())
+        snapshot_sources = Sources(index_url=sources.index_url, find_links=find_links, no_index=sources.no_index)
+        if pins:
+            pip.run('wheel', '--quiet', '--no-deps', '--wheel-dir', wheels_dir, *snapshot_sources.argv(),
+                    '--requirement', freeze_path)
+        missing = _missing_wheels(pins, wheels_dir)
+        if missing:
+            raise PyDepsError(f'no wheel could be stored for {", ".join(missing)}; the snapshot is incomplete')
+        wheels = sorted(entry for entry in os.listdir(wheels_dir) if entry.endswith('.whl'))
+        manifest = {'created': created, 'venv': pip.venv, 'freeze': freeze, 'wheels': wheels}
+        with open(os.path.join(building, MANIFEST_FILE), 'w', encoding='utf-8') as handle:
+            json.dump(manifest, handle, indent=2, sort_keys=True)
+            handle.write('\n')
+        os.chmod(building, 0o750)
+        old = None
+        if os.path.isdir(dest):
+            old = tempfile.mkdtemp(prefix='.snapshot-old-', dir=parent)
+            os.rename(dest, os.path.join(old, 'snapshot'))
+        os.rename(building, dest)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return Snapshot(path=dest, freeze=freeze, pins=pins, wheels=wheels, created=created)
+
+
+def load_snapshot(path: str) -> Snapshot:
+    """Read a snapshot written by :func:`take_snapshot` and check its wheels are all there."""
+    path = _safe_target(path, 'snapshot folder')
+    try:
+        with open(os.path.join(path, MANIFEST_FILE), encoding='utf-8') as handle:
+            manifest = json.load(handle)
+        with open(os.path.join(path, FREEZE_FILE), encoding='utf-8') as handle:
+            freeze = [line.strip() for line in handle if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise PyDepsError(f'{path} is not a readable snapshot: {exc}') from None
+    pins = parse_freeze(freeze)
+    missing = _missing_wheels(pins, os.path.join(path, WHEELS_DIR))
+    if missing:
+        raise PyDepsError(f'snapshot {path} lacks the wheels of {", ".join(missing)}')
+    return Snapshot(path=path, freeze=freeze, pins=pins, wheels=list(manifest.get('wheels', [])),
+                    created=str(manifest.get('created', '')))
+
+
+def apply(pip: Pip, plan: Plan, sources: Sources, check_mode: bool = False) -> list[Change]:
+    """Install exactly the versions of ``plan`` and check the environment holds them."""
+    if not plan.changes or check_mode:
+        return plan.changes
+    pip.run('install', '--quiet', '--no-deps', *sources.argv(), '--', *plan.pins)
+    installed = pip.installed()
+    wrong = [f'{change.name} (wanted {change.new}, found {installed.get(canonical_name(change.name), ("", "nothing"))[1]})'
+             for change in plan.changes
+             if installed.get(canonical_name(change.name), ('', ''))[1] != change.new]
+    if wrong:
+        raise PyDepsError(f'after the install the environment does not hold the planned versions: {", ".join(wrong)}')
+    return plan.changes
+
+
+@dataclasses.dataclass
+class RollbackResult:
+    """What a rollback did (or would do, in check mode)."""
+
+    reinstalled: list[Change]
+    removed: list[str]
+    freeze: list[str]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.reinstalled or self.removed)
+
+
+def freeze_differences(expected: dict[str, tuple[str, str]], actual: dict[str, tuple[str, str]]) -> list[str]:
+    """Human-readable differences between two frozen sets."""
+    differences = []
+    for key in sorted(set(expected) | set(actual)):
+        want, have = expected.get(key), actual.get(key)
+        if want is None and have is not None:
+            differences.append(f'{have[0]}=={have[1]} is extra')
+        elif have is None and want is not None:
+            differences.append(f'{want[0]}=={want[1]} is missing')
+        elif want is not None and have is not None and want[1] != have[1]:
+            differences.append(f'{want[0]} is {have[1]} instead of {want[1]}')
+    return differences
+
+
+def rollback(pip: Pip, snapshot: Snapshot, check_mode: bool = False) -> RollbackResult:
+    """Bring the environment back to ``snapshot``, offline, and check ``pip freeze`` equals it."""
+    current = parse_freeze_lenient(pip.freeze())
+    removed = sorted((current[key][0] for key in current if key not in snapshot.pins), key=canonical_name)
+    reinstalled = [
+        Change(name=name, current=current[key][1] if key in current else None, new=version,
+               action='install' if key not in current else compare_versions(current[key][1], version), requested=True)
+        for key, (name, version) in sorted(snapshot.pins.items())
+        if key not in current or current[key][1] != version
+    ]
+    if check_mode or not (removed or reinstalled):
+        return RollbackResult(reinstalled=reinstalled, removed=removed, freeze=list(snapshot.freeze))
+    if removed:
+        pip.run('uninstall', '--yes', '--quiet', '--', *removed)
+    if reinstalled:
+        pip.run('install', '--quiet', '--no-deps', '--no-index', '--find-links', os.path.join(snapshot.path, WHEELS_DIR),
+                '--', *[change.pin for change in reinstalled])
+    after = pip.freeze()
+    differences = freeze_differences(snapshot.pins, parse_freeze_lenient(after))
+    if differences:
+        raise PyDepsError(f'after the rollback pip freeze differs from the snapshot: {"; ".join(differences)}')
+    return RollbackResult(reinstalled=reinstalled, removed=removed, freeze=after)
+
+
+def parse_freeze_lenient(lines: t.Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Like :func:`parse_freeze`, but a line that is not a pin is kept under its own text (version ``?``)."""
+    pins: dict[str, tuple[str, str]] = {}
+    for line in lines:
+        match = _PIN.match(line.strip())
+        if match:
+            pins[canonical_name(match.group(1))] = (match.group(1), match.group(2))
+        else:
+            text = line.strip()
+            text = text[3:].strip() if text.startswith('-e ') else text
+            name = re.split(r'[\s@=<>!~\[]', text, maxsplit=1)[0] or text
+            pins[canonical_name(name)] = (name, '?')
+    return pins
