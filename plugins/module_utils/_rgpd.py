@@ -1,0 +1,998 @@
+# Copyright (c) Dihya ops maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module utility is PRIVATE to the collection. It can change at any time.
+
+"""RGPD operations on one data subject: inventory, export, anonymise, erase, consent, and replay of erasures.
+
+The engine knows nothing about Ansible. A caller opens a database (``_rgpd_db.open_database``), loads a data
+map (``_rgpd_map.load_data_map``) and builds an :class:`Engine`; the constructor checks every mapped table and
+column against the live schema before any row is read, and raises :class:`RgpdError` listing all problems.
+
+Every query is scoped to one tenant: a row is the subject's only when it points at the subject (directly,
+through the subject row, or through a join path) *and* belongs to the requested tenant. Values are always
+bound parameters; identifiers come from the validated data map and are quoted by the adapter.
+
+Each operation returns a plain dict (see ``docs/rgpd.md``). In check mode every operation counts what it would
+read or change and changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import datetime
+import fcntl
+import hashlib
+import hmac
+import io
+import ipaddress
+import json
+import os
+import re
+import secrets
+import typing as t
+import uuid
+import zipfile
+
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_db import Database, DbError, TableInfo, optional_library, quote
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import TEXT_STRATEGIES, ConsentMap, DataMap, Side, TableMap
+
+
+OPERATIONS = ('inventory', 'export', 'anonymise', 'erase', 'consent', 'replay')
+CONSENT_ACTIONS = ('grant', 'withdraw', 'status')
+
+LEDGER_TABLE = 'dihya_rgpd_erasure_ledger'
+LEDGER_DDL = (
+    'CREATE TABLE IF NOT EXISTS {table} ('
+    'entry_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, subject TEXT NOT NULL, data_map_version TEXT NOT NULL, '
+    'erased_at TEXT NOT NULL, trace_id TEXT NOT NULL, counts TEXT NOT NULL, replay_of TEXT)'
+)
+ARCHIVE_FORMAT = 'dihya-rgpd-export/1'
+# Encrypted archive: MAGIC, a 12-byte nonce, the AES-256-GCM ciphertext of the zip file, the 16-byte tag.
+ENCRYPTION_MAGIC = b'DIHYA-RGPD-AESGCM-1\n'
+NONCE_SIZE = 12
+TAG_SIZE = 16
+TEMP_MARKER = '.rgpd-tmp-'
+REDACTED = '[redacted]'
+# Strategies whose result does not depend on the value: applied by one UPDATE statement.
+CONSTANT_STRATEGIES = frozenset(('null', 'redact'))
+PSEUDONYM_PREFIX = 'hmac:'
+FAKE_PREFIX = 'anon-'
+DEFAULT_BATCH = 500
+WRITE_BUFFER = 256 * 1024
+# Fast deflate: rows of text compress well even at level 1, and the export is CPU-bound.
+COMPRESS_LEVEL = 1
+MIN_KEY_BYTES = 16
+
+_INTEGER = re.compile(r'-?\d{1,19}')
+_PSEUDONYM = re.compile(r'hmac:[0-9a-f]{64}')
+
+
+class RgpdError(Exception):
+    """A request the engine refuses, or a data map that does not fit the database; the message is safe to show."""
+
+
+# ---------------------------------------------------------------------------
+# Values
+# ---------------------------------------------------------------------------
+
+def pseudonym(value: t.Any, key: bytes) -> str:
+    """``hmac:`` and the HMAC-SHA256 of the value's text: deterministic for a key, irreversible without it."""
+    return PSEUDONYM_PREFIX + hmac.new(key, str(value).encode('utf-8'), hashlib.sha256).hexdigest()
+
+
+def mask(value: str) -> str:
+    """Keep little: an address keeps its network (/24, /48), an e-mail its first letter and domain, other text its first character."""
+    text = str(value)
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        prefix = 24 if address.version == 4 else 48
+        return str(ipaddress.ip_network(f'{text}/{prefix}', strict=False).network_address)
+    if '@' in text:
+        local, domain = text.rsplit('@', 1)
+        return f'{local[:1]}***@{domain}'
+    return text[:1] + ''.join('*' if char.isalnum() else char for char in text[1:])
+
+
+def fake(value: str, key: bytes) -> str:
+    """A stable stand-in derived from the value: ``anon-<12 hex>`` (an ``@example.invalid`` address for e-mails)."""
+    text = str(value)
+    if text.startswith(FAKE_PREFIX):
+        return text
+    digest = hmac.new(key, b'fake\x00' + text.encode('utf-8'), hashlib.sha256).hexdigest()[:12]
+    return f'{FAKE_PREFIX}{digest}@example.invalid' if '@' in text else f'{FAKE_PREFIX}{digest}'
+
+
+def anonymise_value(strategy: str, value: t.Any, key: bytes) -> t.Any:
+    """Apply one strategy. Applying it again to its own output gives the same output (so anonymise is idempotent)."""
+    if strategy == 'keep' or value is None:
+        return value
+    if strategy == 'null':
+        return None
+    if strategy == 'redact':
+        return REDACTED
+    if strategy == 'hmac':
+        text = str(value)
+        return text if _PSEUDONYM.fullmatch(text) else pseudonym(text, key)
+    if strategy == 'mask':
+        return mask(value)
+    if strategy == 'fake':
+        return fake(value, key)
+    raise RgpdError(f'unknown strategy {strategy!r}')
+
+
+def new_trace_id() -> str:
+    """32 lowercase hex characters (the W3C trace id format)."""
+    return secrets.token_hex(16)
+
+
+def utcnow() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def _json_value(value: t.Any) -> t.Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
+
+
+_CONVERTED = (bytes, bytearray, memoryview, datetime.datetime, datetime.date, datetime.time)
+
+
+def _csv_value(value: t.Any) -> t.Any:
+    if isinstance(value, _CONVERTED):
+        return _json_value(value)
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Files: hashing, encryption, atomic archive
+# ---------------------------------------------------------------------------
+
+class _HashingWriter(io.RawIOBase):
+    """Passes bytes through to ``target`` and keeps their SHA-256 and size."""
+
+    def __init__(self, target: t.Any) -> None:
+        super().__init__()
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: t.Any) -> int:
+        chunk = bytes(data)
+        self.target.write(chunk)
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        return len(chunk)
+
+
+class _EncryptingWriter(io.RawIOBase):
+    """AES-256-GCM stream: MAGIC, nonce, ciphertext, then the tag when closed. Not seekable (zipfile streams into it)."""
+
+    def __init__(self, target: t.BinaryIO, key: bytes) -> None:
+        super().__init__()
+        ciphers = optional_library('cryptography.hazmat.primitives.ciphers', 'archive encryption')
+        nonce = os.urandom(NONCE_SIZE)
+        self.encryptor = ciphers.Cipher(ciphers.algorithms.AES(key), ciphers.modes.GCM(nonce)).encryptor()
+        self.encryptor.authenticate_additional_data(ENCRYPTION_MAGIC)
+        self.target = target
+        self.target.write(ENCRYPTION_MAGIC + nonce)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: t.Any) -> int:
+        chunk = bytes(data)
+        self.target.write(self.encryptor.update(chunk))
+        return len(chunk)
+
+    def finish(self) -> None:
+        self.target.write(self.encryptor.finalize() + self.encryptor.tag)
+
+
+def parse_encryption_key(value: str | bytes) -> bytes:
+    """A 32-byte key given as URL-safe base64 (the format of ``Fernet.generate_key()``) or 64 hex characters."""
+    text = value.decode('ascii', 'replace') if isinstance(value, bytes) else str(value)
+    text = text.strip()
+    try:
+        key = bytes.fromhex(text) if re.fullmatch(r'[0-9a-fA-F]{64}', text) else base64.urlsafe_b64decode(text.encode('ascii'))
+    except (ValueError, UnicodeEncodeError):
+        key = b''
+    if len(key) != 32:
+        raise RgpdError('encryption_key must be 32 bytes given as URL-safe base64 (44 characters) or 64 hex characters')
+    return key
+
+
+def decrypt_archive(source: str, destination: str, key: str | bytes) -> None:
+    """Decrypt an encrypted export into ``destination`` (a zip file); the plaintext is kept only if the tag verifies."""
+    raw_key = parse_encryption_key(key)
+    ciphers = optional_library('cryptography.hazmat.primitives.ciphers', 'archive decryption')
+    size = os.path.getsize(source)
+    header = len(ENCRYPTION_MAGIC) + NONCE_SIZE
+    if size < header + TAG_SIZE:
+        raise RgpdError(f'{source} is not an encrypted export (too short)')
+    partial = destination + '.partial'
+    with open(source, 'rb') as handle:
+        if handle.read(len(ENCRYPTION_MAGIC)) != ENCRYPTION_MAGIC:
+            raise RgpdError(f'{source} is not an encrypted export (bad header)')
+        nonce = handle.read(NONCE_SIZE)
+        handle.seek(size - TAG_SIZE)
+        tag = handle.read(TAG_SIZE)
+        handle.seek(header)
+        decryptor = ciphers.Cipher(ciphers.algorithms.AES(raw_key), ciphers.modes.GCM(nonce, tag)).decryptor()
+        decryptor.authenticate_additional_data(ENCRYPTION_MAGIC)
+        remaining = size - header - TAG_SIZE
+        try:
+            with open(partial, 'wb') as out:
+                os.chmod(partial, 0o600)
+                while remaining:
+                    chunk = handle.read(min(remaining, 1 << 20))
+                    remaining -= len(chunk)
+                    out.write(decryptor.update(chunk))
+                decryptor.finalize()
+        except Exception as exc:
+            os.unlink(partial)
+            raise RgpdError(f'{source}: decryption failed (wrong key or damaged file)') from exc
+    os.replace(partial, destination)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temp_files(dest: str) -> list[str]:
+    """Remove temporary files left by an export to ``dest`` whose writing process is gone (killed or crashed)."""
+    directory, base = os.path.split(dest)
+    prefix = f'.{base}{TEMP_MARKER}'
+    removed = []
+    for name in os.listdir(directory or '.'):
+        if not name.startswith(prefix):
+            continue
+        pid_text = name[len(prefix):].split('-', 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _check_destination(dest: str) -> None:
+    if not isinstance(dest, str) or not os.path.isabs(dest):
+        raise RgpdError('dest must be an absolute path')
+    directory = os.path.dirname(dest)
+    if not os.path.isdir(directory):
+        raise RgpdError(f'the directory of dest does not exist: {directory}')
+    if os.path.islink(dest) or os.path.isdir(dest):
+        raise RgpdError(f'dest {dest} is a symbolic link or a directory; refusing to replace it')
+
+
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# Ledger file
+# ---------------------------------------------------------------------------
+
+def append_ledger_file(path: str, record: t.Mapping[str, t.Any]) -> None:
+    """Append one JSON line under an exclusive lock, then fsync; the file is created with mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, (json.dumps(dict(record), sort_keys=True, separators=(',', ':')) + '\n').encode('utf-8'))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_ledger_file(path: str) -> list[dict[str, t.Any]]:
+    """Erasure entries of a ledger file, oldest first, each with its last ``state``; an incomplete last line is ignored."""
+    entries: dict[str, dict[str, t.Any]] = {}
+    try:
+        with open(path, encoding='utf-8') as handle:
+            for line in handle:
+                if not line.endswith('\n'):
+                    break
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    raise RgpdError(f'{path}: unreadable ledger line') from exc
+                entry_id = record.get('entry_id')
+                if not isinstance(entry_id, str):
+                    raise RgpdError(f'{path}: ledger line without entry_id')
+                entries.setdefault(entry_id, {}).update(record)
+    except OSError as exc:
+        raise RgpdError(f'cannot read ledger file {path}: {exc.strerror}') from exc
+    return list(entries.values())
+
+
+# ---------------------------------------------------------------------------
+# Schema check
+# ---------------------------------------------------------------------------
+
+def check_schema(db: Database, data_map: DataMap) -> dict[str, TableInfo]:
+    """Check every table and column the data map names against the database; raise listing every problem."""
+    names = list(data_map.tables)
+    if data_map.consent is not None:
+        names.append(data_map.consent.table)
+    if data_map.tenant_lookup is not None:
+        names.append(data_map.tenant_lookup.table)
+    info = db.introspect(dict.fromkeys(names))
+    errors: list[str] = []
+
+    def column(table: str, name: str | None, where: str) -> t.Any:
+        if name is None or table not in info:
+            return None
+        found = info[table].columns.get(name)
+        if found is None:
+            errors.append(f'{where}: table {table!r} has no column {name!r}')
+        return found
+
+    for name in dict.fromkeys(names):
+        if name not in info:
+            errors.append(f'table {name!r} does not exist in the database')
+    if LEDGER_TABLE in data_map.tables:
+        errors.append(f'tables.{LEDGER_TABLE}: the erasure ledger cannot be mapped')
+    subject = data_map.subject
+    column(subject.name, data_map.subject_id_column, 'subject.id_column')
+    column(subject.name, data_map.subject_tenant_column, 'subject.tenant_column')
+    repoint_to_null = subject.erasure == 'delete'
+    for table in data_map.tables.values():
+        where = f'tables.{table.name}'
+        if table.name not in info:
+            continue
+        for side in table.sides:
+            found = column(table.name, side.column, f'{where}.subject_columns')
+            if (found is not None and table.erasure == 'anonymise' and table.name != subject.name and repoint_to_null and found.notnull):
+                errors.append(
+                    f'{where}: erasure anonymise keeps the row, so {side.column!r} must stop pointing at the subject; it is NOT NULL and '
+                    f'the subject table is deleted (use erasure anonymise on {subject.name!r} to repoint to a tombstone, or delete these rows)'
+                )
+        column(table.name, table.tenant_column, f'{where}.tenant_column')
+        if table.parent is not None:
+            column(table.name, table.parent.column, f'{where}.parent.column')
+            column(table.parent.table, table.parent.references, f'{where}.parent.references')
+        for name, strategy in table.strategies().items():
+            found = column(table.name, name, f'{where}.columns')
+            if found is None:
+                continue
+            if strategy in TEXT_STRATEGIES and found.kind == 'integer':
+                errors.append(f'{where}.columns.{name}: strategy {strategy!r} writes text but the column is {found.type}')
+            if strategy == 'null' and found.notnull:
+                errors.append(f'{where}.columns.{name}: strategy null on a NOT NULL column')
+            if any(side.column == name for side in table.sides) or name == table.tenant_column:
+                errors.append(f'{where}.columns.{name}: a subject or tenant column cannot be anonymised with a strategy')
+        for name in table.key or ():
+            column(table.name, name, f'{where}.key')
+        if not (table.key or info[table.name].primary_key):
+            errors.append(f'{where}: the table has no primary key; give key: [columns identifying a row]')
+    if subject.name in info and subject.erasure == 'anonymise':
+        id_info = info[subject.name].columns.get(data_map.subject_id_column)
+        if id_info is not None and not (id_info.generated or id_info.kind == 'text'):
+            errors.append(
+                f'tables.{subject.name}: erasure anonymise replaces the subject row by a tombstone with a new id, '
+                f'but {data_map.subject_id_column!r} has no default and is not text'
+            )
+    if subject.name in info:
+        for other in sorted(db.referencing_tables(subject.name) - set(data_map.tables)):
+            errors.append(f'table {other!r} has a foreign key to {subject.name!r} but is not in the data map: erasure could leave rows behind')
+    consent = data_map.consent
+    if consent is not None:
+        for attribute in ('subject_column', 'purpose_column', 'granted_column', 'source_column', 'time_column', 'tenant_column'):
+            column(consent.table, getattr(consent, attribute), f'consent.{attribute}')
+    lookup = data_map.tenant_lookup
+    if lookup is not None:
+        column(lookup.table, lookup.id_column, 'tenant_lookup.id_column')
+        column(lookup.table, lookup.key_column, 'tenant_lookup.key_column')
+    if errors:
+        raise RgpdError('the data map does not match the database:\n  - ' + '\n  - '.join(errors))
+    return info
+
+
+# ---------------------------------------------------------------------------
+# Engine
+# ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Subject:
+    """A subject resolved in one tenant."""
+
+    given: str
+    id: t.Any
+    tenant_given: str
+    tenant: t.Any
+    pseudonym: str
+
+
+class Engine:
+    """RGPD operations on one database with one data map."""
+
+    def __init__(
+        self,
+        db: Database,
+        data_map: DataMap,
+        pseudonym_key: bytes,
+        check_mode: bool = False,
+        trace_id: str | None = None,
+        batch: int = DEFAULT_BATCH,
+    ) -> None:
+        if not isinstance(pseudonym_key, bytes) or len(pseudonym_key) < MIN_KEY_BYTES:
+            raise RgpdError(f'the pseudonym key must be at least {MIN_KEY_BYTES} bytes')
+        self.db = db
+        self.map = data_map
+        self.key = pseudonym_key
+        self.check_mode = check_mode
+        self.trace_id = trace_id or new_trace_id()
+        if not re.fullmatch(r'[0-9a-f]{32}', self.trace_id):
+            raise RgpdError('trace_id must be 32 lowercase hexadecimal characters')
+        self.batch = batch
+        self.info = check_schema(db, data_map)
+        references = [(table, parent) for table, table_info in self.info.items() for parent in table_info.references]
+        self.order = data_map.erase_order(references)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _table(self, name: str) -> str:
+        return self.db.table(name)
+
+    def _sql(self, text: str) -> str:
+        return self.db.sql(text)
+
+    def _coerce(self, value: t.Any, table: str, column: str, what: str) -> t.Any:
+        info = self.info[table].columns[column]
+        if info.kind == 'integer':
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            text = str(value).strip()
+            if not _INTEGER.fullmatch(text):
+                raise RgpdError(f'{what} must be an integer ({table}.{column} is {info.type}); got {len(str(value))} characters that are not')
+            return int(text)
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or str(value) == '':
+            raise RgpdError(f'{what} must be a non-empty string')
+        return str(value)
+
+    def _resolve_tenant(self, tenant: t.Any) -> t.Any:
+        lookup = self.map.tenant_lookup
+        if lookup is None:
+            return self._coerce(tenant, self.map.subject_table, self.map.subject_tenant_column, 'tenant')
+        key = self._coerce(tenant, lookup.table, lookup.key_column, 'tenant')
+        rows = self.db.query(
+            self._sql(f'SELECT {quote(lookup.id_column)} FROM {self._table(lookup.table)} WHERE {quote(lookup.key_column)} = ?'), (key,),
+        )
+        if not rows:
+            raise RgpdError(f'tenant {str(tenant)[:64]!r} not found in {lookup.table}.{lookup.key_column}')
+        return rows[0][0]
+
+    def subject(self, tenant: t.Any, subject_id: t.Any) -> Subject:
+        """Resolve the tenant and coerce the subject id to the id column's type (the subject may not exist)."""
+        resolved = self._resolve_tenant(tenant)
+        value = self._coerce(subject_id, self.map.subject_table, self.map.subject_id_column, 'subject_id')
+        return Subject(str(subject_id), value, str(tenant), resolved, pseudonym(value, self.key))
+
+    def _exists(self, subject: Subject) -> bool:
+        where, params = self._match(self.map.subject, 't0', 0, None, subject)
+        return bool(self.db.query(self._sql(f'SELECT 1 FROM {self._table(self.map.subject_table)} t0 WHERE {where}'), params))
+
+    def _match(self, table: TableMap, alias: str, depth: int, side: str | None, subject: Subject) -> tuple[str, list[t.Any]]:
+        """WHERE clause (on ``alias``) selecting the rows of ``table`` that are the subject's, in the subject's tenant."""
+        params: list[t.Any] = []
+        if table.parent is not None:
+            parent = self.map.tables[table.parent.table]
+            inner = f't{depth + 1}'
+            where, inner_params = self._match(parent, inner, depth + 1, None, subject)
+            clause = (f'{alias}.{quote(table.parent.column)} IN (SELECT {inner}.{quote(table.parent.references)} '
+                      f'FROM {self._table(parent.name)} {inner} WHERE {where})')
+            params.extend(inner_params)
+        else:
+            parts = []
+            for entry in table.sides:
+                if side is not None and entry.column != side:
+                    continue
+                if table.tenant_column is not None:
+                    parts.append(f'{alias}.{quote(entry.column)} = ?')
+                    params.append(subject.id)
+                else:
+                    # No tenant column here: the tenant comes through the subject row.
+                    inner = f's{depth}'
+                    parts.append(
+                        f'{alias}.{quote(entry.column)} IN (SELECT {inner}.{quote(self.map.subject_id_column)} '
+                        f'FROM {self._table(self.map.subject_table)} {inner} WHERE {inner}.{quote(self.map.subject_id_column)} = ? '
+                        f'AND {inner}.{quote(self.map.subject_tenant_column)} = ?)'
+                    )
+                    params.extend((subject.id, subject.tenant))
+            clause = '(' + ' OR '.join(parts) + ')'
+        if table.tenant_column is not None:
+            clause += f' AND {alias}.{quote(table.tenant_column)} = ?'
+            params.append(subject.tenant)
+        return clause, params
+
+    def _count(self, table: TableMap, side: str | None, subject: Subject) -> int:
+        where, params = self._match(table, 't0', 0, side, subject)
+        return int(self.db.query(self._sql(f'SELECT count(*) FROM {self._table(table.name)} t0 WHERE {where}'), params)[0][0])
+
+    def _counts(self, subject: Subject) -> dict[str, dict[str, t.Any]]:
+        counts: dict[str, dict[str, t.Any]] = {}
+        for name, table in self.map.tables.items():
+            entry: dict[str, t.Any] = {'rows': self._count(table, None, subject)}
+            if len(table.sides) > 1:
+                entry['sides'] = {side.column: self._count(table, side.column, subject) for side in table.sides}
+            counts[name] = entry
+        return counts
+
+    def _key(self, table: TableMap) -> tuple[str, ...]:
+        return table.key or self.info[table.name].primary_key
+
+    def _batches(self, table: TableMap, side: str | None, columns: t.Sequence[str], subject: Subject) -> t.Iterator[list[tuple[t.Any, ...]]]:
+        """The subject's rows of ``table`` as (key..., columns...) in key order, a batch at a time.
+
+        The rows are updated while they are read. A PostgreSQL cursor does not see changes made after it
+        was opened, so one streamed query is enough; SQLite gives no such promise, so there each batch is a
+        new query starting after the last key seen (keyset pagination).
+        """
+        key = self._key(table)
+        selected = ', '.join(f't0.{quote(name)}' for name in (*key, *columns))
+        key_list = ', '.join(f't0.{quote(name)}' for name in key)
+        if self.db.insensitive_cursors:
+            where, params = self._match(table, 't0', 0, side, subject)
+            batch: list[tuple[t.Any, ...]] = []
+            for row in self.db.stream(self._sql(f'SELECT {selected} FROM {self._table(table.name)} t0 WHERE {where} ORDER BY {key_list}'), params):
+                batch.append(tuple(row))
+                if len(batch) >= self.batch:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+            return
+        last: tuple[t.Any, ...] | None = None
+        while True:
+            where, params = self._match(table, 't0', 0, side, subject)
+            if last is not None:
+                where += f' AND ({key_list}) > ({", ".join("?" for dummy in key)})'
+                params.extend(last)
+            rows = self.db.query(
+                self._sql(f'SELECT {selected} FROM {self._table(table.name)} t0 WHERE {where} ORDER BY {key_list} LIMIT {int(self.batch)}'), params,
+            )
+            if not rows:
+                return
+            yield rows
+            last = tuple(rows[-1][:len(key)])
+
+    def _result(self, operation: str, subject: Subject | None, **extra: t.Any) -> dict[str, t.Any]:
+        result: dict[str, t.Any] = {'operation': operation, 'changed': False, 'check_mode': self.check_mode, 'trace_id': self.trace_id}
+        if subject is not None:
+            result.update(subject=subject.pseudonym, tenant=subject.tenant_given)
+        result['data_map_version'] = self.map.version
+        result.update(extra)
+        return result
+
+    # -- inventory ---------------------------------------------------------------------------------
+    def inventory(self, tenant: t.Any, subject_id: t.Any) -> dict[str, t.Any]:
+        """Rows held about the subject, per table."""
+        subject = self.subject(tenant, subject_id)
+        with self.db.transaction(write=False):
+            found = self._exists(subject)
+            tables = self._counts(subject)
+        return self._result('inventory', subject, subject_found=found, tables=tables, total_rows=sum(entry['rows'] for entry in tables.values()))
+
+    # -- export ------------------------------------------------------------------------------------
+    def export(self, tenant: t.Any, subject_id: t.Any, dest: str, encryption_key: str | bytes | None = None) -> dict[str, t.Any]:
+        """Write the subject's rows to a zip archive at ``dest`` (atomically, mode 0600), optionally encrypted."""
+        subject = self.subject(tenant, subject_id)
+        _check_destination(dest)
+        key = parse_encryption_key(encryption_key) if encryption_key is not None else None
+        if self.check_mode:
+            with self.db.transaction(write=False):
+                found = self._exists(subject)
+                tables = self._counts(subject)
+            return self._result('export', subject, changed=True, subject_found=found, tables=tables,
+                                archive={'path': dest, 'encrypted': key is not None})
+        removed = clean_stale_temp_files(dest)
+        directory, base = os.path.split(dest)
+        temp = os.path.join(directory, f'.{base}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}')
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+        try:
+            with os.fdopen(fd, 'wb') as handle:
+                sink: t.Any = _EncryptingWriter(handle, key) if key is not None else handle
+                with self.db.transaction(write=False):
+                    found = self._exists(subject)
+                    tables, files = self._write_archive(sink, subject)
+                if isinstance(sink, _EncryptingWriter):
+                    sink.finish()
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, dest)
+            _fsync_directory(directory)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+            raise
+        return self._result(
+            'export', subject, changed=True, subject_found=found, tables=tables,
+            archive={'path': dest, 'sha256': file_sha256(dest), 'size': os.path.getsize(dest), 'encrypted': key is not None, 'files': files},
+            stale_temp_files_removed=len(removed),
+        )
+
+    def _write_archive(self, sink: t.Any, subject: Subject) -> tuple[dict[str, dict[str, t.Any]], dict[str, dict[str, t.Any]]]:
+        tables: dict[str, dict[str, t.Any]] = {}
+        files: dict[str, dict[str, t.Any]] = {}
+        with zipfile.ZipFile(sink, 'w', compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
+            for name, table in self.map.tables.items():
+                columns = list(self.info[name].columns)
+                where, params = self._match(table, 't0', 0, None, subject)
+                order = ', '.join(f't0.{quote(column)}' for column in self._key(table))
+                query = self._sql(
+                    f'SELECT {", ".join(f"t0.{quote(column)}" for column in columns)} FROM {self._table(name)} t0 WHERE {where} ORDER BY {order}'
+                )
+                rows = 0
+                encode = json.JSONEncoder(ensure_ascii=False, default=_json_value).encode
+                with archive.open(f'{name}.json', 'w', force_zip64=True) as member:
+                    writer = _HashingWriter(member)
+                    # Rows are small: buffer them so that hashing and compression work on large chunks.
+                    buffered = io.BufferedWriter(t.cast(io.RawIOBase, writer), WRITE_BUFFER)
+                    buffered.write(b'[')
+                    for row in self.db.stream(query, params):
+                        buffered.write(((',\n' if rows else '\n') + encode(dict(zip(columns, row)))).encode('utf-8'))
+                        rows += 1
+                    buffered.write(b'\n]\n')
+                    buffered.flush()
+                    buffered.detach()
+                files[f'{name}.json'] = {'sha256': writer.digest.hexdigest(), 'size': writer.size, 'rows': rows}
+                with archive.open(f'{name}.csv', 'w', force_zip64=True) as member:
+                    writer = _HashingWriter(member)
+                    buffered = io.BufferedWriter(t.cast(io.RawIOBase, writer), WRITE_BUFFER)
+                    text = io.TextIOWrapper(buffered, encoding='utf-8', newline='')
+                    out = csv.writer(text)
+                    out.writerow(columns)
+                    csv_rows = 0
+                    # csv writes None as an empty field and numbers and text as they are: only the columns of other
+                    # types (bytes, dates...) need converting.
+                    special = [index for index, column in enumerate(columns) if self.info[name].columns[column].kind == 'other']
+                    for row in self.db.stream(query, params):
+                        if special:
+                            row = list(row)
+                            for index in special:
+                                row[index] = _csv_value(row[index])
+                        out.writerow(row)
+                        csv_rows += 1
+                    text.flush()
+                    text.detach()
+                    buffered.detach()
+                files[f'{name}.csv'] = {'sha256': writer.digest.hexdigest(), 'size': writer.size, 'rows': csv_rows}
+                tables[name] = {'rows': rows}
+            manifest = {
+                'format': ARCHIVE_FORMAT,
+                'subject': subject.pseudonym,
+                'tenant': subject.tenant_given,
+                'data_map_version': self.map.version,
+                'created_at': utcnow(),
+                'trace_id': self.trace_id,
+                'tables': tables,
+                'files': files,
+                'retention': self.map.retention_notes(),
+            }
+            archive.writestr('manifest.json', json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + '\n')
+        return tables, files
+
+    # -- anonymise ---------------------------------------------------------------------------------
+    def _rewrite(self, table: TableMap, side: str | None, strategies: dict[str, str], subject: Subject,
+                 replace: tuple[str, t.Any] | None = None) -> int:
+        """Apply strategies (and optionally replace the side column) to the subject's rows; return how many rows change."""
+        columns = [column for column, strategy in strategies.items() if strategy != 'keep']
+        if replace is not None:
+            columns = [column for column in columns if column != replace[0]]
+        key = self._key(table)
+        assignments = [*columns, *([replace[0]] if replace is not None else [])]
+        if not assignments:
+            return 0
+        if all(strategies[column] in CONSTANT_STRATEGIES for column in columns):
+            return self._rewrite_in_sql(table, side, strategies, columns, subject, replace)
+        changed = 0
+        for rows in self._batches(table, side, columns, subject):
+            updates = []
+            for row in rows:
+                old = row[len(key):]
+                new = [anonymise_value(strategies[column], value, self.key) for column, value in zip(columns, old)]
+                if replace is None and list(old) == new:
+                    continue
+                updates.append((*new, *([replace[1]] if replace is not None else []), *row[:len(key)]))
+            changed += len(updates)
+            if updates and not self.check_mode:
+                self.db.update_rows(self.info[table.name], assignments, key, updates)
+        return changed
+
+    def _rewrite_in_sql(self, table: TableMap, side: str | None, strategies: dict[str, str], columns: list[str], subject: Subject,
+                        replace: tuple[str, t.Any] | None) -> int:
+        """One UPDATE for strategies that do not depend on the value (null, redact): no row goes through Python.
+
+        The result is the same as row by row: NULL stays NULL, and only rows that change are counted.
+        """
+        where, params = self._match(table, 't0', 0, side, subject)
+        sets: list[str] = []
+        set_params: list[t.Any] = []
+        differs: list[str] = []
+        differs_params: list[t.Any] = []
+        for column in columns:
+            name = f't0.{quote(column)}'
+            if strategies[column] == 'null':
+                sets.append(f'{quote(column)} = NULL')
+                differs.append(f'{name} IS NOT NULL')
+            else:
+                sets.append(f'{quote(column)} = CASE WHEN {name} IS NULL THEN NULL ELSE ? END')
+                set_params.append(REDACTED)
+                differs.append(f'({name} IS NOT NULL AND {name} <> ?)')
+                differs_params.append(REDACTED)
+        if replace is not None:
+            sets.append(f'{quote(replace[0])} = ?')
+            set_params.append(replace[1])
+        else:
+            # Anonymising again changes nothing: only rows holding a value to hide are touched.
+            where = f'({where}) AND ({" OR ".join(differs)})'
+            params = [*params, *differs_params]
+        if self.check_mode:
+            return int(self.db.query(self._sql(f'SELECT count(*) FROM {self._table(table.name)} t0 WHERE {where}'), params)[0][0])
+        return self.db.execute(self._sql(f'UPDATE {self._table(table.name)} AS t0 SET {", ".join(sets)} WHERE {where}'), [*set_params, *params])
+
+    def _side_names(self, table: TableMap) -> list[str | None]:
+        return [side.column for side in table.sides] if table.sides else [None]
+
+    def anonymise(self, tenant: t.Any, subject_id: t.Any) -> dict[str, t.Any]:
+        """Pseudonymise the subject's personal columns in place (ids and references are kept)."""
+        subject = self.subject(tenant, subject_id)
+        tables: dict[str, dict[str, t.Any]] = {}
+        with self.db.transaction(write=not self.check_mode):
+            found = self._exists(subject)
+            for name in self.order:
+                table = self.map.tables[name]
+                changed = 0
+                for side in self._side_names(table):
+                    changed += self._rewrite(table, side, table.strategies(side), subject)
+                tables[name] = {'rows': self._count(table, None, subject), 'anonymised': changed}
+        changed_any = any(entry['anonymised'] for entry in tables.values())
+        return self._result('anonymise', subject, changed=changed_any, subject_found=found, tables=tables)
+
+    # -- erase -------------------------------------------------------------------------------------
+    def _tombstone(self, subject: Subject) -> t.Any:
+        """Insert a copy of the subject row with its personal columns anonymised and a new id; return the new id."""
+        table = self.map.subject
+        columns = list(self.info[table.name].columns)
+        where, params = self._match(table, 't0', 0, None, subject)
+        row = self.db.query(self._sql(f'SELECT {", ".join(f"t0.{quote(c)}" for c in columns)} FROM {self._table(table.name)} t0 WHERE {where}'), params)[0]
+        strategies = table.strategies()
+        values = {column: anonymise_value(strategies.get(column, 'keep'), value, self.key) for column, value in zip(columns, row)}
+        id_column = self.map.subject_id_column
+        if self.info[table.name].columns[id_column].generated:
+            del values[id_column]
+        else:
+            values[id_column] = f'erased-{uuid.uuid4().hex}'
+        statement = self._sql(
+            f'INSERT INTO {self._table(table.name)} ({", ".join(quote(c) for c in values)}) VALUES ({", ".join("?" for dummy in values)})'
+        )
+        return self.db.insert_returning(statement, list(values.values()), id_column)
+
+    def _erase_rows(self, subject: Subject) -> tuple[dict[str, dict[str, t.Any]], t.Any]:
+        tables: dict[str, dict[str, t.Any]] = {}
+        subject_table = self.map.subject
+        replacement: t.Any = None
+        # A tombstone is only needed when kept rows point at the subject.
+        tombstone = subject_table.erasure == 'anonymise' and any(
+            table.erasure == 'anonymise' and table.sides and table is not subject_table and self._count(table, None, subject)
+            for table in self.map.tables.values()
+        )
+        if tombstone and not self.check_mode:
+            replacement = self._tombstone(subject)
+        for name in self.order:
+            table = self.map.tables[name]
+            entry: dict[str, t.Any] = {'rows': self._count(table, None, subject), 'deleted': 0, 'anonymised': 0}
+            if table.erasure == 'delete' or table is subject_table:
+                where, params = self._match(table, 't0', 0, None, subject)
+                if self.check_mode:
+                    entry['deleted'] = entry['rows']
+                else:
+                    entry['deleted'] = self.db.execute(self._sql(f'DELETE FROM {self._table(name)} AS t0 WHERE {where}'), params)
+                if table is subject_table:
+                    entry['tombstone'] = tombstone
+            else:
+                for side in self._side_names(table):
+                    replace = (side, replacement) if side is not None else None
+                    entry['anonymised'] += self._rewrite(table, side, table.strategies(side), subject, replace)
+            tables[name] = entry
+        return tables, replacement
+
+    def erase(self, tenant: t.Any, subject_id: t.Any, ledger_file: str | None = None, replay_of: str | None = None) -> dict[str, t.Any]:
+        """Delete or anonymise every row of the subject in one transaction, children first, and record it in the ledger."""
+        subject = self.subject(tenant, subject_id)
+        entry_id = uuid.uuid4().hex
+        record = {'entry_id': entry_id, 'tenant': subject.tenant_given, 'subject': subject.pseudonym, 'data_map_version': self.map.version,
+                  'erased_at': utcnow(), 'trace_id': self.trace_id, 'replay_of': replay_of}
+        if self.check_mode:
+            with self.db.transaction(write=False):
+                found = self._exists(subject)
+                tables, dummy = self._erase_rows(subject) if found else ({}, None)
+            return self._result('erase', subject, changed=found, subject_found=found, tables=tables)
+        pending = False
+        try:
+            with self.db.transaction(write=True):
+                found = self._exists(subject)
+                if not found:
+                    return self._result('erase', subject, subject_found=False, tables={})
+                tables, dummy = self._erase_rows(subject)
+                self.db.execute(LEDGER_DDL.format(table=self._table(LEDGER_TABLE)))
+                self.db.execute(
+                    self._sql(f'INSERT INTO {self._table(LEDGER_TABLE)} (entry_id, tenant, subject, data_map_version, erased_at, trace_id, counts, replay_of)'
+                              ' VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+                    (entry_id, record['tenant'], record['subject'], record['data_map_version'], record['erased_at'], record['trace_id'],
+                     json.dumps(tables, sort_keys=True), replay_of),
+                )
+                if ledger_file is not None:
+                    # Written before the commit: an erasure that commits is always in the file.
+                    append_ledger_file(ledger_file, {**record, 'state': 'pending'})
+                    pending = True
+        except BaseException:
+            if pending and ledger_file is not None:
+                append_ledger_file(ledger_file, {'entry_id': entry_id, 'state': 'aborted'})
+            raise
+        if ledger_file is not None:
+            append_ledger_file(ledger_file, {'entry_id': entry_id, 'state': 'committed'})
+        return self._result('erase', subject, changed=True, subject_found=True, tables=tables, ledger_entry_id=entry_id)
+
+    # -- replay ------------------------------------------------------------------------------------
+    def find_by_pseudonym(self, tenant: t.Any, wanted: str) -> t.Any:
+        """The id of the subject of ``tenant`` whose pseudonym is ``wanted`` (every id of the tenant is tried), or None."""
+        resolved = self._resolve_tenant(tenant)
+        id_column, tenant_column = quote(self.map.subject_id_column), quote(self.map.subject_tenant_column)
+        query = self._sql(f'SELECT {id_column} FROM {self._table(self.map.subject_table)} WHERE {tenant_column} = ?')
+        with self.db.transaction(write=False):
+            for (candidate,) in self.db.stream(query, (resolved,)):
+                if hmac.compare_digest(pseudonym(candidate, self.key), wanted):
+                    return candidate
+        return None
+
+    def replay(self, ledger_file: str, tenant: t.Any = None) -> dict[str, t.Any]:
+        """Erase again every subject of the ledger file found in the database (after a backup restore)."""
+        entries = read_ledger_file(ledger_file)
+        done: set[tuple[str, str]] = set()
+        replayed = []
+        for entry in entries:
+            if entry.get('state') == 'aborted' or 'subject' not in entry:
+                continue
+            if tenant is not None and entry.get('tenant') != str(tenant):
+                continue
+            pair = (str(entry.get('tenant')), str(entry['subject']))
+            if pair in done:
+                continue
+            done.add(pair)
+            subject_id = self.find_by_pseudonym(entry['tenant'], entry['subject'])
+            item: dict[str, t.Any] = {'entry_id': entry['entry_id'], 'tenant': entry['tenant'], 'subject': entry['subject'], 'found': subject_id is not None}
+            if subject_id is not None:
+                outcome = self.erase(entry['tenant'], subject_id, ledger_file=ledger_file, replay_of=entry['entry_id'])
+                item.update(tables=outcome['tables'], ledger_entry_id=outcome.get('ledger_entry_id'))
+            replayed.append(item)
+        changed = any(item['found'] for item in replayed)
+        return self._result('replay', None, changed=changed, entries=len(entries), replayed=replayed,
+                            erased=sum(1 for item in replayed if item['found']))
+
+    # -- consent -----------------------------------------------------------------------------------
+    def consent_status(self, consent: ConsentMap, subject: Subject) -> dict[str, dict[str, t.Any]]:
+        """The latest decision per purpose (the rows are read oldest first)."""
+        table = TableMap(consent.table, (Side(consent.subject_column, {}),), None, consent.tenant_column, 'delete', {}, None, None)
+        where, params = self._match(table, 't0', 0, None, subject)
+        order = ', '.join(f't0.{quote(column)}' for column in (consent.time_column, *self._key_of(consent.table)))
+        query = self._sql(
+            f'SELECT t0.{quote(consent.purpose_column)}, t0.{quote(consent.granted_column)}, t0.{quote(consent.source_column)}, '
+            f't0.{quote(consent.time_column)} FROM {self._table(consent.table)} t0 WHERE {where} ORDER BY {order}'
+        )
+        status: dict[str, dict[str, t.Any]] = {}
+        for row_purpose, granted, source, at in self.db.stream(query, params):
+            status[str(row_purpose)] = {'granted': bool(granted), 'source': source, 'at': _json_value(at) if at is not None else None}
+        return status
+
+    def _key_of(self, name: str) -> tuple[str, ...]:
+        table = self.map.tables.get(name)
+        return (table.key if table is not None and table.key else None) or self.info[name].primary_key
+
+    def consent(self, tenant: t.Any, subject_id: t.Any, action: str, purpose: str | None = None, source: str | None = None,
+                at: str | None = None) -> dict[str, t.Any]:
+        """Grant or withdraw a consent (a new row in the consent history), or report the current status."""
+        consent = self.map.consent
+        if consent is None:
+            raise RgpdError('the data map has no consent section')
+        if action not in CONSENT_ACTIONS:
+            raise RgpdError(f'consent action must be one of {", ".join(CONSENT_ACTIONS)}')
+        if action != 'status' and not purpose:
+            raise RgpdError(f'consent {action} needs a purpose')
+        if purpose is not None and consent.purposes and purpose not in consent.purposes:
+            raise RgpdError(f'unknown consent purpose {purpose[:64]!r} (expected one of {", ".join(consent.purposes)})')
+        subject = self.subject(tenant, subject_id)
+        with self.db.transaction(write=action != 'status' and not self.check_mode):
+            if not self._exists(subject):
+                raise RgpdError(f'no such subject in tenant {subject.tenant_given[:64]!r}')
+            status = self.consent_status(consent, subject)
+            changed = False
+            if action != 'status' and purpose is not None:
+                want = action == 'grant'
+                current = status.get(purpose)
+                changed = current is None or current['granted'] != want
+                if changed:
+                    moment = at or utcnow()
+                    entry = {'granted': want, 'source': source or 'dihya.ops.rgpd', 'at': moment}
+                    if not self.check_mode:
+                        granted_info = self.info[consent.table].columns[consent.granted_column]
+                        values: dict[str, t.Any] = {
+                            consent.subject_column: subject.id,
+                            consent.purpose_column: purpose,
+                            consent.granted_column: int(want) if granted_info.kind == 'integer' else want,
+                            consent.source_column: entry['source'],
+                            consent.time_column: moment,
+                        }
+                        if consent.tenant_column is not None:
+                            values[consent.tenant_column] = subject.tenant
+                        self.db.execute(
+                            self._sql(f'INSERT INTO {self._table(consent.table)} ({", ".join(quote(c) for c in values)}) '
+                                      f'VALUES ({", ".join("?" for dummy in values)})'),
+                            list(values.values()),
+                        )
+                    status[purpose] = entry
+        result = self._result('consent', subject, changed=changed, subject_found=True, consents=status)
+        if purpose is not None:
+            result['consent'] = {'purpose': purpose, **status.get(purpose, {'granted': False, 'source': None, 'at': None})}
+        return result
+
+
+def run(engine: Engine, operation: str, **params: t.Any) -> dict[str, t.Any]:
+    """Dispatch one operation by name with its parameters."""
+    if operation == 'inventory':
+        return engine.inventory(params['tenant'], params['subject_id'])
+    if operation == 'export':
+        return engine.export(params['tenant'], params['subject_id'], params['dest'], params.get('encryption_key'))
+    if operation == 'anonymise':
+        return engine.anonymise(params['tenant'], params['subject_id'])
+    if operation == 'erase':
+        return engine.erase(params['tenant'], params['subject_id'], params.get('ledger_file'))
+    if operation == 'consent':
+        return engine.consent(params['tenant'], params['subject_id'], params.get('consent_action') or 'status', params.get('purpose'),
+                              params.get('source'), params.get('at'))
+    if operation == 'replay':
+        if not params.get('ledger_file'):
+            raise RgpdError('replay needs the erasure ledger file (ledger_file)')
+        return engine.replay(params['ledger_file'], params.get('tenant'))
+    raise RgpdError(f'unknown operation {operation!r} (expected one of {", ".join(OPERATIONS)})')
+
+
+__all__ = [
+    'CONSENT_ACTIONS', 'DbError', 'Engine', 'LEDGER_TABLE', 'OPERATIONS', 'RgpdError', 'anonymise_value', 'check_schema',
+    'clean_stale_temp_files', 'decrypt_archive', 'new_trace_id', 'parse_encryption_key', 'pseudonym', 'read_ledger_file', 'run',
+]

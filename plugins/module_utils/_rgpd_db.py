@@ -1,0 +1,478 @@
+# Copyright (c) Dihya ops maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module utility is PRIVATE to the collection. It can change at any time.
+
+"""Database adapter of the RGPD engine: SQLite (a file path) and PostgreSQL (a DSN, through psycopg 3).
+
+The adapter hides what differs between the two: identifier quoting, the parameter style, transactions,
+streaming cursors (a server-side cursor on PostgreSQL) and schema introspection. SQL text given to it is
+written with ``?`` placeholders; identifiers are validated with :data:`IDENTIFIER` and double-quoted, values
+are always bound parameters. Error messages never hold the DSN password.
+
+psycopg is imported the first time a PostgreSQL database is opened, so SQLite users do not need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import os
+import re
+import sqlite3
+import typing as t
+import urllib.parse
+
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import IDENTIFIER
+
+
+STREAM_BATCH = 1000
+# PostgreSQL type names (as format_type spells them) that bulk updates may cast to; anything else falls back to one
+# UPDATE per row.
+_SAFE_TYPE = re.compile(r'[A-Za-z_][A-Za-z0-9_ ."]*(\(\d+(,\d+)?\))?(\[\])*')
+DEFAULT_TIMEOUT = 10.0
+MASK = '********'
+
+
+class DbError(Exception):
+    """A database could not be opened or a statement failed; the message is safe to show (no password)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnInfo:
+    """One column as the database describes it."""
+
+    name: str
+    type: str
+    kind: str  # 'integer', 'text' or 'other'
+    notnull: bool
+    generated: bool  # the database gives it a value when an INSERT leaves it out (auto id, identity, default)
+    cast: str | None = None  # PostgreSQL: the column's type as the server spells it, for casts in bulk updates
+
+
+@dataclasses.dataclass(frozen=True)
+class TableInfo:
+    """One table: its columns in order, its primary key and the tables it references."""
+
+    name: str
+    columns: t.Mapping[str, ColumnInfo]
+    primary_key: tuple[str, ...]
+    references: frozenset[str]
+
+
+def quote(identifier: str) -> str:
+    """Double-quote a validated identifier; anything but letters, digits and ``_`` is refused."""
+    if not isinstance(identifier, str) or not IDENTIFIER.fullmatch(identifier):
+        raise DbError(f'refusing SQL identifier {identifier!r}: only letters, digits and _ are allowed')
+    return f'"{identifier}"'
+
+
+def _kind(declared: str) -> str:
+    upper = declared.upper()
+    if 'INT' in upper or upper in ('SERIAL', 'BIGSERIAL', 'SMALLSERIAL'):
+        return 'integer'
+    if any(word in upper for word in ('CHAR', 'TEXT', 'CLOB')) or upper == '':
+        return 'text'
+    return 'other'
+
+
+def optional_library(name: str, purpose: str) -> t.Any:
+    """Import an optional library the first time it is needed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise DbError(f'{purpose} needs the {name.split(".", maxsplit=1)[0]} Python library ({exc})') from exc
+
+
+class Database:
+    """What the engine needs from a database. Subclasses implement it for one engine."""
+
+    kind = ''
+    # Whether an open cursor keeps returning the rows as they were when it was opened, whatever the
+    # same transaction changes meanwhile.
+    insensitive_cursors = False
+
+    def __init__(self, secrets: t.Sequence[str] = ()) -> None:
+        self.secrets = [secret for secret in secrets if secret]
+        self.in_transaction = False
+
+    # -- names ---------------------------------------------------------------------------------
+    def table(self, name: str) -> str:
+        """The quoted (and, on PostgreSQL, schema-qualified) name of a table."""
+        return quote(name)
+
+    def sql(self, text: str) -> str:
+        """Turn ``?`` placeholders into the driver's parameter style."""
+        return text
+
+    # -- errors ----------------------------------------------------------------------------------
+    def scrub(self, message: str) -> str:
+        for secret in self.secrets:
+            message = message.replace(secret, MASK)
+        return message
+
+    def error(self, exc: BaseException, doing: str) -> DbError:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return DbError(self.scrub(f'{doing}: {first[:400]}'))
+
+    # -- statements --------------------------------------------------------------------------------
+    def execute(self, text: str, params: t.Sequence[t.Any] = ()) -> int:
+        """Run one statement; return the number of rows it changed (-1 when unknown)."""
+        raise NotImplementedError
+
+    def executemany(self, text: str, rows: t.Sequence[t.Sequence[t.Any]]) -> None:
+        raise NotImplementedError
+
+    def query(self, text: str, params: t.Sequence[t.Any] = ()) -> list[tuple[t.Any, ...]]:
+        """Run a query whose result is known to be small and return all its rows."""
+        raise NotImplementedError
+
+    def stream(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[tuple[t.Any, ...]]:
+        """Yield the rows of a query without holding the whole result in memory."""
+        raise NotImplementedError
+
+    def update_rows(self, table: TableInfo, columns: t.Sequence[str], key: t.Sequence[str], rows: t.Sequence[t.Sequence[t.Any]]) -> None:
+        """Set ``columns`` of the rows identified by ``key``; each row is (new values..., key values...)."""
+        statement = self.sql(
+            f'UPDATE {self.table(table.name)} SET {", ".join(f"{quote(column)} = ?" for column in columns)} '
+            f'WHERE {" AND ".join(f"{quote(column)} = ?" for column in key)}'
+        )
+        self.executemany(statement, rows)
+
+    def insert_returning(self, text: str, params: t.Sequence[t.Any], column: str) -> t.Any:
+        """Run an INSERT and return the value of ``column`` of the new row."""
+        rows = self.query(f'{text} RETURNING {quote(column)}', params)
+        return rows[0][0]
+
+    # -- transactions ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self, write: bool = True) -> t.Iterator[None]:
+        """One transaction: committed when the block ends, rolled back when it raises.
+
+        A read-only transaction (``write=False``) gives every query of the block the same snapshot and
+        is always rolled back.
+        """
+        if self.in_transaction:
+            raise DbError('nested transactions are not supported')
+        self._begin(write)
+        self.in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self.in_transaction = False
+            self._rollback()
+            raise
+        self.in_transaction = False
+        if write:
+            self._commit()
+        else:
+            self._rollback()
+
+    def _begin(self, write: bool) -> None:
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
+
+    # -- schema ------------------------------------------------------------------------------------
+    def introspect(self, names: t.Iterable[str]) -> dict[str, TableInfo]:
+        """Describe the named tables that exist; missing ones are left out."""
+        raise NotImplementedError
+
+    def referencing_tables(self, name: str) -> set[str]:
+        """Tables that hold a foreign key to ``name``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc_info: t.Any) -> None:
+        self.close()
+
+
+class SQLiteDatabase(Database):
+    """A SQLite file, opened in ``rw`` (or ``ro``) URI mode so a missing file is an error, not a new database."""
+
+    kind = 'sqlite'
+
+    def __init__(self, path: str, read_only: bool = False, foreign_keys: bool = True, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__()
+        self.path = path
+        if not os.path.isfile(path):
+            raise DbError(f'SQLite database {path} does not exist or is not a file')
+        uri = f'file:{urllib.parse.quote(os.path.abspath(path))}?mode={"ro" if read_only else "rw"}'
+        try:
+            self.connection = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+            self.connection.execute(f'PRAGMA foreign_keys = {"ON" if foreign_keys else "OFF"}')
+        except sqlite3.Error as exc:
+            raise self.error(exc, f'cannot open SQLite database {path}') from exc
+
+    def execute(self, text: str, params: t.Sequence[t.Any] = ()) -> int:
+        try:
+            return self.connection.execute(text, tuple(params)).rowcount
+        except sqlite3.Error as exc:
+            raise self.error(exc, 'SQLite statement failed') from exc
+
+    def executemany(self, text: str, rows: t.Sequence[t.Sequence[t.Any]]) -> None:
+        try:
+            self.connection.executemany(text, rows)
+        except sqlite3.Error as exc:
+            raise self.error(exc, 'SQLite statement failed') from exc
+
+    def query(self, text: str, params: t.Sequence[t.Any] = ()) -> list[tuple[t.Any, ...]]:
+        try:
+            return self.connection.execute(text, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise self.error(exc, 'SQLite query failed') from exc
+
+    def stream(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[tuple[t.Any, ...]]:
+        try:
+            cursor = self.connection.execute(text, tuple(params))
+            try:
+                while True:
+                    rows = cursor.fetchmany(batch)
+                    if not rows:
+                        return
+                    yield from rows
+            finally:
+                cursor.close()
+        except sqlite3.Error as exc:
+            raise self.error(exc, 'SQLite query failed') from exc
+
+    def _begin(self, write: bool) -> None:
+        self.execute('BEGIN IMMEDIATE' if write else 'BEGIN')
+
+    def _commit(self) -> None:
+        self.execute('COMMIT')
+
+    def _rollback(self) -> None:
+        if self.connection.in_transaction:
+            self.connection.execute('ROLLBACK')
+
+    def introspect(self, names: t.Iterable[str]) -> dict[str, TableInfo]:
+        result: dict[str, TableInfo] = {}
+        for name in names:
+            rows = self.query(f'PRAGMA table_info({quote(name)})')
+            if not rows:
+                continue
+            pk = sorted((row[5], row[1]) for row in rows if row[5])
+            single_integer_pk = len(pk) == 1 and any(row[1] == pk[0][1] and row[2].upper() == 'INTEGER' for row in rows)
+            columns = {}
+            for dummy_cid, column, declared, notnull, default, in_pk in rows:
+                generated = default is not None or (single_integer_pk and bool(in_pk))
+                columns[column] = ColumnInfo(column, declared, _kind(declared), bool(notnull) or (bool(in_pk) and not single_integer_pk), generated)
+            references = frozenset(row[2] for row in self.query(f'PRAGMA foreign_key_list({quote(name)})'))
+            result[name] = TableInfo(name, columns, tuple(column for dummy, column in pk), references)
+        return result
+
+    def referencing_tables(self, name: str) -> set[str]:
+        tables = [row[0] for row in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        found = set()
+        for table in tables:
+            if IDENTIFIER.fullmatch(table) and any(row[2] == name for row in self.query(f'PRAGMA foreign_key_list({quote(table)})')):
+                found.add(table)
+        return found
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL database reached through psycopg 3; tables live in ``schema`` (default ``public``)."""
+
+    kind = 'postgresql'
+    insensitive_cursors = True
+
+    def __init__(self, dsn: str, read_only: bool = False, schema: str = 'public', timeout: float = DEFAULT_TIMEOUT) -> None:
+        psycopg = optional_library('psycopg', 'a PostgreSQL database')
+        self.psycopg = psycopg
+        try:
+            password = psycopg.conninfo.conninfo_to_dict(dsn).get('password')
+        except psycopg.Error as exc:
+            raise DbError('invalid PostgreSQL DSN (its text is not shown because it may hold a password)') from exc
+        # The whole DSN and its password are masked in every message.
+        super().__init__([dsn, str(password)] if password else [dsn])
+        self.schema = schema
+        quote(schema)
+        self.cursors = 0
+        try:
+            self.connection = psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=False)
+        except psycopg.Error as exc:
+            raise self.error(exc, 'cannot connect to PostgreSQL') from exc
+        self.connection.read_only = read_only
+        # Not in a transaction yet: the read-only flag applies to the next one.
+        self.connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+
+    def table(self, name: str) -> str:
+        return f'{quote(self.schema)}.{quote(name)}'
+
+    def sql(self, text: str) -> str:
+        # Identifiers never hold '?' or '%' (see IDENTIFIER) and values are never inlined,
+        # so every '?' is a placeholder.
+        return text.replace('?', '%s')
+
+    def error(self, exc: BaseException, doing: str) -> DbError:
+        return super().error(exc, doing)
+
+    def _run(self, text: str, params: t.Sequence[t.Any], doing: str) -> t.Any:
+        try:
+            cursor = self.connection.cursor()
+            cursor.execute(self.sql(text), tuple(params))
+            return cursor
+        except self.psycopg.Error as exc:
+            raise self.error(exc, doing) from exc
+
+    def execute(self, text: str, params: t.Sequence[t.Any] = ()) -> int:
+        cursor = self._run(text, params, 'PostgreSQL statement failed')
+        count = cursor.rowcount
+        cursor.close()
+        return int(count)
+
+    def executemany(self, text: str, rows: t.Sequence[t.Sequence[t.Any]]) -> None:
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.executemany(self.sql(text), rows)
+        except self.psycopg.Error as exc:
+            raise self.error(exc, 'PostgreSQL statement failed') from exc
+
+    def query(self, text: str, params: t.Sequence[t.Any] = ()) -> list[tuple[t.Any, ...]]:
+        cursor = self._run(text, params, 'PostgreSQL query failed')
+        try:
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def stream(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[tuple[t.Any, ...]]:
+        self.cursors += 1
+        try:
+            # A named cursor is a server-side cursor: rows come over in batches of ``batch``.
+            with self.connection.cursor(name=f'dihya_rgpd_{self.cursors}') as cursor:
+                cursor.itersize = batch
+                cursor.execute(self.sql(text), tuple(params))
+                while True:
+                    rows = cursor.fetchmany(batch)
+                    if not rows:
+                        return
+                    yield from rows
+        except self.psycopg.Error as exc:
+            raise self.error(exc, 'PostgreSQL query failed') from exc
+
+    def _begin(self, write: bool) -> None:
+        # psycopg opens the transaction with the first statement; make sure none is open.
+        self._rollback()
+
+    def _commit(self) -> None:
+        try:
+            self.connection.commit()
+        except self.psycopg.Error as exc:
+            raise self.error(exc, 'PostgreSQL commit failed') from exc
+
+    def _rollback(self) -> None:
+        try:
+            self.connection.rollback()
+        except self.psycopg.Error:  # the connection is gone: the server rolled back
+            pass
+
+    def introspect(self, names: t.Iterable[str]) -> dict[str, TableInfo]:
+        wanted = list(names)
+        columns: dict[str, dict[str, ColumnInfo]] = {}
+        rows = self.query(
+            'SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity FROM information_schema.columns'
+            ' WHERE table_schema = ? AND table_name = ANY(?) ORDER BY table_name, ordinal_position',
+            (self.schema, wanted),
+        )
+        for table, column, data_type, nullable, default, identity in rows:
+            columns.setdefault(table, {})[column] = ColumnInfo(
+                column, data_type, _kind(data_type), nullable == 'NO', default is not None or identity == 'YES',
+            )
+        casts = {
+            (table, column): cast for table, column, cast in self.query(
+                'SELECT cl.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class cl ON cl.oid = a.attrelid'
+                ' JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE n.nspname = ? AND cl.relname = ANY(?) AND a.attnum > 0 AND NOT a.attisdropped',
+                (self.schema, wanted),
+            )
+        }
+        for table, table_columns in columns.items():
+            for column, info in table_columns.items():
+                table_columns[column] = dataclasses.replace(info, cast=casts.get((table, column)))
+        keys: dict[str, list[str]] = {}
+        for table, column in self.query(
+            'SELECT cl.relname, a.attname FROM pg_index i JOIN pg_class cl ON cl.oid = i.indrelid'
+            ' JOIN pg_namespace n ON n.oid = cl.relnamespace'
+            ' JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) ON true'
+            ' JOIN pg_attribute a ON a.attrelid = cl.oid AND a.attnum = k.attnum'
+            ' WHERE i.indisprimary AND n.nspname = ? AND cl.relname = ANY(?) ORDER BY cl.relname, k.position',
+            (self.schema, wanted),
+        ):
+            keys.setdefault(table, []).append(column)
+        references: dict[str, set[str]] = {}
+        for table, parent in self.query(
+            "SELECT cl.relname, rf.relname FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid"
+            " JOIN pg_class rf ON rf.oid = con.confrelid JOIN pg_namespace n ON n.oid = cl.relnamespace"
+            " WHERE con.contype = 'f' AND n.nspname = ? AND cl.relname = ANY(?)",
+            (self.schema, wanted),
+        ):
+            references.setdefault(table, set()).add(parent)
+        return {
+            name: TableInfo(name, columns[name], tuple(keys.get(name, ())), frozenset(references.get(name, ())))
+            for name in wanted if name in columns
+        }
+
+    def update_rows(self, table: TableInfo, columns: t.Sequence[str], key: t.Sequence[str], rows: t.Sequence[t.Sequence[t.Any]]) -> None:
+        # One statement per batch, joining a VALUES list, instead of one UPDATE per row: far fewer
+        # round trips and plans. The VALUES columns are cast to the table's own column types.
+        casts = [table.columns[column].cast for column in (*columns, *key)]
+        if not rows or not all(cast and _SAFE_TYPE.fullmatch(cast) for cast in casts):
+            super().update_rows(table, columns, key, rows)
+            return
+        names = [f'c{index}' for index in range(len(columns))] + [f'k{index}' for index in range(len(key))]
+        row_sql = '(' + ', '.join(f'%s::{cast}' for cast in casts) + ')'
+        statement = (
+            f'UPDATE {self.table(table.name)} AS t SET {", ".join(f"{quote(column)} = v.c{index}" for index, column in enumerate(columns))} '
+            f'FROM (VALUES {", ".join(row_sql for dummy in rows)}) AS v ({", ".join(names)}) '
+            f'WHERE {" AND ".join(f"t.{quote(column)} = v.k{index}" for index, column in enumerate(key))}'
+        )
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute(statement, [value for row in rows for value in row])
+        except self.psycopg.Error as exc:
+            raise self.error(exc, 'PostgreSQL statement failed') from exc
+
+    def referencing_tables(self, name: str) -> set[str]:
+        rows = self.query(
+            "SELECT cl.relname FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid"
+            " JOIN pg_class rf ON rf.oid = con.confrelid JOIN pg_namespace n ON n.oid = rf.relnamespace"
+            " WHERE con.contype = 'f' AND n.nspname = ? AND rf.relname = ?",
+            (self.schema, name),
+        )
+        return {row[0] for row in rows}
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+
+def open_database(
+    path: str | None = None,
+    dsn: str | None = None,
+    read_only: bool = False,
+    foreign_keys: bool = True,
+    schema: str = 'public',
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Database:
+    """Open a SQLite file (``path``) or a PostgreSQL database (``dsn``): exactly one of them."""
+    if (path is None) == (dsn is None):
+        raise DbError('give either a SQLite database path or a PostgreSQL DSN')
+    if path is not None:
+        return SQLiteDatabase(path, read_only=read_only, foreign_keys=foreign_keys, timeout=timeout)
+    if not re.match(r'(postgres|postgresql)://|[a-z_]+\s*=', str(dsn).strip()):
+        raise DbError('invalid PostgreSQL DSN: expected postgresql://... or key=value pairs')
+    return PostgresDatabase(str(dsn), read_only=read_only, schema=schema, timeout=timeout)

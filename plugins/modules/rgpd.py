@@ -1,0 +1,443 @@
+#!/usr/bin/python
+# Copyright (c) Dihya ops maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+DOCUMENTATION = r"""
+module: rgpd
+short_description: Answer RGPD/GDPR data-subject requests against a backend database
+version_added: 0.1.0
+description:
+  - Runs one RGPD operation for one data subject of one tenant, on a SQLite file or a PostgreSQL database,
+    following a data map that says which rows belong to the subject and what erasure does to them.
+  - V(inventory) counts the rows held about the subject, per table.
+  - V(export) writes a zip archive with one JSON and one CSV file per table and a C(manifest.json) (pseudonymised
+    subject id, data map version, row counts, SHA-256 of each file, time, trace id). Rows are streamed, so memory does
+    not grow with their number. The archive is written under a temporary name in the destination directory, fsynced and
+    renamed, with mode C(0600); it can be encrypted with AES-256-GCM.
+  - V(anonymise) replaces the subject's personal columns by irreversible, deterministic values (HMAC pseudonyms, masks,
+    redaction, fakes or NULL), keeping ids.
+  - V(erase) deletes or anonymises every row of the subject in one transaction, children first, and records the erasure,
+    with pseudonymised ids only, in the table C(dihya_rgpd_erasure_ledger) of the same database and in O(ledger_file).
+    Rows shared with other people (a message, a follow) lose only the subject's side.
+  - V(consent) grants or withdraws a consent for a purpose (a new row in the consent history) or reports the status.
+  - V(replay) erases again, after a backup restore, every subject recorded in O(ledger_file).
+  - Every query is scoped to O(tenant). Table and column names of the data map are validated and quoted, values are
+    always bound parameters, and the data map is checked against the database schema before anything runs.
+  - The data map format is described in the collection's C(docs/rgpd.md).
+author:
+  - Dihya ops maintainers (@dihya-ops)
+requirements:
+  - psycopg 3 (for PostgreSQL databases)
+  - cryptography (for encrypted exports)
+extends_documentation_fragment:
+  - dihya.ops._attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - In check mode every operation runs its queries in a transaction that is rolled back and reports the per-table counts of
+        what it would read, delete or anonymise; no archive, ledger entry, consent row or audit event is written.
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details:
+      - V(inventory) never changes anything. V(anonymise), V(erase), V(consent) and V(replay) report no change when run again.
+      - V(export) writes a new archive (new time and trace id) on every run and always reports a change.
+options:
+  operation:
+    description:
+      - The operation to run.
+    type: str
+    required: true
+    choices: [inventory, export, anonymise, erase, consent, replay]
+  database:
+    description:
+      - Path of the SQLite database file. Mutually exclusive with O(dsn).
+    type: path
+  dsn:
+    description:
+      - PostgreSQL connection string (C(postgresql://user:password@host:port/dbname) or C(key=value) pairs).
+        Mutually exclusive with O(database).
+      - It is never shown in results or error messages.
+    type: str
+  pg_schema:
+    description:
+      - PostgreSQL schema holding the tables.
+    type: str
+    default: public
+  sqlite_foreign_keys:
+    description:
+      - Whether to turn on C(PRAGMA foreign_keys) for the SQLite session. The engine's erasure order does not depend on it.
+    type: bool
+    default: true
+  data_map:
+    description:
+      - The data map itself (see C(docs/rgpd.md)). Mutually exclusive with O(data_map_file).
+    type: dict
+  data_map_file:
+    description:
+      - Path on the managed host of the data map, in YAML or JSON. Mutually exclusive with O(data_map).
+    type: path
+  tenant:
+    description:
+      - The tenant of the subject, as stored in the subject table's tenant column, or the key looked up through the
+        data map's C(tenant_lookup) (for example a tenant slug).
+      - Required by every operation but V(replay), where it limits the replay to one tenant.
+    type: str
+  subject_id:
+    description:
+      - The subject's id, as stored in the subject table's id column. Required by every operation but V(replay).
+      - It never appears in results, ledgers or audit events; they hold its pseudonym instead.
+    type: str
+  pseudonym_key:
+    description:
+      - Key of the HMAC pseudonyms (at least 16 bytes), from Ansible Vault. The same key must be used for an erasure and its
+        replay, since replay finds subjects again by their pseudonym.
+    type: str
+    required: true
+  dest:
+    description:
+      - Absolute path of the archive written by V(export). Its directory must exist.
+    type: path
+  encryption_key:
+    description:
+      - Encrypts the V(export) archive with AES-256-GCM. A 32-byte key as URL-safe base64 (the format of
+        C(cryptography.fernet.Fernet.generate_key()), 44 characters) or 64 hexadecimal characters.
+    type: str
+  ledger_file:
+    description:
+      - JSON-lines erasure ledger outside the database, used by V(erase) (optional but recommended) and read by V(replay)
+        (required). It must not be restored with database backups.
+    type: path
+  consent_action:
+    description:
+      - What V(consent) does.
+    type: str
+    choices: [grant, withdraw, status]
+    default: status
+  purpose:
+    description:
+      - The consent purpose, required to V(grant) or V(withdraw).
+    type: str
+  source:
+    description:
+      - Where the consent decision comes from (for example C(preference_center)).
+    type: str
+    default: dihya.ops.rgpd
+  consent_time:
+    description:
+      - Time of the consent decision, C(YYYY-MM-DDTHH:MM:SSZ). Defaults to now.
+    type: str
+  trace_id:
+    description:
+      - Trace id of the run (32 lowercase hexadecimal characters), written in manifests, ledger entries and audit events.
+        A new one is generated when missing.
+    type: str
+  audit_log:
+    description:
+      - Path of a dihya audit log; when given with O(audit_key), one event of category C(rgpd) is appended for the call,
+        whether it succeeds or fails (not in check mode).
+    type: path
+  audit_key:
+    description:
+      - HMAC chain key of the audit log.
+    type: str
+  audit_user:
+    description:
+      - Who asked for the operation, recorded (pseudonymised) in the audit event.
+    type: str
+  timeout:
+    description:
+      - Seconds to wait for a database connection or a SQLite lock.
+    type: float
+    default: 10
+notes:
+  - The erasure of a subject whose table has O(data_map) C(erasure=anonymise) replaces the subject row by a tombstone with a new id,
+    so that kept rows (a message to someone else, an order kept for accounting) point at an anonymous person and no row keeps
+    the subject's id.
+seealso:
+  - module: dihya.ops.audit_event
+"""
+
+EXAMPLES = r"""
+- name: Count what is held about a user
+  dihya.ops.rgpd:
+    operation: inventory
+    database: /srv/dihya/app.db
+    data_map_file: /etc/dihya/rgpd-datamap.yml
+    tenant: acme
+    subject_id: "42"
+    pseudonym_key: "{{ vault_rgpd_pseudonym_key }}"
+
+- name: Export a user's data, encrypted
+  dihya.ops.rgpd:
+    operation: export
+    dsn: "postgresql://dihya:{{ vault_db_password }}@db.internal/dihya"
+    data_map: "{{ lookup('ansible.builtin.file', 'rgpd-datamap.yml') | from_yaml }}"
+    tenant: acme
+    subject_id: "42"
+    pseudonym_key: "{{ vault_rgpd_pseudonym_key }}"
+    dest: /srv/exports/acme-42.zip.enc
+    encryption_key: "{{ vault_rgpd_export_key }}"
+  register: dihya_export
+
+- name: Erase a user, recording it in the ledger and the audit log
+  dihya.ops.rgpd:
+    operation: erase
+    database: /srv/dihya/app.db
+    data_map_file: /etc/dihya/rgpd-datamap.yml
+    tenant: acme
+    subject_id: "42"
+    pseudonym_key: "{{ vault_rgpd_pseudonym_key }}"
+    ledger_file: /var/lib/dihya/rgpd-erasures.jsonl
+    audit_log: /var/log/dihya/audit.log
+    audit_key: "{{ vault_audit_key }}"
+    audit_user: "{{ dihya_requested_by }}"
+
+- name: Erase again every recorded subject after restoring a backup
+  dihya.ops.rgpd:
+    operation: replay
+    database: /srv/dihya/app.db
+    data_map_file: /etc/dihya/rgpd-datamap.yml
+    pseudonym_key: "{{ vault_rgpd_pseudonym_key }}"
+    ledger_file: /var/lib/dihya/rgpd-erasures.jsonl
+
+- name: Record that a user withdrew the newsletter consent
+  dihya.ops.rgpd:
+    operation: consent
+    consent_action: withdraw
+    purpose: newsletter
+    source: preference_center
+    database: /srv/dihya/app.db
+    data_map_file: /etc/dihya/rgpd-datamap.yml
+    tenant: acme
+    subject_id: "42"
+    pseudonym_key: "{{ vault_rgpd_pseudonym_key }}"
+"""
+
+RETURN = r"""
+operation:
+  description: The operation that ran.
+  returned: always
+  type: str
+  sample: erase
+trace_id:
+  description: The trace id of the run.
+  returned: always
+  type: str
+  sample: 4bf92f3577b34da6a3ce929d0e0e4736
+subject:
+  description: Pseudonym of the subject id (C(hmac:) and the HMAC-SHA256 hex digest).
+  returned: when the operation is about one subject
+  type: str
+  sample: hmac:7b1ed00969f79b63df2b372f40d7b1e9edbe129f1d1f3b64276b4fe1149d6c9c
+tenant:
+  description: The tenant as given.
+  returned: when the operation is about one subject
+  type: str
+  sample: acme
+data_map_version:
+  description: The C(version) of the data map.
+  returned: always
+  type: str
+  sample: demo-3.1
+subject_found:
+  description: Whether the subject exists in the tenant.
+  returned: when the operation is about one subject
+  type: bool
+  sample: true
+tables:
+  description:
+    - Per mapped table, C(rows) held about the subject (before the operation); C(sides), for tables with several subject columns,
+      the rows per column; C(deleted) and C(anonymised), the rows erase or anonymise changed (or would change, in check mode);
+      for the subject table on erasure, C(tombstone) says whether kept rows were repointed to a new anonymous subject row.
+  returned: for inventory, export, anonymise and erase
+  type: dict
+  sample: {"messages": {"rows": 6, "sides": {"sender_id": 5, "recipient_id": 1}}, "users": {"rows": 1}}
+total_rows:
+  description: Sum of the rows of every table.
+  returned: for inventory
+  type: int
+  sample: 30
+archive:
+  description: The export archive.
+  returned: for export
+  type: dict
+  contains:
+    path:
+      description: Where the archive is.
+      type: str
+      returned: always
+      sample: /srv/exports/acme-42.zip
+    sha256:
+      description: SHA-256 of the archive file (not in check mode).
+      type: str
+      returned: success
+      sample: 71755122441d58b228796c391cad2a046bbab10438562ef1f4f302db4964d6c3
+    size:
+      description: Size of the archive in bytes (not in check mode).
+      type: int
+      returned: success
+      sample: 10240
+    encrypted:
+      description: Whether the archive is encrypted.
+      type: bool
+      returned: always
+      sample: false
+    files:
+      description: SHA-256, size and row count of each file of the archive, as in its manifest (not in check mode).
+      type: dict
+      returned: success
+ledger_entry_id:
+  description: Id of the erasure ledger entry.
+  returned: when erase erased a subject
+  type: str
+  sample: 4c941be6d0884a67942bc746413a60cd
+consents:
+  description: The latest decision per purpose (C(granted), C(source), C(at)).
+  returned: for consent
+  type: dict
+  sample: {"newsletter": {"granted": false, "source": "preference_center", "at": "2026-01-31T10:00:00Z"}}
+consent:
+  description: The decision for O(purpose) after the operation.
+  returned: for consent, when a purpose is given
+  type: dict
+  sample: {"purpose": "newsletter", "granted": false, "source": "preference_center", "at": "2026-01-31T10:00:00Z"}
+replayed:
+  description: One item per ledger entry looked at by replay, with C(entry_id), C(tenant), C(subject), C(found), and when found C(tables)
+    and C(ledger_entry_id).
+  returned: for replay
+  type: list
+  elements: dict
+erased:
+  description: How many subjects replay erased again.
+  returned: for replay
+  type: int
+  sample: 1
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dihya.ops.plugins.module_utils._audit import AuditError, AuditLog, AuditSettings, build_event
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd import CONSENT_ACTIONS, OPERATIONS, Engine, RgpdError, new_trace_id, run
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_db import DbError, open_database
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import DataMapError, load_data_map, load_data_map_file
+
+# Operations that never write (SQLite opens the file read-only; PostgreSQL runs read-only transactions).
+READ_ONLY = ('inventory', 'export')
+
+
+def _audit(module, params, outcome, result, error=None):
+    """Append one rgpd audit event; return an error text when it could not be written."""
+    if not params['audit_log'] or not params['audit_key'] or module.check_mode:
+        return None
+    details = {'operation': params['operation'], 'data_map_version': result.get('data_map_version')}
+    for name in ('subject', 'ledger_entry_id', 'erased', 'total_rows'):
+        if result.get(name) is not None:
+            details[name] = result[name]
+    if isinstance(result.get('tables'), dict):
+        details['tables'] = result['tables']
+    if isinstance(result.get('archive'), dict) and result['archive'].get('sha256'):
+        details['archive_sha256'] = result['archive']['sha256']
+    if error:
+        details['error'] = error[:500]
+    try:
+        settings = AuditSettings(key=params['audit_key'].encode('utf-8'), pseudonym_key=params['pseudonym_key'].encode('utf-8'))
+        event = build_event(
+            action=f'rgpd.{params["operation"]}', category='rgpd', outcome=outcome, settings=settings, user=params['audit_user'],
+            tenant=params['tenant'], trace_id=result.get('trace_id'), details=details,
+        )
+        AuditLog(params['audit_log'], settings).append([event])
+    except (AuditError, OSError) as exc:
+        return f'audit event not written: {exc}'
+    return None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            operation=dict(type='str', required=True, choices=list(OPERATIONS)),
+            database=dict(type='path'),
+            dsn=dict(type='str', no_log=True),
+            pg_schema=dict(type='str', default='public'),
+            sqlite_foreign_keys=dict(type='bool', default=True),
+            data_map=dict(type='dict'),
+            data_map_file=dict(type='path'),
+            tenant=dict(type='str'),
+            subject_id=dict(type='str'),
+            pseudonym_key=dict(type='str', required=True, no_log=True),
+            dest=dict(type='path'),
+            encryption_key=dict(type='str', no_log=True),
+            ledger_file=dict(type='path'),
+            consent_action=dict(type='str', default='status', choices=list(CONSENT_ACTIONS)),
+            purpose=dict(type='str'),
+            source=dict(type='str', default='dihya.ops.rgpd'),
+            consent_time=dict(type='str'),
+            trace_id=dict(type='str'),
+            audit_log=dict(type='path'),
+            audit_key=dict(type='str', no_log=True),
+            audit_user=dict(type='str'),
+            timeout=dict(type='float', default=10.0),
+        ),
+        mutually_exclusive=[('database', 'dsn'), ('data_map', 'data_map_file')],
+        required_one_of=[('database', 'dsn'), ('data_map', 'data_map_file')],
+        required_if=[
+            ('operation', 'inventory', ('tenant', 'subject_id')),
+            ('operation', 'export', ('tenant', 'subject_id', 'dest')),
+            ('operation', 'anonymise', ('tenant', 'subject_id')),
+            ('operation', 'erase', ('tenant', 'subject_id')),
+            ('operation', 'consent', ('tenant', 'subject_id')),
+            ('operation', 'replay', ('ledger_file',)),
+        ],
+        required_together=[('audit_log', 'audit_key')],
+        supports_check_mode=True,
+    )
+    params = module.params
+    operation = params['operation']
+    trace_id = params['trace_id'] or new_trace_id()
+    result = {'operation': operation, 'changed': False, 'trace_id': trace_id}
+    if params['consent_time'] is not None and params['consent_time'] == '':
+        module.fail_json(msg='consent_time must not be empty', **result)
+
+    db = None
+    try:
+        data_map = load_data_map(params['data_map']) if params['data_map'] is not None else load_data_map_file(params['data_map_file'])
+        db = open_database(
+            path=params['database'], dsn=params['dsn'], read_only=operation in READ_ONLY or module.check_mode,
+            foreign_keys=params['sqlite_foreign_keys'], schema=params['pg_schema'], timeout=params['timeout'],
+        )
+        engine = Engine(db, data_map, params['pseudonym_key'].encode('utf-8'), check_mode=module.check_mode, trace_id=trace_id)
+        result = run(
+            engine, operation, tenant=params['tenant'], subject_id=params['subject_id'], dest=params['dest'],
+            encryption_key=params['encryption_key'], ledger_file=params['ledger_file'], consent_action=params['consent_action'],
+            purpose=params['purpose'], source=params['source'], at=params['consent_time'],
+        )
+    except (DataMapError, DbError, RgpdError) as exc:
+        message = str(exc)
+        audit_error = _audit(module, params, 'failure', result, message)
+        if audit_error:
+            message += f' ({audit_error})'
+        module.fail_json(msg=message, **result)
+    except OSError as exc:
+        message = f'{exc.strerror or exc}: {exc.filename}' if exc.filename else str(exc)
+        _audit(module, params, 'failure', result, message)
+        module.fail_json(msg=message, exception=traceback.format_exc(), **result)
+    finally:
+        if db is not None:
+            db.close()
+
+    audit_error = _audit(module, params, 'success', result)
+    if audit_error:
+        module.warn(audit_error)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,129 @@
+# Copyright (c) Dihya ops maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Tests of the RGPD database adapter on a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import pytest
+
+from ansible_collections.dihya.ops.plugins.module_utils import _rgpd_db
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_db import DbError, open_database, quote
+from ansible_collections.dihya.ops.tests.unit.plugins import rgpd_fixtures
+
+sqlite_template, pg_template, backend = rgpd_fixtures.make_fixtures('db', kinds=('sqlite', 'postgresql'))
+
+
+def test_postgres_service(postgres):
+    """Requests the PostgreSQL cluster so that collection starts it for the parametrised tests."""
+    assert postgres.port > 0
+
+
+@pytest.mark.parametrize('identifier', ("users; DROP TABLE users; --", 'a"b', 'x/*', '', None, 'x' * 64))
+def test_quote_refuses_anything_but_plain_identifiers(identifier):
+    with pytest.raises(DbError, match='refusing SQL identifier'):
+        quote(identifier)
+
+
+def test_quote():
+    assert quote('order_items') == '"order_items"'
+
+
+def test_introspection(backend):
+    with backend.open(read_only=True) as db:
+        info = db.introspect(['users', 'follows', 'uploads', 'nosuchtable'])
+        assert set(info) == {'users', 'follows', 'uploads'}
+        users = info['users']
+        assert list(users.columns)[:3] == ['id', 'tenant_id', 'name'] and users.primary_key == ('id',)
+        assert users.columns['id'].kind == 'integer' and users.columns['id'].generated
+        assert users.columns['email'].kind == 'text' and users.columns['email'].notnull and not users.columns['phone'].notnull
+        assert info['follows'].primary_key == ('follower_id', 'followee_id') and not info['follows'].columns['follower_id'].generated
+        assert info['follows'].references == frozenset({'users'})
+        assert info['uploads'].columns['id'].kind == 'text' and not info['uploads'].columns['id'].generated
+        assert db.referencing_tables('users') == {'posts', 'messages', 'follows', 'consents', 'orders', 'uploads'}
+
+
+def test_streaming_and_transactions(backend):
+    with backend.open() as db:
+        rows = list(db.stream(db.sql('SELECT id FROM users WHERE id > ? ORDER BY id'), (0,), batch=7))
+        assert len(rows) == 36 and rows[0][0] == 1
+        with pytest.raises(RuntimeError):
+            with db.transaction():
+                db.execute(db.sql('DELETE FROM follows WHERE follower_id = ?'), (1,))
+                raise RuntimeError('boom')
+        with db.transaction():
+            with pytest.raises(DbError, match='nested'):
+                with db.transaction():
+                    pass
+        assert db.query('SELECT count(*) FROM follows WHERE follower_id = 1')[0][0] > 0
+        with db.transaction():
+            assert db.execute(db.sql('DELETE FROM follows WHERE follower_id = ?'), (1,)) > 0
+        assert db.query('SELECT count(*) FROM follows WHERE follower_id = 1')[0][0] == 0
+        with pytest.raises(DbError, match='failed'):
+            db.query('SELECT nope FROM users')
+        with pytest.raises(DbError, match='failed'):
+            db.execute('DELETE FROM nosuchtable')
+        with pytest.raises(DbError, match='failed'):
+            list(db.stream('SELECT nope FROM users'))
+        with pytest.raises(DbError, match='failed'):
+            db.executemany(db.sql('INSERT INTO nosuchtable VALUES (?)'), [(1,)])
+
+
+def test_read_only_sqlite_refuses_writes(tmp_path, sqlite_template):
+    path = str(tmp_path / 'ro.db')
+    shutil.copyfile(sqlite_template, path)
+    with open_database(path=path, read_only=True) as db:
+        with pytest.raises(DbError, match='readonly'):
+            db.execute('DELETE FROM follows')
+
+
+def test_open_errors(tmp_path, postgres):
+    with pytest.raises(DbError, match='either a SQLite database path or a PostgreSQL DSN'):
+        open_database()
+    with pytest.raises(DbError, match='either'):
+        open_database(path='x', dsn='y')
+    with pytest.raises(DbError, match='does not exist'):
+        open_database(path=str(tmp_path / 'missing.db'))
+    (tmp_path / 'junk.db').write_bytes(b'this is not a database' * 100)
+    with pytest.raises(DbError, match='not a database'):
+        open_database(path=str(tmp_path / 'junk.db')).query('SELECT count(*) FROM sqlite_master')
+    with pytest.raises(DbError, match='invalid PostgreSQL DSN'):
+        open_database(dsn='mysql://root:hunter2@localhost/x')
+    with pytest.raises(DbError, match='invalid PostgreSQL DSN') as caught:
+        open_database(dsn='postgresql://u:hunter2@[bad')
+    assert 'hunter2' not in str(caught.value)
+    wrong = postgres.dsn(password='Wr0ng-s3cret-pw')
+    with pytest.raises(DbError, match='cannot connect to PostgreSQL') as caught:
+        open_database(dsn=wrong)
+    assert 'Wr0ng-s3cret-pw' not in str(caught.value) and postgres.password not in str(caught.value)
+    with pytest.raises(DbError, match='refusing SQL identifier'):
+        open_database(dsn=postgres.dsn(), schema='public; DROP SCHEMA public')
+
+
+def test_password_is_scrubbed_from_statement_errors(postgres):
+    with open_database(dsn=postgres.dsn()) as db:
+        with pytest.raises(DbError) as caught:
+            db.query(f"SELECT '{postgres.password}'::integer")
+    assert postgres.password not in str(caught.value) and _rgpd_db.MASK in str(caught.value)
+
+
+def test_missing_psycopg_is_explained(monkeypatch):
+    def missing(name):
+        raise ImportError(f'No module named {name!r}')
+
+    monkeypatch.setattr(_rgpd_db.importlib, 'import_module', missing)
+    with pytest.raises(DbError, match='needs the psycopg Python library'):
+        open_database(dsn='postgresql://u@127.0.0.1/x')
+
+
+def test_sqlite_foreign_keys_setting(tmp_path):
+    path = str(tmp_path / 'fk.db')
+    sqlite3.connect(path).close()
+    with open_database(path=path, foreign_keys=False) as db:
+        assert db.query('PRAGMA foreign_keys') == [(0,)]
+    with open_database(path=path) as db:
+        assert db.query('PRAGMA foreign_keys') == [(1,)]
