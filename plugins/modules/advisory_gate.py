@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: advisory_gate
 short_description: Check a set of Python package versions against vulnerability advisories
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Matches every package version of O(packages) against the OSV records of O(osv_dirs) (for sites without internet) and,
     when the command is installed, against C(pip-audit), whose vulnerability services need network access.

@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: python_deps
 short_description: Plan, snapshot, apply and roll back the packages of a Python virtual environment
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Works on one virtual environment, always through its own interpreter (C(<venv>/bin/python -m pip)) with an argument
     vector, never a shell.

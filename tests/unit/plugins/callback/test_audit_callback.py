@@ -1,0 +1,415 @@
+# Copyright (c) Dihya ops maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Tests of the dihya.ops.audit callback: its helpers, and its event handlers driven with small stand-in objects.
+
+The real ansible-playbook runs are in tests/functional/test_audit_callback.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from ansible.parsing.dataloader import DataLoader
+from ansible.parsing.vault import VaultSecret, VaultSecretsContext
+
+from ansible_collections.dihya.ops.plugins.callback import audit
+from ansible_collections.dihya.ops.plugins.module_utils import _audit
+
+KEY = "unit-test-audit-key-0123456789"
+PASSWORD = "unit-test-vault-password"
+
+
+# Helpers ------------------------------------------------------------------------------------------------------------------
+
+def test_resolve_context_prefers_awx_then_option_then_os_user():
+    awx = audit.resolve_context({"awx_user_name": "alice", "tower_user_name": "bob", "awx_job_id": 7, "tower_job_template_name": "Deploy",
+                                 "dihya_tenant": "acme"}, user="ci", tenant="globex", os_user="root")
+    assert (awx["user"], awx["user_source"], awx["tenant"]) == ("alice", "awx", "acme")
+    assert awx["labels"] == {"awx_job_id": "7", "awx_job_template": "Deploy"}
+    tower = audit.resolve_context({"tower_user_name": "bob"}, os_user="root")
+    assert (tower["user"], tower["user_source"]) == ("bob", "awx")
+    option = audit.resolve_context({"awx_user_name": "  "}, user="ci", tenant="globex", os_user="root")
+    assert (option["user"], option["user_source"], option["tenant"]) == ("ci", "option", "globex")
+    plain = audit.resolve_context(None, os_user="root")
+    assert (plain["user"], plain["user_source"], plain["tenant"], plain["labels"]) == ("root", "os", None, {})
+    assert audit.resolve_context(None)["user"]
+
+
+def test_resolve_context_reads_the_operation_context_variables():
+    """The variables the dihya.ops.operation role reads name the same user and tenant here."""
+    ops = audit.resolve_context({"dihya_ops_user": "carol", "dihya_ops_tenant": "initech", "dihya_tenant": "acme"}, user="ci", os_user="root")
+    assert (ops["user"], ops["user_source"], ops["tenant"]) == ("carol", "extra_vars", "initech")
+    awx = audit.resolve_context({"awx_user_name": "alice", "dihya_ops_user": "carol"}, os_user="root")
+    assert (awx["user"], awx["user_source"]) == ("alice", "awx")
+
+
+def test_resolve_context_trace_id_sources_and_bad_values():
+    trace = "4BF92F3577B34DA6A3CE929D0E0E4736"
+    extra = audit.resolve_context({"dihya_trace_id": trace}, trace_id="0af7651916cd43dd8448eb211c80319c", os_user="x")
+    assert (extra["trace_id"], extra["trace_id_source"], extra["warnings"]) == (trace.lower(), "extra_vars", [])
+    option = audit.resolve_context({}, trace_id="0af7651916cd43dd8448eb211c80319c", os_user="x")
+    assert (option["trace_id"], option["trace_id_source"]) == ("0af7651916cd43dd8448eb211c80319c", "option")
+    bad = audit.resolve_context({"dihya_trace_id": "../../etc"}, trace_id="0" * 32, os_user="x")
+    assert bad["trace_id_source"] == "new" and audit.TRACE_ID.fullmatch(bad["trace_id"]) and bad["trace_id"] != "0" * 32
+    assert len(bad["warnings"]) == 2
+    assert "extra variable dihya_trace_id" in bad["warnings"][0] and "trace_id option" in bad["warnings"][1]
+
+
+@pytest.mark.parametrize(("kind", "result", "status"), [
+    ("ok", {}, "ok"), ("ok", {"changed": True}, "changed"), ("failed", {"changed": True}, "failed"),
+    ("skipped", {}, "skipped"), ("unreachable", {}, "unreachable"),
+])
+def test_task_status(kind, result, status):
+    assert audit.task_status(kind, result) == status
+
+
+def test_safe_message_truncates_converts_and_withholds():
+    assert audit.safe_message(None, ()) is None
+    assert audit.safe_message("plain 'text' ; rm -rf ../", ()) == "plain 'text' ; rm -rf ../"
+    long = audit.safe_message("x" * 2000, ())
+    assert len(long) == audit.MSG_LIMIT and long.endswith("...")
+    assert audit.safe_message(["a", 1], ()) == "['a', 1]"
+    assert audit.safe_message("the password is hunter2-secret", {"hunter2-secret"}) == audit.WITHHELD
+
+
+def test_raw_name():
+    assert audit.raw_name(types.SimpleNamespace(_ds={"name": "Use {{ x }}"})) == "Use {{ x }}"
+    assert audit.raw_name(types.SimpleNamespace(_ds={"debug": {}})) is None
+    assert audit.raw_name(object()) is None
+
+
+@pytest.fixture(name="vault")
+def fixture_vault(tmp_path, monkeypatch):
+    """A loader (and the run's vault context) holding the vault password, and a helper that encrypts a file with it."""
+    password = tmp_path / "vault-pass"
+    password.write_text(PASSWORD + "\n")
+    loader = DataLoader()
+    secrets = [("default", VaultSecret(PASSWORD.encode()))]
+    loader.set_vault_secrets(secrets)
+    monkeypatch.setattr(VaultSecretsContext, "_current", VaultSecretsContext(secrets))
+
+    def encrypt(path: Path) -> Path:
+        proc = subprocess.run([str(Path(sys.executable).parent / "ansible-vault"), "encrypt", "--vault-password-file", str(password), str(path)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False, env={"PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return path
+
+    return types.SimpleNamespace(loader=loader, encrypt=encrypt, tmp=tmp_path)
+
+
+def test_read_key_from_option_file_and_vault_file(vault):
+    assert audit.read_key("  a-key-of-enough-length \n", "/nonexistent") == b"a-key-of-enough-length"
+    assert audit.read_key(None, None) is None
+    plain = vault.tmp / "plain-key"
+    plain.write_text(KEY + "\n")
+    assert audit.read_key(None, str(plain)) == KEY.encode()
+    empty = vault.tmp / "empty-key"
+    empty.write_text("\n")
+    assert audit.read_key(None, str(empty)) is None
+    encrypted = vault.tmp / "vault-key"
+    encrypted.write_text(KEY + "\n")
+    vault.encrypt(encrypted)
+    assert audit.read_key(None, str(encrypted), vault.loader) == KEY.encode()
+    with pytest.raises(_audit.AuditError, match="cannot read the key file"):
+        audit.read_key(None, str(vault.tmp / "missing"))
+    with pytest.raises(_audit.AuditError, match="cannot read the key file") as caught:
+        audit.read_key(None, str(encrypted), DataLoader())
+    assert KEY not in str(caught.value)
+
+
+def test_vault_plaintexts_from_encrypted_files_and_inline_values(vault):
+    encrypted = vault.tmp / "vault.yml"
+    encrypted.write_text("vault_token: token-0123456789\nvault_short: abc\nnested:\n  - deep-secret-value\n")
+    vault.encrypt(encrypted)
+    inline_source = vault.tmp / "plain.yml"
+    inline_source.write_text("not_secret: visible-value\n")
+    cache_data = vault.loader.load_from_file(str(encrypted), unsafe=True)
+    inline = vault.loader.load(f"inline_secret: !vault |\n  {vault.loader._vault.encrypt('inline-secret-42').decode().replace(chr(10), chr(10) + '  ')}\n")
+    broken = vault.loader.load("broken: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162\n")
+    found = audit.vault_plaintexts({str(encrypted): cache_data, str(inline_source): {"not_secret": "visible-value"},
+                                    "/nonexistent": "ignored-value"},
+                                   [inline, broken, {"deep": [[["x"]]] * 70}, ("tuple-not-secret",)])
+    assert found == {"token-0123456789", "deep-secret-value", "inline-secret-42"}
+
+
+# The callback, driven with stand-ins -------------------------------------------------------------------------------------
+
+class Display:
+    verbosity = 0
+
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+
+class Host:
+    def __init__(self, name):
+        self.name = name
+
+    def get_name(self):
+        return self.name
+
+
+class Task:
+    def __init__(self, name, action="ansible.builtin.debug", no_log=False, raw=None):
+        self._uuid = name
+        self.name = name
+        self.action = action.rsplit(".", 1)[-1]
+        self.resolved_action = action
+        self.no_log = no_log
+        self._ds = {"name": raw or name}
+
+    def get_name(self):
+        return self.name
+
+
+class Result:
+    def __init__(self, host, task, data, fields=None):
+        self.host = Host(host)
+        self.task = task
+        self.result = data
+        self._return_data = data
+        self.task_fields = fields if fields is not None else {"name": task.name, "no_log": task.no_log}
+
+
+def make_callback(monkeypatch, tmp_path, **options):
+    settings = {"log_path": str(tmp_path / "logs" / "audit.log"), "key": KEY, "key_file": None, "pseudonym_key": None, "pseudonym_key_file": None,
+                "pseudonymise": True, "fsync": "batch", "flush_interval": 0.0,
+                "user": None, "tenant": None, "trace_id": None}
+    settings.update(options)
+    callback = audit.CallbackModule(display=Display())
+    monkeypatch.setattr(callback, "get_option", settings.get)
+    return callback
+
+
+def playbook(extra_vars=None, loader=None, file_name="/srv/playbooks/site.yml"):
+    manager = types.SimpleNamespace(extra_vars=extra_vars or {}, _inventory=types.SimpleNamespace(hosts={}, groups={}))
+    play = types.SimpleNamespace(get_variable_manager=lambda: manager)
+    return types.SimpleNamespace(_loader=loader or DataLoader(), _file_name=file_name, get_plays=lambda: [play])
+
+
+def stats(**hosts):
+    return types.SimpleNamespace(processed=dict.fromkeys(hosts, 1), summarize=lambda host: hosts[host])
+
+
+def recap(**counts):
+    base = dict(ok=0, failures=0, unreachable=0, changed=0, skipped=0, rescued=0, ignored=0)
+    base.update(counts)
+    return base
+
+
+def read(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_a_whole_run_is_recorded(monkeypatch, tmp_path):
+    callback = make_callback(monkeypatch, tmp_path, tenant="globex")
+    callback.v2_playbook_on_start(playbook({"awx_user_name": "alice", "awx_job_id": "9"}))
+    callback.v2_playbook_on_play_start(types.SimpleNamespace(get_name=lambda: "Deploy", _ds={"name": "Deploy"}))
+    hello, secret, boom = Task("Say hello"), Task("Use secret", "ansible.builtin.command", no_log=True), Task("Boom", "ansible.builtin.fail")
+    callback.v2_playbook_on_task_start(hello, False)
+    callback.v2_runner_on_start(Host("web-1"), hello)
+    callback.v2_runner_on_ok(Result("web-1", hello, {"changed": False, "msg": "hello"}))
+    callback.v2_runner_on_skipped(Result("web-2", hello, {"skipped": True}))
+    callback.v2_playbook_on_task_start(secret, False)
+    callback.v2_runner_on_failed(Result("web-1", secret, {"msg": "sensitive output", "censored": "hidden"}), ignore_errors=True)
+    callback.v2_runner_on_unreachable(Result("web-2", secret, {"msg": "Failed to connect"}))
+    callback.v2_playbook_on_handler_task_start(boom)
+    callback.v2_runner_on_failed(Result("web-1", boom, {"msg": "it broke", "changed": True}))
+    callback.v2_playbook_on_stats(stats(**{"web-1": recap(ok=1, failures=1, ignored=1), "web-2": recap(unreachable=1, skipped=1)}))
+
+    records = read(tmp_path / "logs" / "audit.log")
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700
+    assert [record["event"]["action"] for record in records] == ["ansible.run.start"] + ["ansible.task"] * 5 + ["ansible.run.end"]
+    assert len({record["trace"]["id"] for record in records}) == 1
+    assert {record["user"]["id"] for record in records} == {_audit.pseudonym("alice", _audit.AuditSettings(key=KEY.encode()))}
+    assert {record["organization"]["id"] for record in records} == {"globex"}
+    start = records[0]
+    assert start["labels"] == {"awx_job_id": "9", "playbook": "site.yml"}
+    assert start["dihya"]["details"] == {"check_mode": False, "user_source": "awx", "trace_id_source": "new"}
+    tasks = records[1:-1]
+    assert [(r["host"]["name"], r["labels"]["task"], r["labels"]["status"], r["event"]["outcome"]) for r in tasks] == [
+        ("web-1", "Say hello", "ok", "success"), ("web-2", "Say hello", "skipped", "success"),
+        ("web-1", "Use secret", "failed", "failure"), ("web-2", "Use secret", "unreachable", "failure"),
+        ("web-1", "Boom", "failed", "failure")]
+    assert tasks[0]["dihya"]["details"]["changed"] is False and "duration_ms" in tasks[0]["dihya"]["details"]
+    assert "duration_ms" not in tasks[1]["dihya"]["details"]
+    assert tasks[2]["dihya"]["details"] == {"changed": False, "ignore_errors": True}
+    assert "msg" not in tasks[3]["dihya"]["details"]
+    assert tasks[4]["dihya"]["details"] == {"changed": True, "ignore_errors": False, "msg": "it broke"}
+    assert all(record["labels"]["play"] == "Deploy" for record in tasks)
+    assert tasks[4]["labels"]["module"] == "ansible.builtin.fail"
+    assert "sensitive output" not in (tmp_path / "logs" / "audit.log").read_text()
+    end = records[-1]
+    assert end["event"]["outcome"] == "failure" and end["dihya"]["details"]["hosts"]["web-2"]["unreachable"] == 1
+    assert _audit.verify(str(tmp_path / "logs" / "audit.log"), KEY.encode()).ok
+    assert not callback._display.warnings
+
+
+@pytest.mark.parametrize("flags", [
+    {"fields": {"no_log": True}},
+    {"fields": {"no_log": "{{ hide }}"}},
+    {"data": {"msg": "x", "_ansible_no_log": True}},
+    {"data": {"msg": "x", "results": [{"item": 1}, {"censored": "hidden"}]}},
+])
+def test_no_log_in_any_form_hides_the_message(monkeypatch, tmp_path, flags):
+    callback = make_callback(monkeypatch, tmp_path, fsync="always", pseudonymise=False, user="ci-bot", trace_id="0af7651916cd43dd8448eb211c80319c")
+    callback.v2_playbook_on_start(playbook())
+    task = Task("Quiet")
+    data = flags.get("data", {"msg": "x"})
+    callback.v2_runner_on_failed(Result("web-1", task, data, fields=flags.get("fields", {"name": "Quiet"})))
+    records = read(tmp_path / "logs" / "audit.log")
+    assert "msg" not in records[-1]["dihya"]["details"]
+    assert records[-1]["user"]["id"] == "ci-bot"
+    assert records[-1]["trace"]["id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_vault_values_in_names_and_messages_are_withheld(monkeypatch, tmp_path, vault):
+    encrypted = vault.tmp / "vault.yml"
+    encrypted.write_text("vault_token: token-0123456789\n")
+    vault.encrypt(encrypted)
+    vault.loader.load_from_file(str(encrypted), cache="vaulted", unsafe=True)
+    callback = make_callback(monkeypatch, tmp_path)
+    callback.v2_playbook_on_start(playbook(loader=vault.loader))
+    callback.v2_playbook_on_play_start(types.SimpleNamespace(get_name=lambda: "Play token-0123456789", _ds={"name": "Play token-0123456789"}))
+    templated = Task("Use token-0123456789", raw="Use {{ vault_token }}")
+    callback.v2_runner_on_failed(Result("web-1", templated, {"msg": "bad token-0123456789"}))
+    tagged = vault.loader.load(f"v: !vault |\n  {vault.loader._vault.encrypt('tagged-value-777').decode().replace(chr(10), chr(10) + '  ')}\n")["v"]
+    callback.v2_runner_on_failed(Result("web-1", Task("Tagged"), {"msg": tagged}))
+    callback.v2_playbook_on_stats(stats(**{"web-1": recap(failures=2)}))
+    text = (tmp_path / "logs" / "audit.log").read_text()
+    assert "token-0123456789" not in text and "tagged-value-777" not in text
+    records = read(tmp_path / "logs" / "audit.log")
+    assert records[1]["labels"]["task"] == "Use {{ vault_token }}"
+    assert records[1]["labels"]["play"] == "(name withheld: it contains a Vault value)"
+    assert records[1]["dihya"]["details"]["msg"] == audit.WITHHELD
+    assert records[2]["dihya"]["details"]["msg"] == audit.WITHHELD
+
+
+def test_key_files_in_vault_are_decrypted_with_the_run_secrets(monkeypatch, tmp_path, vault):
+    key_file = vault.tmp / "audit-key"
+    key_file.write_text(KEY)
+    vault.encrypt(key_file)
+    pseudonym_file = vault.tmp / "pseudonym-key"
+    pseudonym_file.write_text("pseudonym-key-of-the-backend\n")
+    vault.encrypt(pseudonym_file)
+    monkeypatch.setenv("DIHYA_AUDIT_KEY", KEY)
+    monkeypatch.setenv("DIHYA_AUDIT_PSEUDONYM_KEY", "from-the-environment")
+    callback = make_callback(monkeypatch, tmp_path, key=None, key_file=str(key_file), pseudonym_key_file=str(pseudonym_file), user="alice")
+    callback.v2_playbook_on_start(playbook(loader=vault.loader))
+    callback.v2_playbook_on_stats(stats())
+    assert "DIHYA_AUDIT_KEY" not in os.environ and "DIHYA_AUDIT_PSEUDONYM_KEY" not in os.environ
+    assert _audit.verify(str(tmp_path / "logs" / "audit.log"), KEY.encode()).records == 2
+    expected = _audit.pseudonym("alice", _audit.AuditSettings(key=KEY.encode(), pseudonym_key=b"pseudonym-key-of-the-backend"))
+    assert {record["user"]["id"] for record in read(tmp_path / "logs" / "audit.log")} == {expected}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"key": None}, "no audit key is configured"),
+    ({"key": "short"}, "the audit key must be at least 16 bytes long"),
+    ({"fsync": "sometimes"}, "unknown fsync mode"),
+    ({"key": None, "key_file": "/nonexistent/key"}, "cannot read the key file /nonexistent/key"),
+])
+def test_bad_settings_disable_the_callback_with_one_warning(monkeypatch, tmp_path, options, message):
+    callback = make_callback(monkeypatch, tmp_path, **options)
+    callback.v2_playbook_on_start(playbook())
+    callback.v2_playbook_on_start(playbook())
+    assert callback.disabled
+    assert len(callback._display.warnings) == 1 and message in callback._display.warnings[0]
+    assert "short" not in callback._display.warnings[0].replace(message, "")
+    callback.v2_runner_on_ok(Result("web-1", Task("t"), {}))
+    callback.v2_playbook_on_stats(stats())
+    callback._flush_at_exit()
+    assert not (tmp_path / "logs").exists()
+
+
+def test_unwritable_log_disables_the_callback(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    callback = make_callback(monkeypatch, tmp_path, log_path=str(blocker / "audit.log"))
+    callback.v2_playbook_on_start(playbook())
+    assert callback.disabled and "the audit callback is disabled" in callback._display.warnings[0]
+
+
+def test_write_errors_and_bad_events_warn_once(monkeypatch, tmp_path):
+    callback = make_callback(monkeypatch, tmp_path, tenant="t" * 2000, trace_id="bad")
+    callback.v2_playbook_on_start(playbook())
+    assert any("trace_id option" in warning for warning in callback._display.warnings)
+    assert any("could not be written" in warning and "tenant" in warning for warning in callback._display.warnings)
+    callback = make_callback(monkeypatch, tmp_path / "second")
+    callback.v2_playbook_on_start(playbook(extra_vars={"dihya_tenant": "acme"}))
+    log = tmp_path / "second" / "logs" / "audit.log"
+    log.unlink()
+    log.mkdir()
+    callback.v2_runner_on_ok(Result("web-1", Task("t"), {}))
+    callback.v2_runner_on_ok(Result("web-2", Task("t"), {}))
+    callback._flush()
+    callback._event("ansible.task", "success", {}, {})
+    callback._flush()
+    assert len([warning for warning in callback._display.warnings if "could not be written" in warning]) == 1
+
+
+def test_events_left_in_the_buffer_are_written_at_exit(monkeypatch, tmp_path):
+    callback = make_callback(monkeypatch, tmp_path)
+    callback.v2_playbook_on_start(playbook())
+    callback.v2_runner_on_ok(Result("web-1", Task("t"), {"changed": True}))
+    callback._flush_at_exit()
+    records = read(tmp_path / "logs" / "audit.log")
+    assert records[-1]["labels"]["status"] == "changed"
+    monkeypatch.setattr(callback, "_pid", -1)
+    callback.v2_runner_on_ok(Result("web-1", Task("u"), {}))
+    callback._flush_at_exit()
+    assert len(read(tmp_path / "logs" / "audit.log")) == len(records)
+
+
+def test_playbook_without_plays_or_variable_manager(monkeypatch, tmp_path):
+    callback = make_callback(monkeypatch, tmp_path)
+    callback.v2_playbook_on_start(types.SimpleNamespace(_loader=None, _file_name=None, get_plays=lambda: []))
+    callback.v2_playbook_on_stats(stats())
+    records = read(tmp_path / "logs" / "audit.log")
+    assert records[0]["labels"] == {"playbook": ""} or "labels" not in records[0] or records[0]["labels"].get("playbook") == ""
+    assert len(records) == 2
+
+
+def test_a_timer_writes_buffered_events_within_the_flush_interval(monkeypatch, tmp_path):
+    callback = make_callback(monkeypatch, tmp_path, flush_interval=0.05)
+    callback.v2_playbook_on_start(playbook())
+    log = tmp_path / "logs" / "audit.log"
+    assert len(read(log)) == 1
+    task = Task("t")
+    callback.v2_playbook_on_task_start(task, False)
+    callback.v2_runner_on_ok(Result("web-1", task, {}))
+    callback.v2_runner_on_ok(Result("web-2", task, {}))
+    callback.v2_playbook_on_task_start(Task("u"), False)
+    assert len(read(log)) == 1, "with a flush interval, a new task does not write"
+    deadline = time.monotonic() + 10
+    while len(read(log)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(read(log)) == 3
+    assert callback._timer is None
+    callback.v2_runner_on_ok(Result("web-1", Task("u"), {}))
+    callback.v2_playbook_on_stats(stats())
+    assert len(read(log)) == 5 and callback._timer is None
+    assert _audit.verify(str(log), KEY.encode()).ok
+
+
+def test_without_flush_interval_each_task_start_writes(monkeypatch, tmp_path):
+    callback = make_callback(monkeypatch, tmp_path)
+    callback.v2_playbook_on_start(playbook())
+    task = Task("t")
+    callback.v2_runner_on_ok(Result("web-1", task, {}))
+    callback.v2_playbook_on_task_start(Task("u"), False)
+    assert len(read(tmp_path / "logs" / "audit.log")) == 2
+    assert callback._timer is None
