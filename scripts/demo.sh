@@ -19,9 +19,16 @@ export PATH="${DIHYA_VENV:-$root/.venv}/bin:$PATH"
 if [ "${1:-}" = "--stop" ]; then
   exec ansible-playbook tests/demo_backend/teardown.yml -e demo_backend_purge=true
 fi
+sandbox="${DIHYA_DEMO_SANDBOX:-/tmp/dihya-ops-demo}"
+# The run itself is audited on the controller by the dihya.ops.audit callback,
+# its key in the demo Vault; the hosts' events carry the same trace id.
+export ANSIBLE_CALLBACKS_ENABLED="dihya.ops.audit${ANSIBLE_CALLBACKS_ENABLED:+,$ANSIBLE_CALLBACKS_ENABLED}"
+export DIHYA_AUDIT_KEY_FILE="${DIHYA_AUDIT_KEY_FILE:-$root/inventories/local/controller-audit-key.vault}"
+export DIHYA_AUDIT_LOG_PATH="${DIHYA_AUDIT_LOG_PATH:-$sandbox/controller-audit.log}"
 ansible-playbook tests/demo_backend/demo.yml "$@"
-summary="${DIHYA_DEMO_SANDBOX:-/tmp/dihya-ops-demo}/last-run.txt"
+summary="$sandbox/last-run.txt"
 if [ -f "$summary" ]; then
   printf '\n'
   cat "$summary"
+  printf 'controller audit log  %s\n' "$DIHYA_AUDIT_LOG_PATH"
 fi
