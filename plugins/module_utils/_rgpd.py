@@ -31,8 +31,10 @@ import io
 import ipaddress
 import json
 import os
+import queue
 import re
 import secrets
+import threading
 import typing as t
 import uuid
 import zipfile
@@ -153,6 +155,60 @@ def _csv_value(value: t.Any) -> t.Any:
     return value
 
 
+def _prefetched(batches: t.Iterator[t.Any], depth: int = 2) -> t.Iterator[t.Any]:
+    """Yield the items of ``batches``, read ahead by a thread holding at most ``depth`` items.
+
+    The database driver releases the GIL while it waits for the server, so the server produces the next rows while
+    this thread encodes and compresses the previous ones. When the
+    consumer stops early (an error), the reading thread stops and closes ``batches`` itself before this returns.
+    """
+    items: queue.Queue[tuple[str, t.Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, t.Any]) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(('batch', batch)):
+                    return
+            put(('end', None))
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            put(('error', exc))
+        finally:
+            close = getattr(batches, 'close', None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=produce, name='dihya-rgpd-reader', daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = items.get()
+            if kind == 'end':
+                return
+            if kind == 'error':
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _csv_line(values: t.Sequence[t.Any]) -> str:
+    """One CSV line as the csv module writes it, without its line end."""
+    text = io.StringIO()
+    csv.writer(text).writerow(values)
+    return text.getvalue()[:-2]
+
+
 # ---------------------------------------------------------------------------
 # Files: hashing, encryption, atomic archive
 # ---------------------------------------------------------------------------
@@ -199,6 +255,58 @@ class _EncryptingWriter(io.RawIOBase):
 
     def finish(self) -> None:
         self.target.write(self.encryptor.finalize() + self.encryptor.tag)
+
+
+class _Spool:
+    """A temporary file without a name in a given directory (mode 0600): gone when closed, even if the process is killed.
+
+    Where the directory's file system cannot create a file without a name, the file is created under a name marked
+    as an export's temporary file and unlinked at once. With ``encrypted`` its content is AES-256-CTR encrypted with a
+    random key that only this object holds, renewed by every :meth:`reset`: the plaintext never reaches the disk.
+    """
+
+    def __init__(self, directory: str, stale_name: str, encrypted: bool = False) -> None:
+        flags = os.O_RDWR | getattr(os, 'O_CLOEXEC', 0)
+        try:
+            fd = os.open(directory, flags | os.O_TMPFILE, 0o600)
+        except (AttributeError, OSError):
+            path = os.path.join(directory, stale_name)
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+            os.unlink(path)
+        self.file = os.fdopen(fd, 'w+b')
+        self.ciphers = optional_library('cryptography.hazmat.primitives.ciphers', 'archive encryption') if encrypted else None
+        self.key = b''
+        self.nonce = b''
+        self.encryptor: t.Any = None
+
+    def reset(self) -> None:
+        """Empty the file (and pick a new key)."""
+        self.file.seek(0)
+        self.file.truncate()
+        if self.ciphers is not None:
+            self.key, self.nonce = os.urandom(32), os.urandom(16)
+            self.encryptor = self._cipher().encryptor()
+
+    def _cipher(self) -> t.Any:
+        ciphers = t.cast(t.Any, self.ciphers)
+        return ciphers.Cipher(ciphers.algorithms.AES(self.key), ciphers.modes.CTR(self.nonce))
+
+    def write(self, data: bytes) -> None:
+        self.file.write(self.encryptor.update(data) if self.encryptor is not None else data)
+
+    def copy_to(self, target: t.Any) -> int:
+        """Write the content (decrypted) to ``target``; return its size."""
+        self.file.flush()
+        self.file.seek(0)
+        decryptor = self._cipher().decryptor() if self.ciphers is not None else None
+        size = 0
+        for chunk in iter(lambda: self.file.read(1 << 20), b''):
+            target.write(decryptor.update(chunk) if decryptor is not None else chunk)
+            size += len(chunk)
+        return size
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def parse_encryption_key(value: str | bytes) -> bytes:
@@ -285,11 +393,15 @@ def clean_stale_temp_files(dest: str) -> list[str]:
     return removed
 
 
-def _check_destination(dest: str) -> None:
+def _check_destination(dest: str, check_mode: bool = False) -> None:
+    """``dest`` is absolute, not a symbolic link nor a directory, and (unless in check mode) in an existing directory.
+
+    In check mode the directory may not exist yet: an earlier task of the same run would create it.
+    """
     if not isinstance(dest, str) or not os.path.isabs(dest):
         raise RgpdError('dest must be an absolute path')
     directory = os.path.dirname(dest)
-    if not os.path.isdir(directory):
+    if not check_mode and not os.path.isdir(directory):
         raise RgpdError(f'the directory of dest does not exist: {directory}')
     if os.path.islink(dest) or os.path.isdir(dest):
         raise RgpdError(f'dest {dest} is a symbolic link or a directory; refusing to replace it')
@@ -610,7 +722,7 @@ class Engine:
     def export(self, tenant: t.Any, subject_id: t.Any, dest: str, encryption_key: str | bytes | None = None) -> dict[str, t.Any]:
         """Write the subject's rows to a zip archive at ``dest`` (atomically, mode 0600), optionally encrypted."""
         subject = self.subject(tenant, subject_id)
-        _check_destination(dest)
+        _check_destination(dest, self.check_mode)
         key = parse_encryption_key(encryption_key) if encryption_key is not None else None
         if self.check_mode:
             with self.db.transaction(write=False):
@@ -622,12 +734,16 @@ class Engine:
         directory, base = os.path.split(dest)
         temp = os.path.join(directory, f'.{base}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}')
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+        spool: _Spool | None = None
         try:
             with os.fdopen(fd, 'wb') as handle:
                 sink: t.Any = _EncryptingWriter(handle, key) if key is not None else handle
+                spool = _Spool(directory, f'.{base}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}-spool', encrypted=key is not None)
                 with self.db.transaction(write=False):
+                    self.db.prepare_bulk_read()
                     found = self._exists(subject)
-                    tables, files = self._write_archive(sink, subject)
+                    tables, files = self._write_archive(sink, subject, spool)
+                spool.close()
                 if isinstance(sink, _EncryptingWriter):
                     sink.finish()
                 handle.flush()
@@ -635,6 +751,8 @@ class Engine:
             os.replace(temp, dest)
             _fsync_directory(directory)
         except BaseException:
+            if spool is not None:
+                spool.close()
             try:
                 os.unlink(temp)
             except FileNotFoundError:
@@ -646,52 +764,12 @@ class Engine:
             stale_temp_files_removed=len(removed),
         )
 
-    def _write_archive(self, sink: t.Any, subject: Subject) -> tuple[dict[str, dict[str, t.Any]], dict[str, dict[str, t.Any]]]:
+    def _write_archive(self, sink: t.Any, subject: Subject, spool: _Spool) -> tuple[dict[str, dict[str, t.Any]], dict[str, dict[str, t.Any]]]:
         tables: dict[str, dict[str, t.Any]] = {}
         files: dict[str, dict[str, t.Any]] = {}
         with zipfile.ZipFile(sink, 'w', compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
             for name, table in self.map.tables.items():
-                columns = list(self.info[name].columns)
-                where, params = self._match(table, 't0', 0, None, subject)
-                order = ', '.join(f't0.{quote(column)}' for column in self._key(table))
-                query = self._sql(
-                    f'SELECT {", ".join(f"t0.{quote(column)}" for column in columns)} FROM {self._table(name)} t0 WHERE {where} ORDER BY {order}'
-                )
-                rows = 0
-                encode = json.JSONEncoder(ensure_ascii=False, default=_json_value).encode
-                with archive.open(f'{name}.json', 'w', force_zip64=True) as member:
-                    writer = _HashingWriter(member)
-                    # Rows are small: buffer them so that hashing and compression work on large chunks.
-                    buffered = io.BufferedWriter(t.cast(io.RawIOBase, writer), WRITE_BUFFER)
-                    buffered.write(b'[')
-                    for row in self.db.stream(query, params):
-                        buffered.write(((',\n' if rows else '\n') + encode(dict(zip(columns, row)))).encode('utf-8'))
-                        rows += 1
-                    buffered.write(b'\n]\n')
-                    buffered.flush()
-                    buffered.detach()
-                files[f'{name}.json'] = {'sha256': writer.digest.hexdigest(), 'size': writer.size, 'rows': rows}
-                with archive.open(f'{name}.csv', 'w', force_zip64=True) as member:
-                    writer = _HashingWriter(member)
-                    buffered = io.BufferedWriter(t.cast(io.RawIOBase, writer), WRITE_BUFFER)
-                    text = io.TextIOWrapper(buffered, encoding='utf-8', newline='')
-                    out = csv.writer(text)
-                    out.writerow(columns)
-                    csv_rows = 0
-                    # csv writes None as an empty field and numbers and text as they are: only the columns of other
-                    # types (bytes, dates...) need converting.
-                    special = [index for index, column in enumerate(columns) if self.info[name].columns[column].kind == 'other']
-                    for row in self.db.stream(query, params):
-                        if special:
-                            row = list(row)
-                            for index in special:
-                                row[index] = _csv_value(row[index])
-                        out.writerow(row)
-                        csv_rows += 1
-                    text.flush()
-                    text.detach()
-                    buffered.detach()
-                files[f'{name}.csv'] = {'sha256': writer.digest.hexdigest(), 'size': writer.size, 'rows': csv_rows}
+                rows = self._write_table(archive, spool, name, table, subject, files)
                 tables[name] = {'rows': rows}
             manifest = {
                 'format': ARCHIVE_FORMAT,
@@ -706,6 +784,79 @@ class Engine:
             }
             archive.writestr('manifest.json', json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + '\n')
         return tables, files
+
+    def _write_table(self, archive: zipfile.ZipFile, spool: _Spool, name: str, table: TableMap, subject: Subject,
+                     files: dict[str, dict[str, t.Any]]) -> int:
+        """One pass over the subject's rows of a table: ``<table>.json`` goes straight into the archive while
+        ``<table>.csv`` goes to the spool, then into the archive once the JSON member is closed (a zip file is
+        written one member at a time). Both are hashed as they are written."""
+        info = self.info[name]
+        columns = list(info.columns)
+        where, params = self._match(table, 't0', 0, None, subject)
+        order = ', '.join(f't0.{quote(column)}' for column in self._key(table))
+        # The database writes the rows' JSON and CSV text itself when it can; the rows it leaves come with their values.
+        texts = self.db.row_text(info, 't0')
+        if texts is not None:
+            selected = [texts.json, *([texts.csv] if texts.csv is not None else []), *texts.values]
+            offset = 2 if texts.csv is not None else 1
+        else:
+            selected = [f't0.{quote(column)}' for column in columns]
+        if texts is not None and texts.sort_first:
+            inner = f'SELECT {", ".join(f"t0.{quote(column)}" for column in columns)} FROM {self._table(name)} t0 WHERE {where} ORDER BY {order}'
+            query = self._sql(f'SELECT {", ".join(selected)} FROM ({inner}) t0 ORDER BY {order}')
+        else:
+            query = self._sql(f'SELECT {", ".join(selected)} FROM {self._table(name)} t0 WHERE {where} ORDER BY {order}')
+        encode = json.JSONEncoder(ensure_ascii=False, separators=(',', ':'), default=_json_value).encode
+        spool.reset()
+        csv_digest = hashlib.sha256()
+        csv_text = io.StringIO()
+        out = csv.writer(csv_text)
+        out.writerow(columns)
+        rows = 0
+        with archive.open(f'{name}.json', 'w', force_zip64=True) as member:
+            writer = _HashingWriter(member)
+            # Rows are small: buffer them so that hashing and compression work on large chunks.
+            buffered = io.BufferedWriter(t.cast(io.RawIOBase, writer), WRITE_BUFFER)
+            buffered.write(b'[')
+            batches = self.db.stream_batches(query, params)
+            for batch in _prefetched(batches) if self.db.concurrent_reads else batches:
+                if texts is None:
+                    objects = [encode(dict(zip(columns, row))) for row in batch]
+                    out.writerows([[_csv_value(value) for value in row] for row in batch])
+                else:
+                    objects = [row[0] for row in batch]
+                    lines = [row[1] for row in batch] if texts.csv is not None else None
+                    values = [row[offset:] for row in batch]
+                    for index in [index for index, text in enumerate(objects) if text is None]:
+                        if len(values[index]) != len(columns):
+                            raise RgpdError(f'the database gave neither the text nor the values of a row of {name}')
+                        objects[index] = encode(dict(zip(columns, values[index])))
+                        values[index] = [_csv_value(value) for value in values[index]]
+                        if lines is not None:
+                            lines[index] = _csv_line(values[index])
+                    if lines is None:
+                        out.writerows(values)
+                    else:
+                        csv_text.write('\r\n'.join(lines))
+                        csv_text.write('\r\n')
+                buffered.write(((',\n' if rows else '\n') + ',\n'.join(objects)).encode('utf-8'))
+                rows += len(batch)
+                chunk = csv_text.getvalue().encode('utf-8')
+                csv_text.seek(0)
+                csv_text.truncate()
+                csv_digest.update(chunk)
+                spool.write(chunk)
+            buffered.write(b'\n]\n')
+            buffered.flush()
+            buffered.detach()
+        chunk = csv_text.getvalue().encode('utf-8')  # the header line when there was no row
+        csv_digest.update(chunk)
+        spool.write(chunk)
+        files[f'{name}.json'] = {'sha256': writer.digest.hexdigest(), 'size': writer.size, 'rows': rows}
+        with archive.open(f'{name}.csv', 'w', force_zip64=True) as member:
+            size = spool.copy_to(member)
+        files[f'{name}.csv'] = {'sha256': csv_digest.hexdigest(), 'size': size, 'rows': rows}
+        return rows
 
     # -- anonymise ---------------------------------------------------------------------------------
     def _rewrite(self, table: TableMap, side: str | None, strategies: dict[str, str], subject: Subject,

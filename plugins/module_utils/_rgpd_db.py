@@ -33,6 +33,13 @@ STREAM_BATCH = 1000
 # UPDATE per row.
 _SAFE_TYPE = re.compile(r'[A-Za-z_][A-Za-z0-9_ ."]*(\(\d+(,\d+)?\))?(\[\])*')
 DEFAULT_TIMEOUT = 10.0
+# work_mem (kB) of a PostgreSQL export transaction, for its sorts.
+BULK_WORK_MEM_KB = 65536
+# Columns SQLite builds a row's JSON from (json_object takes two arguments per column; SQLite allows 127 by default).
+JSON_MAX_COLUMNS = 48
+# PostgreSQL types (information_schema data_type) that psycopg returns as int, str or bool.
+# (Not character(n): its text loses the padding psycopg keeps.)
+_PLAIN_TYPES = frozenset(('smallint', 'integer', 'bigint', 'text', 'character varying', 'boolean'))
 MASK = '********'
 
 
@@ -60,6 +67,24 @@ class TableInfo:
     columns: t.Mapping[str, ColumnInfo]
     primary_key: tuple[str, ...]
     references: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class RowText:
+    """SQL expressions for one row: its JSON object and its CSV line (no line end) as the database writes them.
+
+    The expressions name the columns as ``<alias>.<column>``; with ``sort_first`` the alias is a subquery holding
+    every column of the table, in order. ``csv`` None: the engine writes the CSV line from the column values. A row
+    the database leaves to the engine gives NULL for its texts; then ``values`` must give the row's columns in order.
+    Empty ``values``: every row has its texts.
+    """
+
+    json: str
+    csv: str | None
+    values: tuple[str, ...]
+    # Sort the rows in a subquery of the table's own columns and compute the texts over its sorted result: the sort
+    # then moves the narrower rows (PostgreSQL computes the select list below the sort otherwise).
+    sort_first: bool = False
 
 
 def quote(identifier: str) -> str:
@@ -93,6 +118,9 @@ class Database:
     # Whether an open cursor keeps returning the rows as they were when it was opened, whatever the
     # same transaction changes meanwhile.
     insensitive_cursors = False
+    # Whether reading rows from a second thread overlaps with this one's work: true when the database works in
+    # another process. SQLite works in this process, so a second thread only helps on an idle machine.
+    concurrent_reads = False
 
     def __init__(self, secrets: t.Sequence[str] = ()) -> None:
         self.secrets = [secret for secret in secrets if secret]
@@ -131,7 +159,23 @@ class Database:
 
     def stream(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[tuple[t.Any, ...]]:
         """Yield the rows of a query without holding the whole result in memory."""
+        for rows in self.stream_batches(text, params, batch):
+            yield from rows
+
+    def stream_batches(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[list[tuple[t.Any, ...]]]:
+        """Yield the rows of a query a list of at most ``batch`` rows at a time."""
         raise NotImplementedError
+
+    def prepare_bulk_read(self) -> None:
+        """Tune the current (read-only) transaction for reading many rows; nothing by default."""
+
+    def row_text(self, table: TableInfo, alias: str) -> RowText | None:
+        """SQL that writes a row of ``table`` (as ``alias``) as JSON and CSV text, or None when this database does not.
+
+        The texts must be what the engine itself writes for the row as the driver returns it (decoded, the same
+        JSON values; the same CSV line). A database may leave some rows to the engine (see :class:`RowText`).
+        """
+        return None
 
     def update_rows(self, table: TableInfo, columns: t.Sequence[str], key: t.Sequence[str], rows: t.Sequence[t.Sequence[t.Any]]) -> None:
         """Set ``columns`` of the rows identified by ``key``; each row is (new values..., key values...)."""
@@ -208,7 +252,9 @@ class SQLiteDatabase(Database):
         self.path = path
         if not os.path.isfile(path):
             raise DbError(f'SQLite database {path} does not exist or is not a file')
-        uri = f'file:{urllib.parse.quote(os.path.abspath(path))}?mode={"ro" if read_only else "rw"}'
+        # POSIX keeps a leading '//' in abspath, and 'file://x/...' would name 'x' as the URI authority:
+        # the path part always starts with exactly one '/'.
+        uri = f'file:{urllib.parse.quote("/" + os.path.abspath(path).lstrip("/"))}?mode={"ro" if read_only else "rw"}'
         try:
             self.connection = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
             self.connection.execute(f'PRAGMA foreign_keys = {"ON" if foreign_keys else "OFF"}')
@@ -233,7 +279,7 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise self.error(exc, 'SQLite query failed') from exc
 
-    def stream(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[tuple[t.Any, ...]]:
+    def stream_batches(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[list[tuple[t.Any, ...]]]:
         try:
             cursor = self.connection.execute(text, tuple(params))
             try:
@@ -241,11 +287,24 @@ class SQLiteDatabase(Database):
                     rows = cursor.fetchmany(batch)
                     if not rows:
                         return
-                    yield from rows
+                    yield rows
             finally:
                 cursor.close()
         except sqlite3.Error as exc:
             raise self.error(exc, 'SQLite query failed') from exc
+
+    def row_text(self, table: TableInfo, alias: str) -> RowText | None:
+        # json_object writes integers, text and NULL as the engine does. It refuses blobs and writes reals with
+        # 15 significant digits only, and any column may hold them whatever its declared type: such a row
+        # gives NULL and the engine encodes it from its values.
+        names = list(table.columns)
+        if not names or len(names) > JSON_MAX_COLUMNS:
+            return None
+        columns = [f'{alias}.{quote(name)}' for name in names]
+        odd = '(' + ' OR '.join(f"typeof({column}) IN ('real', 'blob')" for column in columns) + ')'
+        pairs = ', '.join(f"'{name}', {column}" for name, column in zip(names, columns))
+        # The CSV line is left to the csv module: building it in SQL (quoting each text field) costs SQLite more.
+        return RowText(json=f'CASE WHEN {odd} THEN NULL ELSE json_object({pairs}) END', csv=None, values=tuple(columns))
 
     def _begin(self, write: bool) -> None:
         self.execute('BEGIN IMMEDIATE' if write else 'BEGIN')
@@ -290,6 +349,7 @@ class PostgresDatabase(Database):
 
     kind = 'postgresql'
     insensitive_cursors = True
+    concurrent_reads = True
 
     def __init__(self, dsn: str, read_only: bool = False, schema: str = 'public', timeout: float = DEFAULT_TIMEOUT) -> None:
         psycopg = optional_library('psycopg', 'a PostgreSQL database')
@@ -307,6 +367,14 @@ class PostgresDatabase(Database):
             self.connection = psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=False)
         except psycopg.Error as exc:
             raise self.error(exc, 'cannot connect to PostgreSQL') from exc
+        try:
+            # The engine's server-side cursors are always read to the end: plan them for the whole result, as a
+            # plain query is, not for its first tenth (which may pick an ordered scan of a whole table over a sort).
+            self.connection.execute('SET cursor_tuple_fraction = 1.0')
+            self.connection.commit()
+        except psycopg.Error as exc:
+            self.close()
+            raise self.error(exc, 'cannot set up the PostgreSQL session') from exc
         self.connection.read_only = read_only
         # Not in a transaction yet: the read-only flag applies to the next one.
         self.connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -350,7 +418,7 @@ class PostgresDatabase(Database):
         finally:
             cursor.close()
 
-    def stream(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[tuple[t.Any, ...]]:
+    def stream_batches(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[list[tuple[t.Any, ...]]]:
         self.cursors += 1
         try:
             # A named cursor is a server-side cursor: rows come over in batches of ``batch``.
@@ -361,9 +429,40 @@ class PostgresDatabase(Database):
                     rows = cursor.fetchmany(batch)
                     if not rows:
                         return
-                    yield from rows
+                    yield rows
         except self.psycopg.Error as exc:
             raise self.error(exc, 'PostgreSQL query failed') from exc
+
+    def row_text(self, table: TableInfo, alias: str) -> RowText | None:
+        # Only for tables whose every column psycopg returns as an int, a str or a bool: PostgreSQL writes
+        # them as the engine does, and their text is simple. Dates, numerics, bytea... keep the engine's encoding.
+        names = list(table.columns)
+        if not names or any(info.type not in _PLAIN_TYPES for info in table.columns.values()):
+            return None
+        fields = []
+        for name, info in table.columns.items():
+            column = f'{alias}.{quote(name)}'
+            if info.type == 'boolean':
+                fields.append(f"CASE WHEN {column} THEN 'True' WHEN NOT {column} THEN 'False' ELSE '' END")
+            elif info.kind == 'integer':
+                fields.append(f"coalesce({column}::text, '')")
+            else:
+                # Quoted as Python's csv module quotes (QUOTE_MINIMAL), see SQLiteDatabase.row_text.
+                special = f"strpos({column}, ',') > 0 OR strpos({column}, '\"') > 0 OR strpos({column}, chr(10)) > 0 OR strpos({column}, chr(13)) > 0"
+                if len(names) == 1:
+                    special += f" OR {column} = ''"
+                fields.append(f"CASE WHEN {column} IS NULL THEN '' WHEN {special} THEN '\"' || replace({column}, '\"', '\"\"') || '\"' ELSE {column} END")
+        # row_to_json of the whole row writes {"name":value,...} for every column in order and without spaces, as the
+        # engine does (json_build_object puts spaces around the colons).
+        return RowText(json=f'row_to_json({alias})::text', csv=" || ',' || ".join(fields), values=(), sort_first=True)
+
+    def prepare_bulk_read(self) -> None:
+        # Sorting the subject's rows of a big table spills to disk with the default 4 MB: give this transaction's
+        # sorts up to BULK_WORK_MEM_KB of server memory (never less than the server's own setting).
+        self.execute(
+            "SELECT set_config('work_mem', ?, true) FROM pg_settings WHERE name = 'work_mem' AND setting::bigint < ?",
+            (f'{BULK_WORK_MEM_KB}kB', BULK_WORK_MEM_KB),
+        )
 
     def _begin(self, write: bool) -> None:
         # psycopg opens the transaction with the first statement; make sure none is open.

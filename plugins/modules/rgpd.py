@@ -102,7 +102,7 @@ options:
     required: true
   dest:
     description:
-      - Absolute path of the archive written by V(export). Its directory must exist.
+      - Absolute path of the archive written by V(export). Its directory must exist (in check mode it may not exist yet).
     type: path
   encryption_key:
     description:

@@ -127,3 +127,25 @@ def test_sqlite_foreign_keys_setting(tmp_path):
         assert db.query('PRAGMA foreign_keys') == [(0,)]
     with open_database(path=path) as db:
         assert db.query('PRAGMA foreign_keys') == [(1,)]
+
+
+@pytest.mark.parametrize('name', ('plain.db', 'odd ?#%&=.db'))
+def test_sqlite_paths_starting_with_two_slashes(tmp_path, name):
+    path = str(tmp_path / name)
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE t (id INTEGER PRIMARY KEY)')
+    conn.close()
+    # POSIX keeps a leading '//' in absolute paths; it must not become the authority of a file: URI.
+    for given in ('/' + path, '//' + path.lstrip('/'), '///' + path.lstrip('/')):
+        with open_database(path=given, read_only=True) as db:
+            assert db.query('SELECT count(*) FROM t') == [(0,)]
+
+
+def test_base_adapter_leaves_everything_to_subclasses():
+    db = _rgpd_db.Database()
+    table = _rgpd_db.TableInfo('t', {}, (), frozenset())
+    assert db.row_text(table, 't0') is None
+    for call in (lambda: db.execute('x'), lambda: db.executemany('x', []), lambda: db.query('x'), lambda: list(db.stream('x')),
+                 lambda: db._begin(True), db._commit, db._rollback, lambda: db.introspect([]), lambda: db.referencing_tables('t'), db.close):
+        with pytest.raises(NotImplementedError):
+            call()

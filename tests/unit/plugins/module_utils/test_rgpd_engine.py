@@ -588,3 +588,208 @@ def test_engine_rejects_bad_keys_and_trace_ids(backend):
             _rgpd.run(engine(db), 'shred')
         with pytest.raises(RgpdError, match='replay needs'):
             _rgpd.run(engine(db), 'replay')
+
+
+# ---------------------------------------------------------------------------
+# export encodings: the rows the database writes as text and the rows the engine encodes
+# ---------------------------------------------------------------------------
+
+ODD_TEXTS = ('plain', 'comma, inside', 'quote " inside', 'line\nbreak', 'carriage\rreturn', 'tab\tand \\ backslash', 'é ü 漢字 \u2028',
+             'control \x01\x1f', '', None, "'; DROP TABLE samples; --", '{"looks": "like json"}')
+WIDE_COLUMNS = 60  # more than the database builds JSON for
+
+
+def _odd_schema(backend):
+    """Tables holding values of every kind, for one subject table ``people``; the data map that goes with them."""
+    if backend.kind == 'sqlite':
+        backend.script(
+            'CREATE TABLE people (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, name TEXT);'
+            'CREATE TABLE samples (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, uid INTEGER NOT NULL, label TEXT, score INTEGER,'
+            ' data BLOB, ratio REAL, born DATE);'
+            'CREATE TABLE remarks (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, uid INTEGER NOT NULL, body TEXT, flag BOOLEAN);'
+            f'CREATE TABLE wide (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, uid INTEGER NOT NULL, '
+            f'{", ".join(f"c{index} TEXT" for index in range(WIDE_COLUMNS))});'
+        )
+    else:
+        backend.script(
+            'CREATE TABLE people (id BIGINT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT);'
+            'CREATE TABLE samples (id BIGINT PRIMARY KEY, tenant TEXT NOT NULL, uid BIGINT NOT NULL, label TEXT, score INTEGER,'
+            ' data BYTEA, ratio DOUBLE PRECISION, born DATE);'
+            'CREATE TABLE remarks (id BIGINT PRIMARY KEY, tenant TEXT NOT NULL, uid BIGINT NOT NULL, body TEXT, flag BOOLEAN);'
+            f'CREATE TABLE wide (id BIGINT PRIMARY KEY, tenant TEXT NOT NULL, uid BIGINT NOT NULL, '
+            f'{", ".join(f"c{index} TEXT" for index in range(WIDE_COLUMNS))});'
+        )
+    blob = b'\x00\xffbinary'
+    backend.execute('INSERT INTO people (id, tenant, name) VALUES (?, ?, ?), (?, ?, ?)', (1, 't', 'Zoé, "Z"', 2, 't', 'other'))
+    samples = [
+        (1, 't', 1, 'plain', 7, None, None, '2024-02-29'),
+        (2, 't', 1, 'blob', 8, blob, None, None),
+        (3, 't', 1, 'real', 9, None, 0.1 + 0.2, '2024-01-01'),
+        (4, 't', 1, 'huge', 2 ** 31 - 1, None, 1e300, None),
+        (5, 't', 2, 'not the subject', 1, None, None, None),
+    ]
+    if backend.kind == 'sqlite':
+        # Any column may hold anything in SQLite: a real in an integer column, a blob in a text column.
+        samples.append((6, 't', 1, b'text column blob', 2.5, None, 1.0, None))
+    for row in samples:
+        backend.execute('INSERT INTO samples (id, tenant, uid, label, score, data, ratio, born) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', row)
+    for index, text in enumerate(ODD_TEXTS):
+        backend.execute('INSERT INTO remarks (id, tenant, uid, body, flag) VALUES (?, ?, ?, ?, ?)',
+                        (index + 1, 't', 1, text, None if text is None else index % 2 == 0))
+    backend.execute('INSERT INTO remarks (id, tenant, uid, body, flag) VALUES (?, ?, ?, ?, ?)', (100, 't', 2, 'not the subject', True))
+    wide_columns = ', '.join(f'c{index}' for index in range(WIDE_COLUMNS))
+    for row_id, uid in ((1, 1), (2, 1), (3, 2)):
+        values = [ODD_TEXTS[(row_id + index) % len(ODD_TEXTS)] for index in range(WIDE_COLUMNS)]
+        backend.execute(f'INSERT INTO wide (id, tenant, uid, {wide_columns}) VALUES (?, ?, ?, {", ".join("?" for dummy in values)})',
+                        (row_id, 't', uid, *values))
+    return load_data_map({
+        'version': 'odd-1',
+        'subject': {'table': 'people', 'id_column': 'id', 'tenant_column': 'tenant'},
+        'tables': {
+            'people': {'subject_columns': ['id'], 'tenant_column': 'tenant'},
+            'samples': {'subject_columns': ['uid'], 'tenant_column': 'tenant'},
+            'remarks': {'subject_columns': ['uid'], 'tenant_column': 'tenant'},
+            'wide': {'subject_columns': ['uid'], 'tenant_column': 'tenant'},
+        },
+    })
+
+
+def _reference_members(backend, table, where):
+    """``<table>.json`` and ``<table>.csv`` as the engine writes them when it encodes every row itself."""
+    if backend.kind == 'sqlite':
+        conn = rgpd_fixtures.sqlite3.connect(backend.path)
+        try:
+            cursor = conn.execute(f'SELECT * FROM "{table}" WHERE {where} ORDER BY id')
+            rows, columns = cursor.fetchall(), [entry[0] for entry in cursor.description]
+        finally:
+            conn.close()
+    else:
+        with rgpd_fixtures.pg_connect(backend.dsn) as conn:
+            cursor = conn.execute(f'SELECT * FROM "{table}" WHERE {where} ORDER BY id')
+            rows, columns = cursor.fetchall(), [entry.name for entry in cursor.description]
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(',', ':'), default=_rgpd._json_value).encode
+    objects = [encode(dict(zip(columns, row))) for row in rows]
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    writer.writerows([[_rgpd._csv_value(value) for value in row] for row in rows])
+    return ('[' + ''.join(('\n' if index == 0 else ',\n') + item for index, item in enumerate(objects)) + '\n]\n').encode(), text.getvalue().encode()
+
+
+def test_export_writes_every_kind_of_value_as_the_engine_encodes_it(backend, tmp_path):
+    data_map = _odd_schema(backend)
+    dest = str(tmp_path / 'odd.zip')
+    with backend.open(read_only=True) as db:
+        result = engine(db, data_map).export('t', 1, dest)
+        if backend.kind == 'sqlite':
+            assert db.row_text(engine(db, data_map).info['wide'], 't0') is None
+        else:
+            info = engine(db, data_map).info
+            assert db.row_text(info['samples'], 't0') is None and db.row_text(info['remarks'], 't0') is not None
+    members = read_archive(dest)
+    manifest = json.loads(members['manifest.json'])
+    assert manifest['tables'] == {'people': {'rows': 1}, 'samples': {'rows': 5 if backend.kind == 'sqlite' else 4},
+                                  'remarks': {'rows': len(ODD_TEXTS)}, 'wide': {'rows': 2}}
+    for table, where in (('people', "id = 1 AND tenant = 't'"), ('samples', "uid = 1 AND tenant = 't'"), ('remarks', "uid = 1 AND tenant = 't'"),
+                         ('wide', "uid = 1 AND tenant = 't'")):
+        expected_json, expected_csv = _reference_members(backend, table, where)
+        assert members[f'{table}.json'] == expected_json, table
+        assert members[f'{table}.csv'] == expected_csv, table
+        for ext in ('json', 'csv'):
+            entry = manifest['files'][f'{table}.{ext}']
+            assert entry['sha256'] == hashlib.sha256(members[f'{table}.{ext}']).hexdigest() and entry['size'] == len(members[f'{table}.{ext}'])
+    samples = {row['label']: row for row in json.loads(members['samples.json'])}
+    assert samples['blob']['data'] == b'\x00\xffbinary'.hex() and samples['real']['ratio'] == 0.1 + 0.2 and samples['huge']['ratio'] == 1e300
+    assert [row['body'] for row in json.loads(members['remarks.json'])] == list(ODD_TEXTS)
+    assert list(csv.reader(io.StringIO(members['remarks.csv'].decode(), newline='')))[1:][3][3] == 'line\nbreak'
+    assert result['archive']['files'] == manifest['files']
+
+
+def test_export_of_a_table_without_rows_and_of_one_column(backend, tmp_path):
+    backend.script('CREATE TABLE solo (id TEXT PRIMARY KEY, tenant TEXT NOT NULL); CREATE TABLE empty_notes (id TEXT PRIMARY KEY, uid TEXT);'
+                   'CREATE TABLE marks (uid TEXT PRIMARY KEY)')
+    backend.execute("INSERT INTO solo (id, tenant) VALUES ('', 't'), ('x,y', 't')")
+    backend.execute("INSERT INTO marks (uid) VALUES (''), ('x,y')")
+    data_map = load_data_map({'version': 'solo-1', 'subject': {'table': 'solo', 'id_column': 'id', 'tenant_column': 'tenant'},
+                              'tables': {'solo': {'subject_columns': ['id']}, 'empty_notes': {'subject_columns': ['uid']},
+                                         'marks': {'subject_columns': ['uid']}}})
+    dest = str(tmp_path / 'solo.zip')
+    with backend.open(read_only=True) as db:
+        engine(db, data_map).export('t', 'x,y', dest)
+    members = read_archive(dest)
+    assert members['solo.csv'] == b'id,tenant\r\n"x,y",t\r\n' and json.loads(members['solo.json']) == [{'id': 'x,y', 'tenant': 't'}]
+    assert members['empty_notes.csv'] == b'id,uid\r\n' and members['empty_notes.json'] == b'[\n]\n'
+    assert members['marks.csv'] == b'uid\r\n"x,y"\r\n' and members['marks.json'] == b'[\n{"uid":"x,y"}\n]\n'
+
+
+def test_export_leaves_only_the_archive_and_works_without_nameless_files(backend, tmp_path, monkeypatch):
+    subject = pick_subject(backend)
+    out = tmp_path / 'out'
+    out.mkdir()
+    key = _rgpd.base64.urlsafe_b64encode(os.urandom(32)).decode()
+    with backend.open(read_only=True) as db:
+        first = engine(db).export('acme', subject, str(out / 'a.zip'))
+        # A file system without O_TMPFILE: the spool gets a name, removed at once.
+        monkeypatch.delattr(os, 'O_TMPFILE', raising=False)
+        second = engine(db).export('acme', subject, str(out / 'b.zip'), encryption_key=key)
+    assert sorted(os.listdir(out)) == ['a.zip', 'b.zip']
+    plain = str(tmp_path / 'b-plain.zip')
+    _rgpd.decrypt_archive(str(out / 'b.zip'), plain, key)
+    assert read_archive(plain).keys() == read_archive(str(out / 'a.zip')).keys()
+    assert json.loads(read_archive(plain)['manifest.json'])['files'].keys() == first['archive']['files'].keys() == second['archive']['files'].keys()
+    for name, entry in json.loads(read_archive(plain)['manifest.json'])['files'].items():
+        assert hashlib.sha256(read_archive(plain)[name]).hexdigest() == entry['sha256'] == first['archive']['files'][name]['sha256'], name
+
+
+def test_spool_is_encrypted_on_disk(tmp_path):
+    spool = _rgpd._Spool(str(tmp_path), '.x.rgpd-tmp-1-spool', encrypted=True)
+    try:
+        spool.reset()
+        spool.write(b'secret row, ' * 1000)
+        spool.file.flush()
+        spool.file.seek(0)
+        assert b'secret' not in spool.file.read()
+        copied = io.BytesIO()
+        assert spool.copy_to(copied) == 12000 and copied.getvalue() == b'secret row, ' * 1000
+        spool.reset()
+        spool.write(b'next')
+        copied = io.BytesIO()
+        assert spool.copy_to(copied) == 4 and copied.getvalue() == b'next'
+    finally:
+        spool.close()
+    assert not os.listdir(tmp_path)
+
+
+def test_prefetched_stops_its_reader_and_passes_errors():
+    closed = []
+
+    def batches(fail):
+        try:
+            for index in range(100):
+                if fail and index == 3:
+                    raise _rgpd.DbError('query failed')
+                yield [index]
+        finally:
+            closed.append(fail)
+
+    assert [item[0] for item in _rgpd._prefetched(batches(False))] == list(range(100))
+    with pytest.raises(_rgpd.DbError, match='query failed'):
+        list(_rgpd._prefetched(batches(True)))
+    consumer = _rgpd._prefetched(batches(None), depth=1)
+    assert next(consumer) == [0]
+    consumer.close()  # the consumer stops early: the reader stops too and closes the stream
+    assert closed == [False, True, None]
+
+
+def test_export_in_check_mode_accepts_a_folder_still_to_be_created(backend, tmp_path):
+    subject = pick_subject(backend)
+    dest = str(tmp_path / 'not-yet' / 'export.zip')
+    with backend.open(read_only=True) as db:
+        checked = engine(db, check_mode=True).export('acme', subject, dest)
+        assert checked['changed'] is True and checked['archive'] == {'path': dest, 'encrypted': False}
+        for bad, message in (('relative.zip', 'absolute'), (str(tmp_path), 'symbolic link or a directory')):
+            with pytest.raises(RgpdError, match=message):
+                engine(db, check_mode=True).export('acme', subject, bad)
+        with pytest.raises(RgpdError, match='does not exist'):
+            engine(db).export('acme', subject, dest)
+    assert not os.path.exists(tmp_path / 'not-yet')

@@ -149,3 +149,13 @@ def test_postgresql_credentials_never_shown(postgres):
                   'pseudonym_key': PSEUDONYM_KEY})
     assert result['failed'] is True and 'cannot connect to PostgreSQL' in result['msg']
     no_secrets(result, 'Wr0ng-s3cret-pw', postgres.password)
+
+
+def test_check_mode_export_to_a_folder_still_to_be_created_and_double_slash_database(sqlite_db, tmp_path):
+    dest = str(tmp_path / 'exports' / 'acme-3.zip')
+    checked = run(args(sqlite_db, 'export', dest=dest, database='/' + sqlite_db.path), check_mode=True)
+    assert checked['changed'] is True and checked['archive'] == {'path': dest, 'encrypted': False} and checked['tables']['users']['rows'] == 1
+    assert not os.path.exists(tmp_path / 'exports')
+    os.mkdir(tmp_path / 'exports')
+    exported = run(args(sqlite_db, 'export', dest=dest, database='/' + sqlite_db.path))
+    assert exported['archive']['sha256'] == _rgpd.file_sha256(dest) and os.listdir(tmp_path / 'exports') == ['acme-3.zip']
