@@ -36,7 +36,8 @@ stage_lint() {
 }
 
 stage_unit() {
-  python -m pytest -p no:pytest-ansible -p no:cacheprovider \
+  # Two workers (pytest-xdist); coverage is combined by pytest-cov. The data file is the suite's own.
+  COVERAGE_FILE="$root/.cache/coverage-unit" python -m pytest -p no:pytest-ansible -p no:cacheprovider -n 2 --dist worksteal \
     --cov=ansible_collections.dihya.ops.plugins --cov-report=term-missing --cov-fail-under=90 tests/unit
 }
 

@@ -493,10 +493,17 @@ SERVICES_KEY = pytest.StashKey[dict]()
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the services the selected tests use, in the pytest process itself."""
-    wanted = sorted({name for item in session.items for name in getattr(item, 'fixturenames', ()) if name in SERVICES})
+    wanted = {name for item in session.items for name in getattr(item, 'fixturenames', ()) if name in SERVICES}
+    # Tests that use a service without taking its fixture as an argument say so with @pytest.mark.services('postgres').
+    for item in session.items:
+        for marker in item.iter_markers('services'):
+            unknown = [name for name in marker.args if name not in SERVICES]
+            if unknown:
+                raise pytest.UsageError(f'{item.nodeid}: unknown service(s) {", ".join(map(str, unknown))} in the services marker')
+            wanted.update(marker.args)
     started: dict[str, t.Any] = {}
     session.config.stash[SERVICES_KEY] = started
-    for name in wanted:
+    for name in sorted(wanted):
         try:
             started[name] = SERVICES[name]()
         except Unavailable as exc:
@@ -519,7 +526,7 @@ def _service(request: pytest.FixtureRequest, name: str) -> t.Any:
     if isinstance(service, Exception):
         pytest.fail(str(service))
     if service is None:  # pragma: no cover - the fixture was requested in a way collection could not see
-        pytest.fail(f'{name} was not started: request the {name} fixture as a test argument')
+        pytest.fail(f'{name} was not started: request the {name} fixture as a test argument or mark the test with @pytest.mark.services({name!r})')
     return service
 
 

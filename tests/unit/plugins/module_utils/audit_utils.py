@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 
@@ -87,3 +90,21 @@ def wait_for_size(path: pathlib.Path, size: int, timeout: float = 20.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f'{path} did not reach {size} bytes within {timeout} s')
+
+
+@contextlib.contextmanager
+def memory_folder(fallback: pathlib.Path) -> t.Iterator[pathlib.Path]:
+    """A private folder on tmpfs (``/dev/shm``) when there is one, else ``fallback``; removed afterwards.
+
+    For the tests that append or rewrite a log thousands of times: locking, appends and reads behave
+    the same there, but fsync and rewrites of a file cost no disk flush.
+    """
+    shm = '/dev/shm'
+    if not (os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK)):
+        yield fallback
+        return
+    folder = tempfile.mkdtemp(prefix='dihya-audit-', dir=shm)
+    try:
+        yield pathlib.Path(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -7,10 +7,15 @@
 from __future__ import annotations
 
 import collections
+import json
+import os
+import pathlib
 import random
+import subprocess
+import sys
 
 from ansible_collections.dihya.ops.plugins.module_utils._audit import verify
-from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.audit_utils import KEY, write
+from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.audit_utils import COLLECTIONS, KEY, memory_folder, stop, write
 
 RECORDS = 200
 MUTATIONS = 1000
@@ -64,27 +69,85 @@ def truncate(rng, data, lines):
 MUTATORS = (edit_byte, delete_line, insert_line, swap_lines, truncate)
 
 
-def test_random_tampering_is_found_on_the_right_line(tmp_path):
-    original = tmp_path / 'original.log'
-    write(original, RECORDS, batch=50)
-    data = original.read_bytes()
-    lines = data.splitlines(keepends=True)
-    assert len(lines) == RECORDS and verify(str(original), KEY, min_last_seq=RECORDS).ok
-
+def mutations(data, lines):
+    """The MUTATIONS tampered copies of ``data``, always the same: (attempt, mutator name, tampered bytes, expected line)."""
     rng = random.Random(20261125)
-    path = tmp_path / 'audit.log'
-    found = collections.Counter()
     for attempt in range(MUTATIONS):
         mutator = MUTATORS[attempt % len(MUTATORS)]
         tampered, expected = mutator(rng, data, lines)
         assert tampered != data
+        yield attempt, mutator.__name__, tampered, expected
+
+
+def verify_share(original, folder, share, shares):
+    """Verify the tampered copies ``attempt % shares == share`` of the log ``original``; one result per copy.
+
+    A new file each time: rewriting a file in place makes ext4 flush it to disk on close.
+    min_last_seq is the last sequence number known from an earlier verification, which is what reveals a cut end.
+    """
+    data = pathlib.Path(original).read_bytes()
+    lines = data.splitlines(keepends=True)
+    path = pathlib.Path(folder) / f'audit-{share}.log'
+    results = []
+    for attempt, name, tampered, expected in mutations(data, lines):
+        if attempt % shares != share:
+            continue
+        path.unlink(missing_ok=True)
         path.write_bytes(tampered)
-        # min_last_seq: the last sequence number known from an earlier verification, which is what reveals a cut end.
         report = verify(str(path), KEY, min_last_seq=RECORDS)
-        assert not report.ok, (attempt, mutator.__name__, expected)
-        assert report.error['file'] == str(path)
-        assert report.error['line'] == expected, (attempt, mutator.__name__, report.error)
-        found[report.error['reason'].split(':')[0].split(' (')[0]] += 1
+        results.append({'attempt': attempt, 'mutator': name, 'expected': expected, 'ok': report.ok, 'error': report.error,
+                        'path': str(path)})
+    return results
+
+
+# The verifications run in SHARES child processes, untraced by coverage and on both cores; the
+# parent verifies a few of the same copies itself, so the coverage of the verifier stays measured.
+SHARES = 2
+IN_PROCESS = 25
+CHILD = """
+import json, sys
+from ansible_collections.dihya.ops.tests.unit.plugins.module_utils import test_audit_tamper as tamper
+json.dump(tamper.verify_share(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])), sys.stdout)
+"""
+
+
+def same_file(result):
+    """``result`` as if every copy had been verified under one name."""
+    error = result['error'] and {**result['error'], 'file': None, 'reason': result['error']['reason'].replace(result['path'], 'LOG')}
+    return {**result, 'path': None, 'error': error}
+
+
+def check(result):
+    assert not result['ok'], result
+    assert result['error']['file'] == result['path'], result
+    assert result['error']['line'] == result['expected'], result
+    return result['error']['reason'].split(':')[0].split(' (')[0]
+
+
+def test_random_tampering_is_found_on_the_right_line(tmp_path):
+    with memory_folder(tmp_path) as folder:
+        original = folder / 'original.log'
+        write(original, RECORDS, batch=50)
+        data = original.read_bytes()
+        assert len(data.splitlines()) == RECORDS and verify(str(original), KEY, min_last_seq=RECORDS).ok
+
+        env = dict(os.environ, PYTHONPATH=COLLECTIONS)
+        children = [subprocess.Popen([sys.executable, '-c', CHILD, str(original), str(folder), str(share), str(SHARES)],
+                                     env=env, stdout=subprocess.PIPE, text=True) for share in range(SHARES)]
+        try:
+            # The same copies, verified here too: the child processes must agree with the parent.
+            mine = verify_share(original, folder, SHARES, SHARES + IN_PROCESS)
+            outputs = [child.communicate(timeout=300)[0] for child in children]
+        finally:
+            for child in children:
+                stop(child)
+        assert [child.returncode for child in children] == [0] * SHARES
+    results = sorted((result for output in outputs for result in json.loads(output)), key=lambda result: result['attempt'])
+    assert [result['attempt'] for result in results] == list(range(MUTATIONS))
+    by_attempt = {result['attempt']: same_file(result) for result in results}
+    assert mine and all(same_file(result) == by_attempt[result['attempt']] for result in mine)
+    assert all(check(result) for result in mine)
+    found = collections.Counter(check(result) for result in results)
     assert sum(found.values()) == MUTATIONS
     # Every kind of finding shows up.
     assert {'HMAC mismatch', 'chain broken', 'not a valid audit record', 'not an audit record',

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -36,40 +35,19 @@ from ansible_collections.dihya.ops.plugins.module_utils._pydeps import (
     validate_source,
     validate_spec,
 )
-from ansible_collections.dihya.ops.tests.functional.wheelbuilder import build_all, build_wheel
-
-
-@pytest.fixture(scope='module')
-def wheels(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('wheels')
-    build_all(folder)
-    build_wheel(folder, '1.0.0', name='dihya-demo-dep')
-    build_wheel(folder, '3.0.0', name='dihya-demo-app', requires=('dihya-demo-dep>=1.0',))
-    return folder
-
-
-@pytest.fixture(scope='module')
-def base_venv(tmp_path_factory):
-    """A real virtual environment (with its bundled pip), created once and copied per test."""
-    folder = tmp_path_factory.mktemp('base') / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', str(folder)], check=True, timeout=120)
-    return folder
+from ansible_collections.dihya.ops.tests.functional.wheelbuilder import build_wheel
+from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.pydeps_utils import install, make_venv, wheelhouse
 
 
 @pytest.fixture
-def venv(base_venv, tmp_path):
-    target = tmp_path / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(target)], check=True, timeout=60)
-    # Reuse the pip of the base environment: copy its site-packages.
-    source = next(base_venv.glob('lib/python*/site-packages'))
-    dest = next(target.glob('lib/python*/site-packages'))
-    subprocess.run(['cp', '-a', f'{source}/.', str(dest)], check=True, timeout=60)
-    return target
+def wheels(tmp_path_factory):
+    return wheelhouse(tmp_path_factory)
 
 
-def install(venv, wheels, *specs):
-    subprocess.run([str(venv / 'bin' / 'python'), '-m', 'pip', '--disable-pip-version-check', 'install', '--quiet', '--no-index',
-                    '--find-links', str(wheels), *specs], check=True, timeout=120, capture_output=True)
+@pytest.fixture
+def venv(tmp_path, tmp_path_factory):
+    """A fresh real virtual environment per test (pip comes in through a .pth file, see pydeps_utils)."""
+    return make_venv(tmp_path / 'venv', tmp_path_factory)
 
 
 def test_validate_spec_accepts_requirements():

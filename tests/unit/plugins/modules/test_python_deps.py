@@ -6,25 +6,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from ansible_collections.dihya.ops.plugins.module_utils import _pydeps
 from ansible_collections.dihya.ops.plugins.modules import python_deps
-from ansible_collections.dihya.ops.tests.functional.wheelbuilder import build_all
+from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.pydeps_utils import install, make_venv, wheelhouse
 from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import run_module
 
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
     base = tmp_path_factory.mktemp('python_deps')
-    wheels = build_all(base / 'wheels')
-    venv = base / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True, timeout=120)
-    subprocess.run([str(venv / 'bin' / 'python'), '-m', 'pip', '--disable-pip-version-check', 'install', '--quiet', '--no-index',
-                    '--find-links', str(wheels), 'dihya-demo-ext==1.0.0'], check=True, timeout=120)
+    wheels = wheelhouse(tmp_path_factory)
+    venv = make_venv(base / 'venv', tmp_path_factory)
+    install(venv, wheels, 'dihya-demo-ext==1.0.0')
     return {'venv': str(venv), 'wheels': str(wheels), 'snapshot': str(base / 'state' / 'snapshot')}
 
 
