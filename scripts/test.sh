@@ -54,7 +54,9 @@ stage_sanity() {
 }
 
 stage_functional() {
-  python -m pytest -p no:pytest-ansible -p no:cacheprovider -o testpaths=tests/functional tests/functional
+  # Two workers, each with its own demo fleet; a file's tests stay together and in order.
+  python -m pytest -p no:pytest-ansible -p no:cacheprovider -n 2 --dist loadfile --durations=10 \
+    -o testpaths=tests/functional tests/functional
 }
 
 stage_molecule() {

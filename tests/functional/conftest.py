@@ -90,8 +90,11 @@ def run(argv: list[str], env: dict[str, str], timeout: int) -> subprocess.Comple
 
 @pytest.fixture(scope="session")
 def fleet() -> Fleet:
-    sandbox = pathlib.Path(os.environ.get("DIHYA_TEST_SANDBOX", "/tmp/dihya-ops-test")) / "functional"
-    fleet = Fleet(sandbox=sandbox, base_port=int(os.environ.get("DIHYA_FUNCTIONAL_BASE_PORT", "19180")))
+    # Under pytest-xdist each worker deploys a fleet of its own: its own sandbox, ports 10 apart.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    sandbox = pathlib.Path(os.environ.get("DIHYA_TEST_SANDBOX", "/tmp/dihya-ops-test")) / ("functional" if index == 0 else f"functional-{worker}")
+    fleet = Fleet(sandbox=sandbox, base_port=int(os.environ.get("DIHYA_FUNCTIONAL_BASE_PORT", "19180")) + 10 * index)
     deployed = fleet.playbook("tests/demo_backend/deploy.yml")
     try:
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
