@@ -32,7 +32,8 @@ stage_lint() {
   ansible-lint --strict &&
     antsibull-changelog lint &&
     antsibull-docs lint-collection-docs --plugin-docs . &&
-    python tests/lint/check_argument_specs.py
+    python tests/lint/check_argument_specs.py &&
+    python tests/lint/check_role_booleans.py
 }
 
 stage_unit() {

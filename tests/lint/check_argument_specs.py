@@ -3,8 +3,11 @@
 Each variable in defaults/main.yml must be documented in the ``main`` entry
 point with the same default (or, for a templated list of dicts that the docs
 schema cannot hold, with the variables it reads named in its description), and every
-documented option must have a default (or be marked required).  Run from the collection root; exits non-zero and
-names each drift.
+documented option must have a default (or be marked required).  Booleans are typed: an option
+with a boolean default is ``type: bool`` (so role validation refuses ``-e NAME=maybe``), and a
+``type: bool`` option has a real boolean default on both sides (not the string ``"false"``);
+tests/lint/check_role_booleans.py then checks that each of them is read through ``| bool``.
+Run from the collection root; exits non-zero and names each drift.
 """
 
 from __future__ import annotations
@@ -51,6 +54,20 @@ def check_role(role: pathlib.Path) -> list[str]:
             continue
         elif spec.get("default") != defaults[name]:
             problems.append(f"{role.name}: default of {name} differs: defaults {defaults[name]!r} vs spec {spec.get('default')!r}")
+        problems.extend(_boolean_drifts(role.name, name, spec, defaults))
+    return problems
+
+
+def _boolean_drifts(role: str, name: str, spec: dict, defaults: dict) -> list[str]:
+    """A boolean option is typed bool and its defaults are booleans, not strings that look like them."""
+    problems: list[str] = []
+    boolean_default = isinstance(spec.get("default"), bool) or isinstance(defaults.get(name), bool)
+    if boolean_default and spec.get("type") != "bool":
+        problems.append(f"{role}: option {name} has a boolean default but is not type: bool")
+    if spec.get("type") == "bool":
+        for side, value in (("spec", spec.get("default")), ("defaults", defaults.get(name))):
+            if value is not None and not isinstance(value, bool):
+                problems.append(f"{role}: default of boolean {name} in {side} is {value!r}, not true or false")
     return problems
 
 
