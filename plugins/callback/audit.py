@@ -40,7 +40,9 @@ options:
   log_path:
     description:
       - File the events are appended to. Its folder is created (mode C(0700)) when missing; the file is created with mode C(0600).
-    type: path
+      - An absolute path, after C(~) is expanded to the home directory of the user running Ansible; a relative path (which would
+        depend on the working directory of the run), a C(..) component or a NUL byte is refused and disables the callback with a warning.
+    type: str
     default: ~/.ansible/dihya-audit.log
     env:
       - name: DIHYA_AUDIT_LOG_PATH
@@ -410,7 +412,7 @@ class CallbackModule(CallbackBase):
                 return False
             self._settings = _audit.AuditSettings(key=key, pseudonym_key=pseudonym_key, pseudonymise=bool(self.get_option("pseudonymise")),
                                                   fsync=self.get_option("fsync"))
-            path = os.path.abspath(os.path.expanduser(self.get_option("log_path")))
+            path = _audit.check_path(os.path.expanduser(str(self.get_option("log_path") or "")), "log_path")
             folder = os.path.dirname(path)
             if not os.path.isdir(folder):
                 os.makedirs(folder, mode=0o700, exist_ok=True)

@@ -44,13 +44,28 @@ Crashes
     JSON only when it is
 
     * attested, byte for byte, by the ``recovered`` list of the next record of the same file
-      (reported in ``warnings`` as ``truncated record (crash)``), or
-    * the last line of a file, without a final newline (a crash left it, and nothing was
-      written after it in that file). In the newest file this sets ``truncated_tail``.
+      (reported in ``notes`` as ``truncated record (crash)``), or
+    * one of the lines after the last record of a file, when each of them looks like what a
+      write cut short leaves: the start of a record (``{"`` or just ``{``), possibly followed
+      by zero bytes (a block the file system allocated but never wrote), or zero bytes only.
+      A crash leaves one such line; a write cut short by a full disk, then another cut short
+      in the same way before any record got through, leave one line each (the second writer
+      starts on a new line). In the newest file this sets ``truncated_tail``.
 
     Everything else is tampering: a line that is valid JSON but not a well-formed record, a
     record whose HMAC does not match or that is not in canonical form, a ``prev`` that does not
-    match the previous record, a gap in ``seq``, an incomplete line nobody attested.
+    match the previous record, a gap in ``seq``, an incomplete line nobody attested before a
+    later record, a line at the end of a file that no writer could have left.
+
+    Accepting incomplete lines at the end of a file costs nothing in strength: cutting records
+    off the end of a log cannot be detected by a hash chain anyway (see Limits), and a rotated
+    file's end is pinned by the checkpoint of the file that follows it.
+
+Paths
+    Log paths must be absolute, without NUL bytes and without ``..`` components
+    (:func:`check_path`): a relative path depends on the working directory of whoever runs the
+    writer, and ``..`` is collapsed by name here while the kernel would resolve it through
+    whatever symbolic link precedes it, so the file written and the file reported could differ.
 
 Limits
     A hash chain cannot show that records were removed from its *end* (or whole files from its
@@ -101,6 +116,24 @@ _OPEN_FLAGS = os.O_NOFOLLOW | getattr(os, 'O_CLOEXEC', 0)
 
 class AuditError(Exception):
     """Bad input or unwritable log; message is safe to show (never holds key material)."""
+
+
+def check_path(value: t.Any, name: str = 'path') -> str:
+    """``value`` normalised (``//`` and ``.`` components removed) when it is an absolute path; else AuditError.
+
+    Refused: anything but a non-empty string, a relative path (``x``, ``./x``, a ``~`` nobody
+    expanded), a NUL byte, a ``..`` component. The message names the option and shows the value.
+    """
+    if not isinstance(value, str) or not value:
+        raise AuditError(f'{name} must be a non-empty absolute path')
+    if '\x00' in value:
+        raise AuditError(f'{name} must not contain a NUL byte')
+    if not value.startswith('/'):
+        raise AuditError(f'{name} must be an absolute path (starting with /), not {value!r}: a relative path depends on the '
+                         'working directory of the process that writes')
+    if '..' in value.split('/'):
+        raise AuditError(f'{name} must not contain a .. component ({value!r}): give the path without it')
+    return '/' + os.path.normpath(value).lstrip('/')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -568,11 +601,9 @@ class AuditLog:
     """Append records to one audit log file; safe for many concurrent processes and threads."""
 
     def __init__(self, path: str, settings: AuditSettings, mode: int = 0o600) -> None:
-        if not isinstance(path, str) or not path:
-            raise AuditError('the audit log path must be a non-empty string')
+        self.path = check_path(path, 'the audit log path')
         if not isinstance(settings, AuditSettings):
             raise AuditError('settings must be an AuditSettings')
-        self.path = os.path.abspath(path)
         self.settings = settings
         self.mode = mode
         self.lock_timeout = LOCK_TIMEOUT
@@ -787,7 +818,7 @@ class VerifyReport:
     truncated_tail: bool
     error: dict | None
     first_seq: int | None = None
-    warnings: list[dict] = dataclasses.field(default_factory=list)
+    notes: list[dict] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -799,6 +830,20 @@ class _Failed(Exception):
         self.where = {'file': path, 'line': line, 'reason': reason}
 
 
+def _cut_short(line: _Line) -> bool:
+    """Whether an unparsable line is what a write cut short leaves: the start of a record, then maybe zero bytes.
+
+    A writer starts every record at the beginning of a line with ``{"``; a cut write leaves a
+    prefix of it (``{`` alone when one byte got through), and a file system may leave a block
+    of zero bytes where data was allocated but not written.
+    """
+    data = line.data
+    if data is None or not data or line.size >= MAX_RECORD_BYTES:
+        return False
+    text = data.rstrip(b'\x00')
+    return not text or text == b'{' or text.startswith(b'{"')
+
+
 class _Verifier:
     def __init__(self, key: bytes) -> None:
         self.key = key
@@ -808,7 +853,7 @@ class _Verifier:
         self.last_hash: str | None = None
         self.last_where: tuple[str, int] | None = None
         self.truncated_tail = False
-        self.warnings: list[dict] = []
+        self.notes: list[dict] = []
 
     def file(self, path: str, handle: t.BinaryIO, newest: bool) -> int:
         """Verify one file; return its number of lines."""
@@ -831,10 +876,13 @@ class _Verifier:
             self.record(path, line, line.data or b'', document, pending)
             pending = []
         if pending:
-            last = pending[-1]
-            if len(pending) > 1 or last.newline:
-                raise _Failed(path, pending[0].number, 'not a valid audit record (incomplete or altered line)')
-            self.warnings.append({'file': path, 'line': last.number, 'reason': f'{TRUNCATED_REASON}: last line of the file is incomplete'})
+            # Lines after the last record: writes cut short (a crash, a full disk), none recovered yet.
+            for item in pending:
+                if not _cut_short(item):
+                    raise _Failed(path, item.number, 'not a valid audit record (incomplete or altered line)')
+            for item in pending:
+                where = 'last line of the file' if item is pending[-1] else 'line after the last record'
+                self.notes.append({'file': path, 'line': item.number, 'reason': f'{TRUNCATED_REASON}: {where} is incomplete'})
             if newest:
                 self.truncated_tail = True
         return number
@@ -867,7 +915,7 @@ class _Verifier:
             if audit['seq'] != self.last_seq + 1:
                 raise _Failed(path, line.number, f'sequence gap: expected seq {self.last_seq + 1}, found {audit["seq"]}')
         for item in pending:
-            self.warnings.append({'file': path, 'line': item.number, 'reason': f'{TRUNCATED_REASON}: recovered by the record at line {line.number}'})
+            self.notes.append({'file': path, 'line': item.number, 'reason': f'{TRUNCATED_REASON}: recovered by the record at line {line.number}'})
         self.records += 1
         self.last_seq, self.last_hash, self.last_where = audit['seq'], line.sha256, (path, line.number)
 
@@ -880,7 +928,7 @@ def verify(path: str, key: bytes, include_rotated: bool = True, min_last_seq: in
     a file cannot be opened (symbolic link, not a regular file, permissions).
     """
     check_key(key)
-    path = os.path.abspath(path)
+    path = check_path(path, 'the audit log path')
     files = rotated_files(path) if include_rotated else []
     if os.path.lexists(path) or not files:
         files.append(path)
@@ -905,11 +953,11 @@ def verify(path: str, key: bytes, include_rotated: bool = True, min_last_seq: in
         finally:
             opened.close()
     if error is None and min_last_seq is not None and (verifier.last_seq is None or verifier.last_seq < min_last_seq):
-        tail = [item for item in verifier.warnings if item['file'] == files[-1]]
+        tail = [item for item in verifier.notes if item['file'] == files[-1]]
         line = tail[-1]['line'] if verifier.truncated_tail and tail else lines + 1
         error = {'file': files[-1], 'line': line,
                  'reason': f'the log ends at seq {verifier.last_seq}, before the expected seq {min_last_seq}: records are missing at its end'}
     return VerifyReport(
         ok=error is None, records=verifier.records, files=files, last_seq=verifier.last_seq, last_hash=verifier.last_hash,
-        truncated_tail=verifier.truncated_tail, error=error, first_seq=verifier.first_seq, warnings=verifier.warnings,
+        truncated_tail=verifier.truncated_tail, error=error, first_seq=verifier.first_seq, notes=verifier.notes,
     )

@@ -50,6 +50,8 @@ options:
   path:
     description:
       - The audit log file. It is created with mode 0600 when missing; its directory must exist. A symbolic link is refused.
+      - An absolute path without C(..) components or NUL bytes, like every path option of this module; a relative path is
+        refused. C(~) is expanded to the home directory of the user the module runs as.
     type: path
     required: true
   key:
@@ -189,6 +191,7 @@ options:
       ca_path:
         description:
           - CA bundle (PEM) to check the certificate of an HTTPS or TLS syslog receiver. Defaults to the system's CAs.
+          - An absolute path (see O(path)).
         type: path
       validate_certs:
         description:
@@ -210,6 +213,7 @@ options:
   spool_dir:
     description:
       - Directory of the spool, created with mode 0700. Defaults to O(path) followed by C(.spool).
+      - An absolute path (see O(path)); an empty value is refused.
       - Use the same spool directory in every task that writes to the same sinks, so each run also sends what earlier runs left.
     type: path
   delivery_timeout:
@@ -230,6 +234,7 @@ options:
         C(dihya_audit_delivery_pending{sink,type}), C(dihya_audit_delivery_rejected{sink,type}) and
         C(dihya_audit_delivery_last_success_timestamp_seconds{sink,type}). Counters continue from the previous file.
       - Use one file per O(spool_dir). Nothing is written when O(sinks) is empty.
+      - An absolute path (see O(path)).
     type: path
 notes:
   - At most 1000 spooled records per sink are taken in one run, oldest first.
@@ -441,6 +446,7 @@ from ansible_collections.dihya.ops.plugins.module_utils._audit import (
     AuditLog,
     AuditSettings,
     build_event,
+    check_path,
 )
 from ansible_collections.dihya.ops.plugins.module_utils._audit_sinks import (
     DEFAULT_DELIVERY_TIMEOUT,
@@ -504,9 +510,20 @@ def main():
     )
     params = module.params
     path = params['path']
-    spool_dir = params['spool_dir'] or path + '.spool'
+    spool_dir = params['spool_dir'] if params['spool_dir'] is not None else path + '.spool'
     metrics_path = params['metrics_path']
     outcome = dict(changed=False, record={}, trace_id=None, path=path, spool_dir=spool_dir, delivery={}, metrics_written=False)
+    try:
+        path = check_path(path, 'path')
+        spool_dir = check_path(spool_dir, 'spool_dir')
+        if metrics_path is not None:
+            metrics_path = check_path(metrics_path, 'metrics_path')
+        for index, sink in enumerate(params['sinks']):
+            if sink.get('ca_path') is not None:
+                sink['ca_path'] = check_path(sink['ca_path'], f'sinks[{index}].ca_path')
+    except AuditError as exc:
+        module.fail_json(msg=str(exc), **outcome)
+    outcome.update(path=path, spool_dir=spool_dir)
 
     if params['delivery_timeout'] <= 0 or params['delivery_timeout'] > 3600:
         module.fail_json(msg='delivery_timeout must be more than 0 and at most 3600 seconds', **outcome)

@@ -21,12 +21,15 @@ description:
   - The chain may start with the first record of the log, or with a rotation checkpoint whose predecessor was removed by
     log retention (RV(first_seq) is then greater than 1).
   - Stops at the first bad line and reports its file, line number and reason in RV(error).
-  - B(Crashes are not tampering.) A writer killed during a write can leave an incomplete line. The last line of a file
-    that is incomplete (not valid JSON and without a final newline) is accepted and reported in RV(warnings); in the newest
-    file it also sets RV(truncated_tail). The next writer starts a new line, chains its record to the last complete record
-    and lists the size and SHA-256 of the incomplete lines it skipped in its HMAC-protected record, so an incomplete line
-    in the middle of a file is accepted only when the next record attests it byte for byte. Any other line that is not a
-    valid record, an HMAC or chain mismatch, a sequence gap or a record not in canonical form is reported as an error.
+  - B(Crashes are not tampering.) A writer killed during a write, or a write cut short by a full disk, can leave an
+    incomplete line. Incomplete lines after the last record of a file are accepted when each is what a cut write leaves (the
+    start of a record, possibly followed by zero bytes); there can be several when writes were cut short again before one got
+    through. They are reported in RV(notes) as C(truncated record (crash)) and in the newest file they set RV(truncated_tail).
+    The next writer starts a new line, chains its record to the last complete record and lists the size and SHA-256 of the
+    incomplete lines it skipped in its HMAC-protected record, so an incomplete line in the middle of a file is accepted only
+    when the next record attests it byte for byte. Any other line that is not a valid record, an HMAC or chain mismatch, a
+    sequence gap or a record not in canonical form is reported as an error.
+  - Each note is also shown as a warning of the task.
   - A hash chain cannot reveal records removed from its end. Keep RV(last_seq) of a verification (or of the writer) somewhere
     else and pass it as O(min_last_seq) later to detect that.
   - The key is never printed, neither in results nor in error messages.
@@ -49,6 +52,8 @@ options:
   path:
     description:
       - The live audit log. A symbolic link at this path, or anything but a regular file, is refused.
+      - An absolute path, without C(..) components or NUL bytes; a relative path is refused. C(~) is expanded to the home
+        directory of the user the module runs as, as for every option of type C(path).
       - When it does not exist but rotated predecessors do, those are verified.
     type: path
     required: true
@@ -157,8 +162,11 @@ error:
       type: str
       returned: success
       sample: "HMAC mismatch: record altered, or written with another key"
-warnings:
-  description: Incomplete lines left by crashes and accepted, each with its file, line and reason C(truncated record (crash)...).
+notes:
+  description:
+    - Incomplete lines left by crashes or writes cut short and accepted, each with its file, line and reason
+      C(truncated record (crash)...). Each is also shown as a task warning.
+    - Earlier versions called it C(warnings), a name Ansible reserves for task warnings; that value never reached a registered result.
   returned: always
   type: list
   elements: dict
@@ -168,7 +176,7 @@ warnings:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes
 
-from ansible_collections.dihya.ops.plugins.module_utils._audit import AuditError, verify
+from ansible_collections.dihya.ops.plugins.module_utils._audit import AuditError, check_path, verify
 
 
 def main():
@@ -185,7 +193,7 @@ def main():
     params = module.params
     try:
         report = verify(
-            params['path'],
+            check_path(params['path'], 'path'),
             to_bytes(params['key'], errors='surrogate_or_strict'),
             include_rotated=params['include_rotated'],
             min_last_seq=params['min_last_seq'],
@@ -193,6 +201,8 @@ def main():
     except AuditError as exc:
         module.fail_json(msg=str(exc))
     result = report.as_dict()
+    for note in report.notes:
+        module.warn(f"{note['file']} line {note['line']}: {note['reason']}")
     if not report.ok and params['fail_on_error']:
         error = report.error
         module.fail_json(msg=f"audit log verification failed: {error['file']} line {error['line']}: {error['reason']}", **result)

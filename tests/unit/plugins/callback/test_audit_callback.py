@@ -413,3 +413,33 @@ def test_without_flush_interval_each_task_start_writes(monkeypatch, tmp_path):
     callback.v2_playbook_on_task_start(Task("u"), False)
     assert len(read(tmp_path / "logs" / "audit.log")) == 2
     assert callback._timer is None
+
+
+@pytest.mark.parametrize(("log_path", "message"), [
+    ("audit.log", "log_path must be an absolute path (starting with /), not 'audit.log'"),
+    ("./logs/audit.log", "log_path must be an absolute path (starting with /), not './logs/audit.log'"),
+    ("~no-such-user-here/audit.log", "log_path must be an absolute path"),
+    ("", "log_path must be a non-empty absolute path"),
+    ("{tmp}/logs/../audit.log", "log_path must not contain a .. component"),
+    ("{tmp}/logs/audit\x00.log", "log_path must not contain a NUL byte"),
+])
+def test_log_path_must_be_absolute(monkeypatch, tmp_path, log_path, message):
+    work = tmp_path / "work"
+    (work / "logs").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    callback = make_callback(monkeypatch, tmp_path, log_path=log_path.format(tmp=work))
+    callback.v2_playbook_on_start(playbook())
+    callback.v2_runner_on_ok(Result("web-1", Task("t"), {}))
+    callback.v2_playbook_on_stats(stats())
+    assert callback.disabled
+    assert len(callback._display.warnings) == 1 and message in callback._display.warnings[0]
+    assert sorted(os.listdir(work)) == ["logs"] and os.listdir(work / "logs") == []
+
+
+def test_log_path_under_home_is_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    callback = make_callback(monkeypatch, tmp_path, log_path="~/.ansible/dihya-audit.log")
+    callback.v2_playbook_on_start(playbook())
+    callback.v2_playbook_on_stats(stats())
+    assert not callback.disabled
+    assert _audit.verify(str(tmp_path / ".ansible" / "dihya-audit.log"), KEY.encode()).records == 2

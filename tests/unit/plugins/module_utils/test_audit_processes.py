@@ -50,7 +50,7 @@ def test_eight_concurrent_writers_lose_nothing(tmp_path):
         run_writers(path, writers=8, count=2000, batch=20, fsync='batch')
         elapsed = time.monotonic() - started
         report = verify(str(path), KEY)
-        assert report.ok and report.records == 16000 and report.last_seq == 16000 and not report.warnings, report.error
+        assert report.ok and report.records == 16000 and report.last_seq == 16000 and not report.notes, report.error
         check_writers(path, 8, 2000)
     assert elapsed < 60
 
@@ -82,11 +82,11 @@ def test_sigkill_while_writing_then_resume(tmp_path):
         rounds += 1
         report = verify(str(path), KEY)
         assert report.ok, report.error
-        assert all(item['reason'].startswith('truncated record (crash)') for item in report.warnings)
+        assert all(item['reason'].startswith('truncated record (crash)') for item in report.notes)
         if report.truncated_tail:
             truncated += 1
             assert not path.read_bytes().endswith(b'\n')
-            assert report.warnings[-1]['line'] == path.read_bytes().count(b'\n') + 1
+            assert report.notes[-1]['line'] == path.read_bytes().count(b'\n') + 1
     assert truncated, 'no kill landed in the middle of a record'
     records_before = verify(str(path), KEY).records
     write(path, 5)
@@ -102,5 +102,5 @@ def test_sigkill_while_writing_then_resume(tmp_path):
     write(path, 1)
     report = verify(str(path), KEY)
     assert report.ok and report.records == records_before + 6 and not report.truncated_tail
-    assert report.warnings[-1]['reason'] == 'truncated record (crash): recovered by the record at line {0}'.format(report.warnings[-1]['line'] + 1)
+    assert report.notes[-1]['reason'] == 'truncated record (crash): recovered by the record at line {0}'.format(report.notes[-1]['line'] + 1)
     assert os.path.getsize(path) > 0

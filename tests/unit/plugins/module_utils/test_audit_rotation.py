@@ -158,13 +158,13 @@ def test_crash_before_rotation(tmp_path):
     write(path, 2)
     report = verify(str(path), KEY)
     assert report.ok and not report.truncated_tail and report.records == 8
-    assert report.warnings == [{'file': str(path) + '.1', 'line': 6, 'reason': 'truncated record (crash): last line of the file is incomplete'}]
+    assert report.notes == [{'file': str(path) + '.1', 'line': 6, 'reason': 'truncated record (crash): last line of the file is incomplete'}]
     # A first write into the new file that crashed, then recovery: the checkpoint attests the fragment.
     rotate(path, number=2)
     path.write_bytes(b'{"@tim')
     write(path, 1)
     report = verify(str(path), KEY)
-    assert report.ok and report.records == 10 and report.warnings[-1]['line'] == 1
+    assert report.ok and report.records == 10 and report.notes[-1]['line'] == 1
 
 
 def test_rotate_checkpoint_and_rotation_while_a_writer_is_cached(tmp_path):

@@ -235,3 +235,54 @@ def test_metrics_path_warning_and_missing_library(tmp_path, monkeypatch):
     monkeypatch.setattr(audit_event, 'HAS_PROMETHEUS_CLIENT', False)
     result = run(base(tmp_path, metrics_path=str(tmp_path / 'audit.prom')))
     assert result['failed'] is True and 'prometheus_client' in result['msg']
+
+
+BAD_PATHS = [
+    ('audit.jsonl', 'must be an absolute path (starting with /)'),
+    ('./audit.jsonl', 'must be an absolute path (starting with /)'),
+    ('~no-such-user-here/audit.jsonl', 'must be an absolute path (starting with /)'),
+    ('', 'must be a non-empty absolute path'),
+    ('{tmp}/sub/../audit.jsonl', 'must not contain a .. component'),
+    ('{tmp}/..', 'must not contain a .. component'),
+    ('{tmp}/audit\x00.jsonl', 'NUL'),
+]
+
+
+@pytest.mark.parametrize('option', ['path', 'spool_dir', 'metrics_path', 'ca_path'])
+@pytest.mark.parametrize(('value', 'message'), BAD_PATHS, ids=['relative', 'dot-slash', 'tilde-unknown-user', 'empty', 'dotdot-inside',
+                                                              'dotdot-last', 'nul'])
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_paths_must_be_absolute(tmp_path, monkeypatch, option, value, message, check_mode):
+    """Every path option: refused with a message naming it, before anything is written, in the module's working directory too."""
+    work = tmp_path / 'work'
+    (work / 'sub').mkdir(parents=True)
+    monkeypatch.chdir(work)
+    value = value.format(tmp=work)
+    args = base(tmp_path, sinks=[{'type': 'webhook', 'url': 'https://127.0.0.1:9/'}])
+    if option == 'ca_path':
+        args['sinks'][0]['ca_path'] = value
+        name = 'sinks[0].ca_path'
+    else:
+        args[option] = value
+        name = option
+    result = run(args, check_mode=check_mode)
+    assert result['failed'] is True, result
+    assert result['msg'].startswith(name + ' ') and message in result['msg'], result['msg']
+    assert sorted(os.listdir(work)) == ['sub'] and os.listdir(work / 'sub') == []
+    assert sorted(os.listdir(tmp_path)) == ['work']
+
+
+def test_home_is_expanded_to_an_absolute_path(tmp_path, monkeypatch):
+    home = tmp_path / 'home'
+    home.mkdir()
+    monkeypatch.setenv('HOME', str(home))
+    result = run(base(tmp_path, path='~/audit.jsonl', spool_dir='~/spool'))
+    assert 'failed' not in result, result
+    assert result['path'] == str(home / 'audit.jsonl') and result['spool_dir'] == str(home / 'spool')
+    assert verify(str(home / 'audit.jsonl'), KEY.encode()).records == 1
+
+
+def test_redundant_separators_are_normalised(tmp_path):
+    result = run(base(tmp_path, path=f'{tmp_path}//./audit.jsonl'))
+    assert 'failed' not in result and result['path'] == str(tmp_path / 'audit.jsonl') and result['spool_dir'] == str(tmp_path / 'audit.jsonl.spool')
+    assert len(log_records(tmp_path)) == 1
