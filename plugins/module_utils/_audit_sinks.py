@@ -22,6 +22,10 @@ duplicate when an acknowledgement is lost; each record carries a stable id (the 
 chain entry) to recognise it. Records a receiver refuses for good (an Elasticsearch item error other
 than 409/429, a datagram too large for UDP) move to ``<sink>/rejected/`` and are reported, never deleted.
 
+Every spool file is new: it is written under a temporary name and linked to its final name, which fails if
+anything is there (see ``_safe_write``); a rejected record moves to ``rejected/`` the same way. A symbolic link,
+FIFO or device found where a spool file, a reason file or the metrics file goes is refused, never written through.
+
 Spool files hold only the record, never keys or tokens. Only one process delivers from a spool at a
 time (an ``fcntl`` lock on ``<spool>/.lock``). The engine knows nothing about Ansible.
 """
@@ -46,10 +50,11 @@ import traceback
 import typing as t
 import urllib.parse
 
-from ansible_collections.dihya.ops.plugins.module_utils._metrics import MetricsError, check_metrics_path
+from ansible_collections.dihya.ops.plugins.module_utils._metrics import MetricsError, check_metrics_path, read_textfile, write_textfile
+from ansible_collections.dihya.ops.plugins.module_utils._safe_write import atomic_write, move_no_replace
 
 try:
-    from prometheus_client import CollectorRegistry, write_to_textfile
+    from prometheus_client import CollectorRegistry
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.parser import text_string_to_metric_families
 except ImportError:  # pragma: no cover - exercised by patching HAS_PROMETHEUS_CLIENT
@@ -683,29 +688,17 @@ class Spool:
         return os.path.join(self.directory, sink)
 
     def put(self, sink: str, record: t.Mapping[str, t.Any]) -> SpoolItem:
-        """Write ``record`` for ``sink``: temporary file, fsync, rename, fsync of the directory."""
+        """Write ``record`` for ``sink``: temporary file, fsync, link to a new name (never over anything), fsync of the directory."""
         self._ensure_dir(self.directory)
         directory = self.sink_dir(sink)
         self._ensure_dir(directory)
         name = f'{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}{SPOOL_SUFFIX}'
         final = os.path.join(directory, name)
-        temporary = os.path.join(directory, f'.tmp-{name}')
         data = canonical(record).encode('utf-8') + b'\n'
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
-            try:
-                os.fchmod(descriptor, FILE_MODE)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(descriptor, view):]
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-            os.rename(temporary, final)
-            _fsync_dir(directory)
+            with atomic_write(final, mode=FILE_MODE) as handle:
+                handle.write(data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
             raise SpoolError(f'cannot write to the spool {directory}: {exc.strerror}') from exc
         return SpoolItem(sink, final)
 
@@ -759,11 +752,11 @@ class Spool:
         self._ensure_dir(directory)
         target = os.path.join(directory, item.name)
         try:
-            descriptor = os.open(target + '.reason', os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
-            with os.fdopen(descriptor, 'w', encoding='utf-8') as handle:
-                handle.write(reason + '\n')
-            os.rename(item.path, target)
-            _fsync_dir(directory)
+            # The reason file is ours (a regular one from an interrupted earlier move is replaced); the record itself
+            # never replaces anything in rejected/.
+            with atomic_write(target + '.reason', mode=FILE_MODE, force=True) as handle:
+                handle.write((reason + '\n').encode('utf-8'))
+            move_no_replace(item.path, target)
         except OSError as exc:
             raise SpoolError(f'cannot move a rejected record to {directory}: {exc.strerror}') from exc
 
@@ -790,14 +783,6 @@ class Spool:
             yield True
         finally:
             os.close(descriptor)
-
-
-def _fsync_dir(directory: str) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 # ---------------------------------------------------------------------------
@@ -926,17 +911,14 @@ def write_delivery_metrics(path: str, reports: t.Sequence[SinkReport], now: floa
     counters: dict[tuple[str, str, str], float] = {}
     last_success: dict[tuple[str, str], float] = {}
     try:
-        with open(path, encoding='utf-8') as handle:
-            for family in text_string_to_metric_families(handle.read()):
-                for sample in family.samples:
-                    labels = sample.labels
-                    if sample.name == f'{EVENTS}_total' and {'sink', 'type', 'state'} <= set(labels):
-                        counters[(labels['sink'], labels['type'], labels['state'])] = float(sample.value)
-                    elif sample.name == LAST_SUCCESS and {'sink', 'type'} <= set(labels):
-                        last_success[(labels['sink'], labels['type'])] = float(sample.value)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        for family in text_string_to_metric_families(read_textfile(path) or ''):
+            for sample in family.samples:
+                labels = sample.labels
+                if sample.name == f'{EVENTS}_total' and {'sink', 'type', 'state'} <= set(labels):
+                    counters[(labels['sink'], labels['type'], labels['state'])] = float(sample.value)
+                elif sample.name == LAST_SUCCESS and {'sink', 'type'} <= set(labels):
+                    last_success[(labels['sink'], labels['type'])] = float(sample.value)
+    except (MetricsError, ValueError, TypeError, KeyError, IndexError) as exc:
         warnings.append(f'cannot read the previous metrics file {path} ({exc}); counters start again from zero')
         counters, last_success = {}, {}
     for report in reports:
@@ -966,14 +948,7 @@ def write_delivery_metrics(path: str, reports: t.Sequence[SinkReport], now: floa
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())  # type: ignore[arg-type]
-    old_umask = os.umask(0o022)
-    try:
-        write_to_textfile(path, registry)
-    except OSError as exc:
-        raise MetricsError(f'cannot write {path}: {exc}') from exc
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o644)
+    write_textfile(path, registry, 0o644)
     return warnings
 
 

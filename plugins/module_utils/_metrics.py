@@ -6,20 +6,28 @@
 
 """Write health check results as a Prometheus node_exporter textfile collector file.
 
-The file is replaced atomically (written next to the target, then renamed), so the collector
+The file is replaced atomically (written next to the target, fsynced, then renamed), so the collector
 never reads a half-written file. A failing check keeps the last-success timestamp found in the
 previous version of the file.
+
+A metrics file is the collection's own output, rewritten on every run: a regular file at the path is
+replaced (and only if it is still the same file when the new one is renamed over it); anything else
+there (a symbolic link, a directory, a FIFO, a device, a socket), or a symbolic link in the directories
+on the way, is refused (see ``_safe_write``).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 import traceback
 import typing as t
 
+from ansible_collections.dihya.ops.plugins.module_utils._safe_write import UnsafeDestination, atomic_write, check_destination
+
 try:
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 except ImportError:  # pragma: no cover - exercised by patching HAS_PROMETHEUS_CLIENT
     HAS_PROMETHEUS_CLIENT = False
@@ -46,12 +54,62 @@ class MetricsError(Exception):
 
 
 def check_metrics_path(path: str) -> None:
-    """Raise :class:`MetricsError` unless ``path`` can be written: its directory must already exist."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise MetricsError(f'the directory of metrics_path does not exist: {directory}')
-    if os.path.isdir(path):
+    """Raise :class:`MetricsError` unless ``path`` can be written.
+
+    Its directory must already exist and be reached without symbolic links; the path itself must be missing or a
+    regular file (a previous metrics file, replaced on every run).
+    """
+    target = os.path.abspath(path)
+    directory = os.path.dirname(target)
+    if os.path.isdir(path) and not os.path.islink(path):
         raise MetricsError(f'metrics_path is a directory: {path}')
+    try:
+        check_destination(target, force=True)
+    except UnsafeDestination as exc:
+        raise MetricsError(f'metrics_path: {exc}') from None
+    except FileNotFoundError:
+        raise MetricsError(f'the directory of metrics_path does not exist: {directory}') from None
+
+
+def write_textfile(path: str, registry: t.Any, mode: int = FILE_MODE) -> None:
+    """Write the exposition text of ``registry`` to ``path`` atomically, with permissions ``mode`` whatever the umask.
+
+    The rule of :func:`check_metrics_path` applies, checked again when the new file is renamed into place.
+    """
+    _require_library()
+    data = generate_latest(registry)
+    try:
+        with atomic_write(os.path.abspath(path), mode=mode, force=True) as handle:
+            handle.write(data)
+    except UnsafeDestination as exc:
+        raise MetricsError(f'metrics_path: {exc}') from None
+    except OSError as exc:
+        raise MetricsError(f'cannot write {path}: {exc}') from exc
+
+
+def read_textfile(path: str) -> str | None:
+    """The text of an existing metrics file, or None when there is none; never follows a link nor blocks on a FIFO.
+
+    Raises :class:`MetricsError` when ``path`` is not a regular file or cannot be read or decoded.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise MetricsError(f'cannot read {path}: {exc}') from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise MetricsError(f'cannot read {path}: not a regular file')
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, 'rb') as handle:
+            fd = -1
+            return handle.read().decode('utf-8')
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MetricsError(f'cannot read {path}: {exc}') from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def read_last_success(path: str, tenant: str) -> dict[tuple[str, str], float]:
@@ -60,13 +118,9 @@ def read_last_success(path: str, tenant: str) -> dict[tuple[str, str], float]:
     A missing file gives an empty mapping; an unreadable or unparsable one raises :class:`MetricsError`.
     """
     _require_library()
-    try:
-        with open(path, encoding='utf-8') as handle:
-            text = handle.read()
-    except FileNotFoundError:
+    text = read_textfile(path)
+    if text is None:
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MetricsError(f'cannot read {path}: {exc}') from exc
     found: dict[tuple[str, str], float] = {}
     try:
         for family in text_string_to_metric_families(text):
@@ -115,15 +169,7 @@ def write_health_metrics(path: str, results: t.Sequence[CheckResult], tenant: st
         last_success.labels(*labels).set(now if result.healthy else previous.get((result.name, result.type), 0))
     healthy.labels(tenant).set(1 if all(result.healthy for result in results) else 0)
 
-    # write_to_textfile creates its temporary file with the process umask; pin the mode to 0644.
-    old_umask = os.umask(0o022)
-    try:
-        write_to_textfile(path, registry)
-    except OSError as exc:
-        raise MetricsError(f'cannot write {path}: {exc}') from exc
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, FILE_MODE)
+    write_textfile(path, registry, FILE_MODE)
     return warnings
 
 

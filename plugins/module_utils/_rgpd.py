@@ -34,6 +34,7 @@ import os
 import queue
 import re
 import secrets
+import stat
 import threading
 import typing as t
 import uuid
@@ -41,6 +42,9 @@ import zipfile
 
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_db import Database, DbError, TableInfo, optional_library, quote
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import TEXT_STRATEGIES, ConsentMap, DataMap, Side, TableMap
+from ansible_collections.dihya.ops.plugins.module_utils._safe_write import (
+    UnsafeDestination, append_open, atomic_write, check_destination, open_dir,
+)
 
 
 OPERATIONS = ('inventory', 'export', 'anonymise', 'erase', 'consent', 'replay')
@@ -374,45 +378,49 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temp_files(dest: str) -> list[str]:
-    """Remove temporary files left by an export to ``dest`` whose writing process is gone (killed or crashed)."""
+    """Remove temporary files left by an export to ``dest`` whose writing process is gone (killed or crashed).
+
+    Only regular files named as an export's temporary file are removed; anything else by that name (a symbolic link,
+    a FIFO, a directory) was not made by an export and is left alone. The directory is opened without following links.
+    """
     directory, base = os.path.split(dest)
     prefix = f'.{base}{TEMP_MARKER}'
     removed = []
-    for name in os.listdir(directory or '.'):
-        if not name.startswith(prefix):
-            continue
-        pid_text = name[len(prefix):].split('-', 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
-            continue
-        path = os.path.join(directory, name)
-        try:
-            os.unlink(path)
-            removed.append(path)
-        except FileNotFoundError:
-            pass
+    dir_fd = open_dir(directory)
+    try:
+        for name in os.listdir(dir_fd):
+            if not name.startswith(prefix):
+                continue
+            pid_text = name[len(prefix):].split('-', 1)[0]
+            if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+                continue
+            try:
+                if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    continue
+                os.unlink(name, dir_fd=dir_fd)
+                removed.append(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(dir_fd)
     return removed
 
 
-def _check_destination(dest: str, check_mode: bool = False) -> None:
-    """``dest`` is absolute, not a symbolic link nor a directory, and (unless in check mode) in an existing directory.
+def _check_destination(dest: str, check_mode: bool = False, force: bool = False) -> None:
+    """``dest`` is absolute, in an existing directory reached without symbolic links, and free: nothing there, or with
+    ``force`` a regular file (a FIFO, a device, a link or a directory is refused even with ``force``).
 
     In check mode the directory may not exist yet: an earlier task of the same run would create it.
     """
     if not isinstance(dest, str) or not os.path.isabs(dest):
         raise RgpdError('dest must be an absolute path')
     directory = os.path.dirname(dest)
-    if not check_mode and not os.path.isdir(directory):
-        raise RgpdError(f'the directory of dest does not exist: {directory}')
-    if os.path.islink(dest) or os.path.isdir(dest):
-        raise RgpdError(f'dest {dest} is a symbolic link or a directory; refusing to replace it')
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        check_destination(dest, force=force, missing_dir_ok=check_mode)
+    except UnsafeDestination as exc:
+        raise RgpdError(f'dest {exc}') from None
+    except FileNotFoundError:
+        raise RgpdError(f'the directory of dest does not exist: {directory}') from None
 
 
 # ---------------------------------------------------------------------------
@@ -420,8 +428,17 @@ def _fsync_directory(directory: str) -> None:
 # ---------------------------------------------------------------------------
 
 def append_ledger_file(path: str, record: t.Mapping[str, t.Any]) -> None:
-    """Append one JSON line under an exclusive lock, then fsync; the file is created with mode 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+    """Append one JSON line under an exclusive lock, then fsync; the file is created with mode 0600.
+
+    An existing regular file is appended to; a symbolic link, FIFO, device or directory at ``path`` (or a symbolic
+    link on its way) is refused with :class:`RgpdError`.
+    """
+    try:
+        fd = append_open(path, 0o600)
+    except UnsafeDestination as exc:
+        raise RgpdError(f'ledger_file {exc}') from None
+    except FileNotFoundError as exc:
+        raise RgpdError(f'cannot open ledger_file {path}: {exc.filename} does not exist') from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, (json.dumps(dict(record), sort_keys=True, separators=(',', ':')) + '\n').encode('utf-8'))
@@ -719,10 +736,14 @@ class Engine:
         return self._result('inventory', subject, subject_found=found, tables=tables, total_rows=sum(entry['rows'] for entry in tables.values()))
 
     # -- export ------------------------------------------------------------------------------------
-    def export(self, tenant: t.Any, subject_id: t.Any, dest: str, encryption_key: str | bytes | None = None) -> dict[str, t.Any]:
-        """Write the subject's rows to a zip archive at ``dest`` (atomically, mode 0600), optionally encrypted."""
+    def export(self, tenant: t.Any, subject_id: t.Any, dest: str, encryption_key: str | bytes | None = None,
+               force: bool = False) -> dict[str, t.Any]:
+        """Write the subject's rows to a zip archive at ``dest`` (atomically, mode 0600), optionally encrypted.
+
+        Nothing may be at ``dest``, except a regular file with ``force`` (replaced atomically); anything else is refused.
+        """
         subject = self.subject(tenant, subject_id)
-        _check_destination(dest, self.check_mode)
+        _check_destination(dest, self.check_mode, force)
         key = parse_encryption_key(encryption_key) if encryption_key is not None else None
         if self.check_mode:
             with self.db.transaction(write=False):
@@ -732,11 +753,10 @@ class Engine:
                                 archive={'path': dest, 'encrypted': key is not None})
         removed = clean_stale_temp_files(dest)
         directory, base = os.path.split(dest)
-        temp = os.path.join(directory, f'.{base}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}')
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o600)
         spool: _Spool | None = None
         try:
-            with os.fdopen(fd, 'wb') as handle:
+            # A temporary file next to dest, fsynced, then put in place only if dest is still as checked.
+            with atomic_write(dest, mode=0o600, force=force, temp_marker=TEMP_MARKER) as handle:
                 sink: t.Any = _EncryptingWriter(handle, key) if key is not None else handle
                 spool = _Spool(directory, f'.{base}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}-spool', encrypted=key is not None)
                 with self.db.transaction(write=False):
@@ -746,18 +766,11 @@ class Engine:
                 spool.close()
                 if isinstance(sink, _EncryptingWriter):
                     sink.finish()
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, dest)
-            _fsync_directory(directory)
-        except BaseException:
+        except UnsafeDestination as exc:
+            raise RgpdError(f'dest {exc}') from None
+        finally:
             if spool is not None:
                 spool.close()
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
-            raise
         return self._result(
             'export', subject, changed=True, subject_found=found, tables=tables,
             archive={'path': dest, 'sha256': file_sha256(dest), 'size': os.path.getsize(dest), 'encrypted': key is not None, 'files': files},
@@ -1128,7 +1141,8 @@ def run(engine: Engine, operation: str, **params: t.Any) -> dict[str, t.Any]:
     if operation == 'inventory':
         return engine.inventory(params['tenant'], params['subject_id'])
     if operation == 'export':
-        return engine.export(params['tenant'], params['subject_id'], params['dest'], params.get('encryption_key'))
+        return engine.export(params['tenant'], params['subject_id'], params['dest'], params.get('encryption_key'),
+                             force=bool(params.get('force')))
     if operation == 'anonymise':
         return engine.anonymise(params['tenant'], params['subject_id'])
     if operation == 'erase':

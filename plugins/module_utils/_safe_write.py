@@ -199,11 +199,11 @@ def _unlink_quietly(name: str, dir_fd: int) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
-def _put_in_place(dir_fd: int, temp: str, name: str, dest: str, before: os.stat_result | None, force: bool) -> None:
-    """Move the complete temporary file to ``name``, refusing whatever appeared or changed since ``before``."""
+def _put_in_place(src_fd: int, temp: str, dir_fd: int, name: str, dest: str, before: os.stat_result | None, force: bool) -> None:
+    """Move the file ``temp`` (in ``src_fd``) to ``name`` (in ``dir_fd``), refusing whatever appeared or changed since ``before``."""
     if before is None:
         try:
-            os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            os.link(temp, name, src_dir_fd=src_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
         except FileExistsError:
             info = lstat_at(dir_fd, name)
             found = describe(info.st_mode) if info is not None else 'was created by something else'
@@ -212,7 +212,7 @@ def _put_in_place(dir_fd: int, temp: str, name: str, dest: str, before: os.stat_
             if exc.errno not in _NO_LINK_ERRNOS:
                 raise
         else:
-            os.unlink(temp, dir_fd=dir_fd)
+            os.unlink(temp, dir_fd=src_fd)
             return
     now = lstat_at(dir_fd, name)
     if before is None:
@@ -222,7 +222,7 @@ def _put_in_place(dir_fd: int, temp: str, name: str, dest: str, before: os.stat_
         check_entry(now, dest, force)
         if now is None or (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
             raise UnsafeDestination(dest, 'was replaced by another file while the new one was being written')
-    os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    os.rename(temp, name, src_dir_fd=src_fd, dst_dir_fd=dir_fd)
 
 
 @contextlib.contextmanager
@@ -248,7 +248,7 @@ def atomic_write(dest: str, *, mode: int = DEFAULT_MODE, force: bool = False, te
                 yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
-            _put_in_place(dir_fd, temp, name, dest, before, force)
+            _put_in_place(dir_fd, temp, dir_fd, name, dest, before, force)
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -257,6 +257,35 @@ def atomic_write(dest: str, *, mode: int = DEFAULT_MODE, force: bool = False, te
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def move_no_replace(src: str, dest: str) -> None:
+    """Move the regular file ``src`` to ``dest`` (both absolute), where nothing may be: never replaces anything.
+
+    Both directories are opened without following symbolic links; a symbolic link, FIFO, device, directory or file
+    at ``dest``, even one that appears during the move, raises :class:`UnsafeDestination` and ``src`` stays where it
+    was. Both directories are fsynced.
+    """
+    src_dir, src_name = _split(src)
+    dst_dir, dst_name = _split(dest)
+    src_fd = open_dir(src_dir)
+    try:
+        dst_fd = open_dir(dst_dir)
+        try:
+            info = lstat_at(src_fd, src_name)
+            if info is None:
+                raise FileNotFoundError(errno.ENOENT, 'No such file or directory', src)
+            if not stat.S_ISREG(info.st_mode):
+                raise UnsafeDestination(src, describe(info.st_mode), 'only a regular file is moved')
+            check_entry(lstat_at(dst_fd, dst_name), dest, False)
+            _put_in_place(src_fd, src_name, dst_fd, dst_name, dest, None, False)
+            os.fsync(dst_fd)
+            if not os.path.samestat(os.fstat(src_fd), os.fstat(dst_fd)):
+                os.fsync(src_fd)
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
 
 
 def write_bytes(dest: str, data: bytes, *, mode: int = DEFAULT_MODE, force: bool = False) -> None:
@@ -302,5 +331,5 @@ def append_open(path: str, mode: int = DEFAULT_MODE) -> int:
 
 __all__ = [
     'DEFAULT_MODE', 'TEMP_MARKER', 'UnsafeDestination', 'append_open', 'atomic_write', 'check_destination', 'check_entry',
-    'describe', 'fsync_directory', 'lstat_at', 'open_dir', 'temp_name', 'write_bytes',
+    'describe', 'fsync_directory', 'lstat_at', 'move_no_replace', 'open_dir', 'temp_name', 'write_bytes',
 ]

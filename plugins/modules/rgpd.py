@@ -102,8 +102,17 @@ options:
     required: true
   dest:
     description:
-      - Absolute path of the archive written by V(export). Its directory must exist (in check mode it may not exist yet).
+      - Absolute path of the archive written by V(export). Its directory must exist (in check mode it may not exist yet),
+        and no directory on the way may be a symbolic link.
+      - Nothing may exist at O(dest) unless O(force) is set; a symbolic link, directory, FIFO, device or socket there is
+        always refused.
     type: path
+  force:
+    description:
+      - Let V(export) replace an existing regular file at O(dest) (atomically, by renaming the new archive over it).
+      - Anything else at O(dest) (a symbolic link, a directory, a FIFO, a device, a socket) is refused even with O(force).
+    type: bool
+    default: false
   encryption_key:
     description:
       - Encrypts the V(export) archive with AES-256-GCM. A 32-byte key as URL-safe base64 (the format of
@@ -374,6 +383,7 @@ def main():
             subject_id=dict(type='str'),
             pseudonym_key=dict(type='str', required=True, no_log=True),
             dest=dict(type='path'),
+            force=dict(type='bool', default=False),
             encryption_key=dict(type='str', no_log=True),
             ledger_file=dict(type='path'),
             consent_action=dict(type='str', default='status', choices=list(CONSENT_ACTIONS)),
@@ -415,7 +425,7 @@ def main():
         )
         engine = Engine(db, data_map, params['pseudonym_key'].encode('utf-8'), check_mode=module.check_mode, trace_id=trace_id)
         result = run(
-            engine, operation, tenant=params['tenant'], subject_id=params['subject_id'], dest=params['dest'],
+            engine, operation, tenant=params['tenant'], subject_id=params['subject_id'], dest=params['dest'], force=params['force'],
             encryption_key=params['encryption_key'], ledger_file=params['ledger_file'], consent_action=params['consent_action'],
             purpose=params['purpose'], source=params['source'], at=params['consent_time'],
         )
