@@ -180,12 +180,17 @@ EXAMPLES = r"""
 """
 
 import atexit
+import base64
+import binascii
+import functools
 import getpass
+import json
 import os
 import re
 import threading
 import time
 import typing as t
+from urllib.parse import quote, quote_plus
 
 from ansible import context
 from ansible.errors import AnsibleError
@@ -197,6 +202,8 @@ from ansible_collections.dihya.ops.plugins.module_utils import _audit
 
 MSG_LIMIT = 512
 SECRET_MIN_LENGTH = 4
+# A Vault value at least this long is withheld when any run of this many of its characters shows, or a common encoding of such a run.
+SECRET_WINDOW = 8
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 WITHHELD = "(message withheld: it contains a Vault value)"
 
@@ -252,20 +259,121 @@ def task_status(kind: str, result: t.Mapping[str, t.Any]) -> str:
     return "changed" if result.get("changed") else "ok"
 
 
-def safe_message(message: t.Any, secrets: t.Iterable[str], limit: int = MSG_LIMIT) -> str | None:
-    """The failure message as text, truncated, or WITHHELD when a known Vault plaintext appears in it."""
+def safe_message(message: t.Any, secrets: SecretFilter | t.Iterable[str], limit: int = MSG_LIMIT) -> str | None:
+    """The failure message as text, truncated, or WITHHELD when a known Vault value (or a part or an encoding of one) appears in it."""
     if message is None:
         return None
     if VaultHelper.get_ciphertext(message, with_tags=False) is not None:
         return WITHHELD
     text = message if isinstance(message, str) else to_text(message, errors="surrogate_or_replace")
-    if contains_secret(text, secrets):
+    shown = text if len(text) <= limit else text[:limit - 3] + "..."
+    # Only what is recorded matters; the margin covers an encoded run that the cut would split.
+    if contains_secret(text[:limit + 4 * SECRET_WINDOW], secrets):
         return WITHHELD
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return shown
 
 
-def contains_secret(text: str, secrets: t.Iterable[str]) -> bool:
-    return any(secret in text for secret in secrets)
+class SecretFilter:
+    """Finds Vault values, whole or in part, plain or encoded, in a text. Built once per set of values.
+
+    For a value of at least SECRET_WINDOW characters, a text is caught when it contains any run of SECRET_WINDOW
+    characters of the value, or of the value reversed, in any letter case (upper, lower, swapped: compared case-folded),
+    JSON-escaped, Python-escaped (repr) or URL-encoded; any run of 2 * SECRET_WINDOW hexadecimal digits (either case) of
+    its UTF-8 bytes; or any run of SECRET_WINDOW characters of its base64 encoding (standard or URL-safe, padding or
+    not) starting at any of the 3 byte alignments, which is what the base64 of any slice of it, alone or inside a longer
+    text (``user:secret``), contains. A shorter value is caught only whole: the value itself, or its base64, hex, JSON,
+    URL encoding of the whole value. Everything is computed once per value; a search is one pass over the text per
+    window length, with set look-ups.
+    """
+
+    def __init__(self, secrets: t.Iterable[str]) -> None:
+        folded: set[str] = set()
+        hexed: set[str] = set()
+        based: set[str] = set()
+        exact: set[str] = set()
+        for secret in secrets:
+            patterns = _secret_patterns(secret)
+            folded |= patterns[0]
+            hexed |= patterns[1]
+            based |= patterns[2]
+            exact |= patterns[3]
+        self._folded = frozenset(folded)
+        self._hexed = frozenset(hexed)
+        self._based = frozenset(based)
+        self._exact = tuple(sorted(exact, key=len))
+
+    def search(self, text: str) -> bool:
+        """Whether ``text`` shows a Vault value (or a part or an encoding of one)."""
+        if not text:
+            return False
+        if any(value in text for value in self._exact):
+            return True
+        if not self._folded or len(text) < SECRET_WINDOW:
+            return False
+        based = self._based
+        if based and any(text[start:start + SECRET_WINDOW] in based for start in range(len(text) - SECRET_WINDOW + 1)):
+            return True
+        folded_text = text.casefold()
+        folded = self._folded
+        if any(folded_text[start:start + SECRET_WINDOW] in folded for start in range(len(folded_text) - SECRET_WINDOW + 1)):
+            return True
+        hexed, width = self._hexed, 2 * SECRET_WINDOW
+        return any(folded_text[start:start + width] in hexed for start in range(len(folded_text) - width + 1))
+
+
+def _windows(text: str, width: int) -> set[str]:
+    return {text[start:start + width] for start in range(len(text) - width + 1)}
+
+
+def _text_forms(secret: str) -> list[str]:
+    """The value as it may be written in a text: plain, escaped for JSON, Python or a URL."""
+    forms = [secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1]]
+    for encode in (functools.partial(quote, safe=""), quote, quote_plus):
+        try:
+            forms.append(encode(secret))
+        except (UnicodeEncodeError, TypeError):
+            pass
+    return forms
+
+
+def _base64_forms(data: bytes) -> list[str]:
+    forms = []
+    for encoded in (base64.b64encode(data), base64.urlsafe_b64encode(data)):
+        forms.append(encoded.decode("ascii").rstrip("="))
+    return forms
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_patterns(secret: str) -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
+    """(case-folded text windows, case-folded hex windows, base64 windows, exact forms) of one Vault value."""
+    data = secret.encode("utf-8", "surrogatepass")
+    if len(secret) < SECRET_WINDOW:
+        exact = {form for form in _text_forms(secret) if form}
+        exact.update(_base64_forms(data))
+        exact.update((binascii.hexlify(data).decode("ascii"), binascii.hexlify(data).decode("ascii").upper()))
+        return frozenset(), frozenset(), frozenset(), frozenset(exact)
+    folded: set[str] = set()
+    for form in _text_forms(secret) + _text_forms(secret[::-1]):
+        folded |= _windows(form.casefold(), SECRET_WINDOW)
+    hexed = _windows(binascii.hexlify(data).decode("ascii"), 2 * SECRET_WINDOW)
+    based: set[str] = set()
+    for alignment in range(3):
+        shifted = data[alignment:]
+        whole = len(shifted) - len(shifted) % 3  # the last, partial group depends on what follows
+        for form in _base64_forms(shifted[:whole]):
+            based |= _windows(form, SECRET_WINDOW)
+    return frozenset(folded), frozenset(hexed), frozenset(based), frozenset()
+
+
+@functools.lru_cache(maxsize=16)
+def _filter_of(secrets: frozenset[str]) -> SecretFilter:
+    return SecretFilter(secrets)
+
+
+def contains_secret(text: str, secrets: SecretFilter | t.Iterable[str]) -> bool:
+    """Whether ``text`` shows one of ``secrets`` (Vault values), whole or in part, plain or encoded (see SecretFilter)."""
+    matcher = secrets if isinstance(secrets, SecretFilter) else _filter_of(frozenset(secrets))
+    return matcher.search(text)
 
 
 def vault_plaintexts(file_cache: t.Mapping[str, t.Any], extra_sources: t.Iterable[t.Any] = ()) -> frozenset[str]:
@@ -380,6 +488,7 @@ class CallbackModule(CallbackBase):
         self._loader: t.Any = None
         self._inventory: t.Any = None
         self._secrets: frozenset[str] = frozenset()
+        self._filter = SecretFilter(())
         self._secrets_source = -1
         self._write_warned = False
         self._pid = os.getpid()
@@ -483,7 +592,7 @@ class CallbackModule(CallbackBase):
             self._write_warned = True
             self._display.warning(f"dihya.ops.audit: audit events could not be written: {reason}")
 
-    def _known_secrets(self) -> frozenset[str]:
+    def _known_secrets(self) -> SecretFilter:
         cache = getattr(self._loader, "_FILE_CACHE", None) or {}
         if len(cache) != self._secrets_source:
             sources: list[t.Any] = []
@@ -492,9 +601,11 @@ class CallbackModule(CallbackBase):
                     sources = [item.vars for item in list(self._inventory.hosts.values()) + list(self._inventory.groups.values())]
                 except AttributeError:
                     sources = []
-            self._secrets = vault_plaintexts(dict(cache), sources)
+            secrets = vault_plaintexts(dict(cache), sources)
+            if secrets != self._secrets:
+                self._secrets, self._filter = secrets, _filter_of(secrets)
             self._secrets_source = len(cache)
-        return self._secrets
+        return self._filter
 
     def _safe_name(self, templated: t.Any, raw: t.Any) -> str:
         name = _text(templated) or _text(raw) or ""

@@ -472,8 +472,104 @@ def read_ledger_file(path: str) -> list[dict[str, t.Any]]:
 # Schema check
 # ---------------------------------------------------------------------------
 
+def _plain_name(name: str) -> bool:
+    """Whether a table name is one a data map can give (see ``_rgpd_map.IDENTIFIER``)."""
+    try:
+        quote(name)
+    except DbError:
+        return False
+    return True
+
+
+def tenant_proof_errors(data_map: DataMap, info: t.Mapping[str, TableInfo]) -> list[str]:
+    """Why some rows the data map reaches could belong to another tenant than the one asked for; empty when none can.
+
+    A row is proven to be the requested tenant's through its table's own ``tenant_column``, or through a reference
+    that is unique on its own in the referenced table and leads, step by step, to a row whose tenant is proven:
+    ``subject_columns`` reference the subject id column, which must then be the subject table's primary key or a
+    unique key by itself; a ``parent`` path references ``references``, which must be unique by itself in the parent
+    table, and the parent's own tenant must be proven the same way. An id that is unique only together with the tenant
+    (``PRIMARY KEY (id, tenant_id)``) proves nothing: the same id names a row of every tenant. Uniqueness is a fact of the
+    schema (a partial or expression unique index does not count), so this is checked against the live database.
+    Missing tables and columns are left to the other checks.
+    """
+    reasons: dict[str, str | None] = {}
+
+    def not_unique(table: str, column: str) -> str | None:
+        found = info.get(table)
+        if found is None or column not in found.columns or found.unique_on(column):
+            return None
+        return f'{table}.{column} is not unique on its own (the key is {found.key_text()})'
+
+    def reason(name: str, seen: frozenset[str]) -> str | None:
+        if name in reasons:
+            return reasons[name]
+        table = data_map.tables[name]
+        result: str | None = None
+        if table.tenant_column is None and table.parent is not None:
+            parent = table.parent
+            if parent.table in data_map.tables and parent.table not in seen:
+                result = not_unique(parent.table, parent.references)
+                above = reason(parent.table, seen | {name}) if result is None else None
+                if above is not None:
+                    result = f'its parent path goes through {parent.table!r}, whose tenant cannot be proven: {above}'
+        elif table.tenant_column is None:
+            result = not_unique(data_map.subject_table, data_map.subject_id_column)
+        reasons[name] = result
+        return result
+
+    errors = []
+    for name in data_map.tables:
+        why = reason(name, frozenset((name,)))
+        if why is not None:
+            errors.append(f"tables.{name}: cannot prove each row's tenant: {why}; add tenant_column to {name}, "
+                          'or a parent path through a table whose key is unique')
+    consent = data_map.consent
+    if consent is not None and consent.tenant_column is None:
+        why = not_unique(data_map.subject_table, data_map.subject_id_column)
+        if why is not None:
+            errors.append(f"consent: cannot prove each row's tenant: {why}; add consent.tenant_column (the tenant column of {consent.table})")
+    lookup = data_map.tenant_lookup
+    if lookup is not None:
+        why = not_unique(lookup.table, lookup.key_column)
+        if why is not None:
+            errors.append(f'tenant_lookup: {why}, so one tenant key could name two tenants; make {lookup.key_column} unique in {lookup.table}')
+    return errors
+
+
+def _unmapped_referencing_errors(db: Database, data_map: DataMap, info: t.Mapping[str, TableInfo]) -> list[str]:
+    """Tables outside the data map holding a foreign key to the subject table, or to a mapped table whose rows erasure
+    deletes: erasure would fail on them (foreign keys on) or leave their rows pointing at nothing (foreign keys off).
+
+    Names are compared as the database compares them (SQLite ignores the case of ASCII letters), and every table is
+    found, even one whose name no data map can give ("user-notes") or, on PostgreSQL, one in another schema.
+    """
+    mapped = {db.fold(name) for name in data_map.tables}
+    errors = []
+    for target in data_map.tables.values():
+        if target.name not in info or (target.erasure != 'delete' and target.name != data_map.subject_table):
+            continue
+        what = repr(target.name) if target.name == data_map.subject_table else f'the mapped table {target.name!r}, whose rows erasure deletes,'
+        for other in sorted(db.referencing_tables(target.name)):
+            if db.fold(other) in mapped:
+                continue
+            if db.kind == 'postgresql' and '.' in other:
+                why = 'and cannot be: it lives in another schema than the one the data map covers; move it, or drop or change its foreign key'
+            elif not _plain_name(other):
+                why = ('and cannot be: its name is not a plain identifier (letters, digits and _); rename the table so that it can be mapped, '
+                       'or drop its foreign key')
+            else:
+                why = 'add it to the data map'
+            errors.append(f'table {other!r} has a foreign key to {what} but is not in the data map ({why}): erasure could leave rows behind')
+    return errors
+
+
 def check_schema(db: Database, data_map: DataMap) -> dict[str, TableInfo]:
-    """Check every table and column the data map names against the database; raise listing every problem."""
+    """Check every table and column the data map names against the database; raise listing every problem.
+
+    This includes the tenant proof (:func:`tenant_proof_errors`): a data map through which a row of another tenant
+    could be read or changed is refused here, before any row is read.
+    """
     names = list(data_map.tables)
     if data_map.consent is not None:
         names.append(data_map.consent.table)
@@ -535,9 +631,8 @@ def check_schema(db: Database, data_map: DataMap) -> dict[str, TableInfo]:
                 f'tables.{subject.name}: erasure anonymise replaces the subject row by a tombstone with a new id, '
                 f'but {data_map.subject_id_column!r} has no default and is not text'
             )
-    if subject.name in info:
-        for other in sorted(db.referencing_tables(subject.name) - set(data_map.tables)):
-            errors.append(f'table {other!r} has a foreign key to {subject.name!r} but is not in the data map: erasure could leave rows behind')
+    errors.extend(_unmapped_referencing_errors(db, data_map, info))
+    errors.extend(tenant_proof_errors(data_map, info))
     consent = data_map.consent
     if consent is not None:
         for attribute in ('subject_column', 'purpose_column', 'granted_column', 'source_column', 'time_column', 'tenant_column'):
@@ -589,8 +684,25 @@ class Engine:
             raise RgpdError('trace_id must be 32 lowercase hexadecimal characters')
         self.batch = batch
         self.info = check_schema(db, data_map)
-        references = [(table, parent) for table, table_info in self.info.items() for parent in table_info.references]
-        self.order = data_map.erase_order(references)
+        # Foreign keys between mapped tables, under the data map's names (SQLite finds "Users" for users).
+        mapped = {db.fold(name): name for name in data_map.tables}
+        self.foreign_keys = sorted({
+            (table, mapped[db.fold(parent)]) for table, table_info in self.info.items() if table in data_map.tables
+            for parent in table_info.references if db.fold(parent) in mapped
+        })
+        self._order: list[str] | None = None
+
+    @property
+    def order(self) -> list[str]:
+        """The erasure order (children first). Only erasure needs it: a foreign-key cycle between mapped tables fails
+        erase and replay here, with the cycle named, and leaves inventory, export, anonymise and consent working."""
+        if self._order is None:
+            try:
+                self._order = self.map.erase_order(self.foreign_keys)
+            except ValueError as exc:  # DataMapError
+                raise RgpdError(f'{exc}; inventory, export, anonymise and consent work, erasure cannot '
+                                '(make one of these foreign keys ON DELETE CASCADE or SET NULL, or keep one table with erasure: anonymise)') from exc
+        return self._order
 
     # -- helpers -----------------------------------------------------------------------------------
     def _table(self, name: str) -> str:
@@ -618,10 +730,12 @@ class Engine:
             return self._coerce(tenant, self.map.subject_table, self.map.subject_tenant_column, 'tenant')
         key = self._coerce(tenant, lookup.table, lookup.key_column, 'tenant')
         rows = self.db.query(
-            self._sql(f'SELECT {quote(lookup.id_column)} FROM {self._table(lookup.table)} WHERE {quote(lookup.key_column)} = ?'), (key,),
+            self._sql(f'SELECT {quote(lookup.id_column)} FROM {self._table(lookup.table)} WHERE {quote(lookup.key_column)} = ? LIMIT 2'), (key,),
         )
         if not rows:
             raise RgpdError(f'tenant {str(tenant)[:64]!r} not found in {lookup.table}.{lookup.key_column}')
+        if len(rows) > 1:  # the schema check makes the key unique; never guess between two tenants
+            raise RgpdError(f'tenant {str(tenant)[:64]!r} names several rows of {lookup.table}')
         return rows[0][0]
 
     def subject(self, tenant: t.Any, subject_id: t.Any) -> Subject:
@@ -635,7 +749,12 @@ class Engine:
         return bool(self.db.query(self._sql(f'SELECT 1 FROM {self._table(self.map.subject_table)} t0 WHERE {where}'), params))
 
     def _match(self, table: TableMap, alias: str, depth: int, side: str | None, subject: Subject) -> tuple[str, list[t.Any]]:
-        """WHERE clause (on ``alias``) selecting the rows of ``table`` that are the subject's, in the subject's tenant."""
+        """WHERE clause (on ``alias``) selecting the rows of ``table`` that are the subject's, in the subject's tenant.
+
+        The SQL carries the tenant proof that :func:`tenant_proof_errors` checked on the schema: a subject column is
+        matched against the subject row found by its id *and* tenant; a parent path against the parent rows matched
+        the same way, step by step; a table's own tenant column is always filtered on too.
+        """
         params: list[t.Any] = []
         if table.parent is not None:
             parent = self.map.tables[table.parent.table]
@@ -644,23 +763,23 @@ class Engine:
             clause = (f'{alias}.{quote(table.parent.column)} IN (SELECT {inner}.{quote(table.parent.references)} '
                       f'FROM {self._table(parent.name)} {inner} WHERE {where})')
             params.extend(inner_params)
+        elif table.name == self.map.subject_table and [entry.column for entry in table.sides] == [self.map.subject_id_column]:
+            # The subject row itself: its id and its tenant (added below).
+            clause = f'({alias}.{quote(self.map.subject_id_column)} = ?)'
+            params.append(subject.id)
         else:
             parts = []
+            inner = f's{depth}'
+            id_column, tenant_column = quote(self.map.subject_id_column), quote(self.map.subject_tenant_column)
             for entry in table.sides:
                 if side is not None and entry.column != side:
                     continue
-                if table.tenant_column is not None:
-                    parts.append(f'{alias}.{quote(entry.column)} = ?')
-                    params.append(subject.id)
-                else:
-                    # No tenant column here: the tenant comes through the subject row.
-                    inner = f's{depth}'
-                    parts.append(
-                        f'{alias}.{quote(entry.column)} IN (SELECT {inner}.{quote(self.map.subject_id_column)} '
-                        f'FROM {self._table(self.map.subject_table)} {inner} WHERE {inner}.{quote(self.map.subject_id_column)} = ? '
-                        f'AND {inner}.{quote(self.map.subject_tenant_column)} = ?)'
-                    )
-                    params.extend((subject.id, subject.tenant))
+                # Through the subject row, found by its id and tenant.
+                parts.append(
+                    f'{alias}.{quote(entry.column)} IN (SELECT {inner}.{id_column} FROM {self._table(self.map.subject_table)} {inner} '
+                    f'WHERE {inner}.{id_column} = ? AND {inner}.{tenant_column} = ?)'
+                )
+                params.extend((subject.id, subject.tenant))
             clause = '(' + ' OR '.join(parts) + ')'
         if table.tenant_column is not None:
             clause += f' AND {alias}.{quote(table.tenant_column)} = ?'
@@ -939,7 +1058,8 @@ class Engine:
         tables: dict[str, dict[str, t.Any]] = {}
         with self.db.transaction(write=not self.check_mode):
             found = self._exists(subject)
-            for name in self.order:
+            # Anonymise changes no key: only the join paths order it (a table before the parent it is found through).
+            for name in self.map.erase_order():
                 table = self.map.tables[name]
                 changed = 0
                 for side in self._side_names(table):

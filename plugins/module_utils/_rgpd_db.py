@@ -22,6 +22,7 @@ import importlib
 import os
 import re
 import sqlite3
+import string
 import typing as t
 import urllib.parse
 
@@ -41,6 +42,8 @@ JSON_MAX_COLUMNS = 48
 # (Not character(n): its text loses the padding psycopg keeps.)
 _PLAIN_TYPES = frozenset(('smallint', 'integer', 'bigint', 'text', 'character varying', 'boolean'))
 MASK = '********'
+# SQLite compares identifiers without regard to the case of ASCII letters (and only of those).
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 class DbError(Exception):
@@ -61,12 +64,26 @@ class ColumnInfo:
 
 @dataclasses.dataclass(frozen=True)
 class TableInfo:
-    """One table: its columns in order, its primary key and the tables it references."""
+    """One table: its columns in order, its primary key, the tables it references and its unique keys.
+
+    ``unique`` holds the column sets that the database guarantees to be unique over the whole table: unique
+    constraints and unique indexes on plain columns. A partial unique index (``WHERE ...``) or one on an expression
+    proves nothing about the column and is left out, and so is an index that is not valid yet (PostgreSQL).
+    """
 
     name: str
     columns: t.Mapping[str, ColumnInfo]
     primary_key: tuple[str, ...]
     references: frozenset[str]
+    unique: frozenset[tuple[str, ...]] = frozenset()
+
+    def unique_on(self, column: str) -> bool:
+        """Whether ``column`` alone identifies at most one row: the primary key, or a unique key, is that column alone."""
+        return self.primary_key == (column,) or (column,) in self.unique
+
+    def key_text(self) -> str:
+        """The primary key as shown in messages: ``(id, tenant_id)``, or that there is none."""
+        return f'({", ".join(self.primary_key)})' if self.primary_key else 'no primary key'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +128,20 @@ def optional_library(name: str, purpose: str) -> t.Any:
         raise DbError(f'{purpose} needs the {name.split(".", maxsplit=1)[0]} Python library ({exc})') from exc
 
 
+def _culprits(violations: t.Iterable[tuple[t.Any, ...]]) -> list[tuple[str, str, int]]:
+    """(table, referenced table, rows) from foreign key violations (table, rowid, parent, fkid)."""
+    counts: dict[tuple[str, str], int] = {}
+    for table, dummy_rowid, parent, dummy_fkid in violations:
+        counts[(str(table), str(parent))] = counts.get((str(table), str(parent)), 0) + 1
+    return [(table, parent, rows) for (table, parent), rows in sorted(counts.items())]
+
+
+def _foreign_key_message(culprits: t.Sequence[tuple[str, str, int]]) -> str:
+    found = '; '.join(f'table {table!r} still has {rows} row(s) pointing at {parent!r}' for table, parent, rows in culprits)
+    return (f'a foreign key still points at the rows being erased: {found}. Add the table to the data map '
+            '(a table whose name is not a plain identifier must be renamed first), or give its foreign key ON DELETE CASCADE or SET NULL')
+
+
 class Database:
     """What the engine needs from a database. Subclasses implement it for one engine."""
 
@@ -134,6 +165,10 @@ class Database:
     def sql(self, text: str) -> str:
         """Turn ``?`` placeholders into the driver's parameter style."""
         return text
+
+    def fold(self, name: str) -> str:
+        """A table name as the database compares it: two names naming the same table fold to the same text."""
+        return name
 
     # -- errors ----------------------------------------------------------------------------------
     def scrub(self, message: str) -> str:
@@ -229,7 +264,8 @@ class Database:
         raise NotImplementedError
 
     def referencing_tables(self, name: str) -> set[str]:
-        """Tables that hold a foreign key to ``name``."""
+        """Every table that holds a foreign key to the table ``name``, whatever its own name (even one no data map can
+        name) and, on PostgreSQL, whatever its schema (given as ``schema.table`` outside the adapter's schema)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -261,11 +297,47 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise self.error(exc, f'cannot open SQLite database {path}') from exc
 
+    def fold(self, name: str) -> str:
+        return name.translate(_ASCII_LOWER)
+
     def execute(self, text: str, params: t.Sequence[t.Any] = ()) -> int:
         try:
             return self.connection.execute(text, tuple(params)).rowcount
+        except sqlite3.IntegrityError as exc:
+            culprits = self._foreign_key_culprits(text, params) if 'FOREIGN KEY' in str(exc) and self.connection.in_transaction else []
+            if culprits:
+                raise DbError(f'SQLite statement failed: {_foreign_key_message(culprits)}') from exc
+            raise self.error(exc, 'SQLite statement failed') from exc
         except sqlite3.Error as exc:
             raise self.error(exc, 'SQLite statement failed') from exc
+
+    def _violations(self) -> list[tuple[t.Any, ...]]:
+        try:
+            return [tuple(row) for row in self.connection.execute('SELECT "table", rowid, parent, fkid FROM pragma_foreign_key_check').fetchall()]
+        except sqlite3.Error:  # e.g. a foreign key to a table that does not exist
+            return []
+
+    def _foreign_key_culprits(self, text: str, params: t.Sequence[t.Any]) -> list[tuple[str, str, int]]:
+        """(table, referenced table, rows) for the rows that would point at nothing once ``text`` ran.
+
+        SQLite says only "FOREIGN KEY constraint failed". The statement is run again in a savepoint with the foreign
+        keys deferred, the violations it adds are listed, and the savepoint is rolled back: nothing changes.
+        """
+        before = set(self._violations())
+        after: set[tuple[t.Any, ...]] = set()
+        try:
+            self.connection.execute('SAVEPOINT dihya_rgpd_fk')
+            try:
+                self.connection.execute('PRAGMA defer_foreign_keys = ON')
+                self.connection.execute(text, tuple(params))
+                after = set(self._violations())
+            finally:
+                self.connection.execute('ROLLBACK TO dihya_rgpd_fk')
+                self.connection.execute('RELEASE dihya_rgpd_fk')
+                self.connection.execute('PRAGMA defer_foreign_keys = OFF')
+        except sqlite3.Error:
+            return []
+        return _culprits(after - before)
 
     def executemany(self, text: str, rows: t.Sequence[t.Sequence[t.Any]]) -> None:
         try:
@@ -310,7 +382,15 @@ class SQLiteDatabase(Database):
         self.execute('BEGIN IMMEDIATE' if write else 'BEGIN')
 
     def _commit(self) -> None:
-        self.execute('COMMIT')
+        try:
+            self.connection.execute('COMMIT')
+        except sqlite3.Error as exc:
+            # A deferred foreign key fails the COMMIT and leaves the transaction open: name the tables, then roll back.
+            culprits = _culprits(set(self._violations())) if isinstance(exc, sqlite3.IntegrityError) and 'FOREIGN KEY' in str(exc) else []
+            self._rollback()
+            if culprits:
+                raise DbError(f'SQLite commit failed: {_foreign_key_message(culprits)}') from exc
+            raise self.error(exc, 'SQLite commit failed') from exc
 
     def _rollback(self) -> None:
         if self.connection.in_transaction:
@@ -329,14 +409,29 @@ class SQLiteDatabase(Database):
                 generated = default is not None or (single_integer_pk and bool(in_pk))
                 columns[column] = ColumnInfo(column, declared, _kind(declared), bool(notnull) or (bool(in_pk) and not single_integer_pk), generated)
             references = frozenset(row[2] for row in self.query(f'PRAGMA foreign_key_list({quote(name)})'))
-            result[name] = TableInfo(name, columns, tuple(column for dummy, column in pk), references)
+            primary_key = tuple(column for dummy, column in pk)
+            result[name] = TableInfo(name, columns, primary_key, references, self._unique_keys(name, primary_key))
         return result
 
+    def _unique_keys(self, name: str, primary_key: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
+        # A single-column INTEGER PRIMARY KEY is the rowid and has no index: it comes from table_info (the primary key).
+        keys = {primary_key} if primary_key else set()
+        for index, unique, partial in self.query('SELECT name, "unique", partial FROM pragma_index_list(?)', (name,)):
+            if not unique or partial:
+                continue
+            parts = self.query('SELECT cid, name FROM pragma_index_xinfo(?) WHERE "key" = 1 ORDER BY seqno', (index,))
+            # cid -2 is an expression, -1 the rowid: neither is a column the data map can name.
+            if parts and all(cid >= 0 for cid, dummy in parts):
+                keys.add(tuple(column for dummy, column in parts))
+        return frozenset(keys)
+
     def referencing_tables(self, name: str) -> set[str]:
+        # Every table, whatever its name ("user-notes" included); the names are bound values, never SQL text. SQLite
+        # finds the table of a foreign key whatever the case of its ASCII letters, so the names are compared folded.
         tables = [row[0] for row in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
         found = set()
         for table in tables:
-            if IDENTIFIER.fullmatch(table) and any(row[2] == name for row in self.query(f'PRAGMA foreign_key_list({quote(table)})')):
+            if any(self.fold(str(parent)) == self.fold(name) for (parent,) in self.query('SELECT "table" FROM pragma_foreign_key_list(?)', (table,))):
                 found.add(table)
         return found
 
@@ -388,7 +483,11 @@ class PostgresDatabase(Database):
         return text.replace('?', '%s')
 
     def error(self, exc: BaseException, doing: str) -> DbError:
-        return super().error(exc, doing)
+        error = super().error(exc, doing)
+        if isinstance(exc, self.psycopg.errors.ForeignKeyViolation):
+            # The server's message names both tables; say what to do about it.
+            return DbError(f'{error}; add the referencing table to the data map, or give its foreign key ON DELETE CASCADE or SET NULL')
+        return error
 
     def _run(self, text: str, params: t.Sequence[t.Any], doing: str) -> t.Any:
         try:
@@ -508,10 +607,25 @@ class PostgresDatabase(Database):
             ' JOIN pg_namespace n ON n.oid = cl.relnamespace'
             ' JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) ON true'
             ' JOIN pg_attribute a ON a.attrelid = cl.oid AND a.attnum = k.attnum'
-            ' WHERE i.indisprimary AND n.nspname = ? AND cl.relname = ANY(?) ORDER BY cl.relname, k.position',
+            ' WHERE i.indisprimary AND k.position <= i.indnkeyatts AND n.nspname = ? AND cl.relname = ANY(?) ORDER BY cl.relname, k.position',
             (self.schema, wanted),
         ):
             keys.setdefault(table, []).append(column)
+        # Unique constraints and unique indexes on plain columns, valid, not partial, key columns only (not INCLUDE).
+        unique: dict[tuple[str, int], list[str]] = {}
+        for table, index, column in self.query(
+            'SELECT cl.relname, i.indexrelid::bigint, a.attname FROM pg_index i JOIN pg_class cl ON cl.oid = i.indrelid'
+            ' JOIN pg_namespace n ON n.oid = cl.relnamespace'
+            ' JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) ON true'
+            ' JOIN pg_attribute a ON a.attrelid = cl.oid AND a.attnum = k.attnum'
+            ' WHERE i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL AND k.position <= i.indnkeyatts'
+            ' AND n.nspname = ? AND cl.relname = ANY(?) ORDER BY cl.relname, i.indexrelid, k.position',
+            (self.schema, wanted),
+        ):
+            unique.setdefault((table, index), []).append(column)
+        unique_keys: dict[str, set[tuple[str, ...]]] = {}
+        for (table, dummy_index), index_columns in unique.items():
+            unique_keys.setdefault(table, set()).add(tuple(index_columns))
         references: dict[str, set[str]] = {}
         for table, parent in self.query(
             "SELECT cl.relname, rf.relname FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid"
@@ -521,7 +635,8 @@ class PostgresDatabase(Database):
         ):
             references.setdefault(table, set()).add(parent)
         return {
-            name: TableInfo(name, columns[name], tuple(keys.get(name, ())), frozenset(references.get(name, ())))
+            name: TableInfo(name, columns[name], tuple(keys.get(name, ())), frozenset(references.get(name, ())),
+                            frozenset(unique_keys.get(name, ())))
             for name in wanted if name in columns
         }
 
@@ -546,13 +661,17 @@ class PostgresDatabase(Database):
             raise self.error(exc, 'PostgreSQL statement failed') from exc
 
     def referencing_tables(self, name: str) -> set[str]:
+        # Names are compared as PostgreSQL does: exactly ("Users" is not users). A table of another schema is given
+        # as schema.table, so it never passes for a mapped table of this one. Partitions inherit their parent's
+        # foreign key (conparentid): the partitioned table stands for them.
         rows = self.query(
-            "SELECT cl.relname FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid"
+            "SELECT cn.nspname, cl.relname FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid"
+            " JOIN pg_namespace cn ON cn.oid = cl.relnamespace"
             " JOIN pg_class rf ON rf.oid = con.confrelid JOIN pg_namespace n ON n.oid = rf.relnamespace"
-            " WHERE con.contype = 'f' AND n.nspname = ? AND rf.relname = ?",
+            " WHERE con.contype = 'f' AND con.conparentid = 0 AND n.nspname = ? AND rf.relname = ?",
             (self.schema, name),
         )
-        return {row[0] for row in rows}
+        return {table if schema == self.schema else f'{schema}.{table}' for schema, table in rows}
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -142,12 +142,21 @@ class DataMap:
     def erase_order(self, foreign_keys: t.Iterable[tuple[str, str]] = ()) -> list[str]:
         """Mapped tables, children first: a table comes before every table it references, the subject table last.
 
-        ``foreign_keys`` adds (child, parent) pairs found in the database schema; pairs naming an unmapped
-        table and self references are ignored.
+        Only erasure needs this order (inventory, export and consent read; anonymise changes no key and follows the
+        join paths only, which never loop). ``foreign_keys`` adds (child, parent) pairs found in the database schema;
+        pairs naming an unmapped table and self references are ignored, and so is a foreign key to a table whose
+        rows erasure keeps (``erasure: anonymise``, the subject table excepted): no row it points at goes away, so it
+        does not constrain the order. A join path always does: a table is found through its parent's rows, so it
+        is processed before them. Raise :class:`DataMapError` naming a cycle when no order exists.
         """
         edges: dict[str, set[str]] = {name: set() for name in self.tables}
-        for child, parent in list(self.parent_edges()) + list(foreign_keys):
+        for child, parent in self.parent_edges():
             if child in edges and parent in edges and child != parent:
+                edges[child].add(parent)
+        for child, parent in foreign_keys:
+            if child in edges and parent in edges and child != parent:
+                if self.tables[parent].erasure == 'anonymise' and parent != self.subject_table:
+                    continue
                 edges[child].add(parent)
         for name in self.tables:
             if name != self.subject_table:
@@ -163,12 +172,24 @@ class DataMap:
         while pending:
             ready = [name for name in pending if children[name] <= done]
             if not ready:
-                raise DataMapError('data map: the tables reference each other in a cycle, no erasure order exists: ' + ', '.join(sorted(pending)))
+                raise DataMapError('data map: the tables reference each other in a cycle, no erasure order exists: '
+                                   + _cycle(children, set(pending)) + ' (each table holds a foreign key to, or a join path into, the next)')
             for name in ready:
                 order.append(name)
                 done.add(name)
             pending = [name for name in pending if name not in done]
         return order
+
+
+def _cycle(children: t.Mapping[str, t.Set[str]], pending: t.Set[str]) -> str:
+    """One cycle among ``pending`` tables, each of which has a pending child, as ``a -> b -> a`` (a references b)."""
+    walk = [min(pending)]
+    while True:
+        following = min(children[walk[-1]] & pending)
+        if following in walk:
+            loop = walk[walk.index(following):]
+            return ' -> '.join([*reversed(loop), loop[-1]])
+        walk.append(following)
 
 
 class _Collector:

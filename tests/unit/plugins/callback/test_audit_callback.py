@@ -9,6 +9,8 @@ The real ansible-playbook runs are in tests/functional/test_audit_callback.py.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -16,6 +18,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -443,3 +446,139 @@ def test_log_path_under_home_is_expanded(monkeypatch, tmp_path):
     callback.v2_playbook_on_stats(stats())
     assert not callback.disabled
     assert _audit.verify(str(tmp_path / ".ansible" / "dihya-audit.log"), KEY.encode()).records == 2
+
+
+# Vault values in part or encoded -----------------------------------------------------------------------------------------
+
+SECRETS = {
+    "plain": "canary-0123456789abcdef0123",
+    "special": 'p@ss"w0rd\\/+?&= ok#%',
+    "unicode": "mot-de-passe-été-Straße-42",
+}
+
+
+def _b64(text, urlsafe=False, pad=True):
+    data = text.encode() if isinstance(text, str) else text
+    encoded = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(data).decode()
+    return encoded if pad else encoded.rstrip("=")
+
+
+TRANSFORMS = {
+    "exact": lambda s: s,
+    "slice-start": lambda s: s[:10],
+    "slice-middle": lambda s: s[5:15],
+    "slice-end": lambda s: s[-9:],
+    "slice-of-8": lambda s: s[3:11],
+    "upper": lambda s: s.upper(),
+    "lower": lambda s: s.lower(),
+    "swapcase": lambda s: s.swapcase(),
+    "upper-slice": lambda s: s[4:14].upper(),
+    "reversed": lambda s: s[::-1],
+    "reversed-slice": lambda s: s[2:12][::-1],
+    "b64": lambda s: _b64(s),
+    "b64-urlsafe": lambda s: _b64(s, urlsafe=True),
+    "b64-unpadded": lambda s: _b64(s, pad=False),
+    "b64-slice-0": lambda s: _b64(s[0:10]),
+    "b64-slice-1": lambda s: _b64(s[1:11]),
+    "b64-slice-2": lambda s: _b64(s[2:12]),
+    "b64-slice-of-8": lambda s: _b64(s[7:15]),
+    "b64-basic-auth": lambda s: _b64("admin:" + s),
+    "b64-inside-1": lambda s: _b64("x" + s[4:16]),
+    "b64-inside-2": lambda s: _b64("xy" + s[4:16], urlsafe=True),
+    "hex": lambda s: s.encode().hex(),
+    "hex-upper": lambda s: s.encode().hex().upper(),
+    "hex-slice": lambda s: s[6:16].encode().hex(),
+    "url": lambda s: quote(s, safe=""),
+    "url-path": lambda s: quote(s),
+    "url-plus": lambda s: quote_plus(s),
+    "url-slice": lambda s: quote(s[3:13], safe=""),
+    "json": lambda s: json.dumps({"password": s}),
+    "json-ascii-slice": lambda s: json.dumps(s[2:14]),
+    "json-unicode": lambda s: json.dumps({"password": s}, ensure_ascii=False),
+    "repr": lambda s: repr({"password": s}),
+}
+
+
+@pytest.mark.parametrize("secret_kind", sorted(SECRETS))
+@pytest.mark.parametrize("transform", sorted(TRANSFORMS))
+@pytest.mark.parametrize("prefix", ["", "x", "ab: "])
+def test_parts_and_encodings_of_a_vault_value_are_found(secret_kind, transform, prefix):
+    secret = SECRETS[secret_kind]
+    shown = TRANSFORMS[transform](secret)
+    matcher = audit.SecretFilter({secret, "unrelated-value-000"})
+    assert matcher.search(f"{prefix}{shown} trailing words"), (transform, shown)
+    assert audit.safe_message(f"failed: {prefix}{shown}", {secret}) == audit.WITHHELD
+
+
+@pytest.mark.parametrize("text", [
+    "Plain failure: 'quoted' ; rm -rf ../",
+    "trace 4bf92f3577b34da6a3ce929d0e0e4736, sha256 " + hashlib.sha256(b"x").hexdigest(),
+    "Y2FuYQ== is cana in base64, shorter than a window",
+    "canary- and 0123456 and 789abcd: parts shorter than a window",
+    "connection refused: https://127.0.0.1:9/api?token=abc",
+    "",
+])
+def test_ordinary_messages_are_kept(text):
+    assert not audit.SecretFilter(set(SECRETS.values())).search(text)
+    assert audit.safe_message(text, set(SECRETS.values())) == text
+
+
+@pytest.mark.parametrize(("shown", "found"), [
+    ("hunter", True), ("HUNTER", False), ("retnuh", False), ("hunt", False),
+    (base64.b64encode(b"hunter").decode(), True), (b"hunter".hex(), True), (b"hunter".hex().upper(), True),
+])
+def test_short_vault_values_are_matched_whole_only(shown, found):
+    """Values shorter than the window: the value or an encoding of all of it, never a part or another letter case."""
+    assert audit.SecretFilter({"hunter"}).search(f"bad {shown}!") is found
+
+
+def test_a_long_message_is_checked_where_it_is_recorded():
+    secret = SECRETS["plain"]
+    tail = "y" * (audit.MSG_LIMIT - 20) + secret[:12]
+    assert audit.safe_message(tail, {secret}) == audit.WITHHELD
+    far = "y" * 5000 + secret
+    kept = audit.safe_message(far, {secret})
+    assert kept.endswith("...") and secret[:8] not in kept
+
+
+def test_filter_cost_stays_small():
+    """Built once per set of values; a search is a pass over the text (here 50 values, a 512-character message)."""
+    values = {f"vault-value-{index:03d}-" + "k" * 24 for index in range(50)}
+    started = time.perf_counter()
+    matcher = audit.SecretFilter(values)
+    built = time.perf_counter() - started
+    text = "a message of ordinary words " * 19
+    started = time.perf_counter()
+    for dummy in range(100):
+        assert not matcher.search(text)
+    searched = (time.perf_counter() - started) / 100
+    assert built < 2.0 and searched < 0.01, (built, searched)
+
+
+@pytest.mark.parametrize("transform", ["slice-middle", "b64", "b64-slice-1", "upper", "hex", "url", "reversed"])
+def test_parts_and_encodings_in_names_messages_and_item_labels_are_withheld(monkeypatch, tmp_path, vault, transform):
+    """Through the callback: task and play names (templated, and the raw name when it holds the value too) and failure messages."""
+    secret = SECRETS["special"]
+    shown = TRANSFORMS[transform](secret)
+    # An inline !vault value of a group_vars file, as the loader caches it (the encrypted-file case is tested above).
+    ciphertext = vault.loader._vault.encrypt(secret).decode().replace(chr(10), chr(10) + "  ")
+    group_vars = vault.tmp / "group_vars" / "all.yml"
+    monkeypatch.setitem(vault.loader._FILE_CACHE, str(group_vars), vault.loader.load(f"vault_password: !vault |\n  {ciphertext}\n"))
+    callback = make_callback(monkeypatch, tmp_path)
+    callback.v2_playbook_on_start(playbook(loader=vault.loader))
+    callback.v2_playbook_on_play_start(types.SimpleNamespace(get_name=lambda: f"Play {shown}", _ds={"name": "Play {{ x }}"}))
+    named = Task(f"Use {shown}", raw="Use {{ vault_password | b64encode }}")
+    callback.v2_runner_on_failed(Result("web-1", named, {"msg": f"bad value {shown}"}))
+    labelled = Task(f"Deploy (item={shown})", raw=f"Deploy {shown}")
+    callback.v2_runner_on_failed(Result("web-1", labelled, {"msg": "One or more items failed",
+                                                            "results": [{"item": shown, "msg": f"no {shown}"}]}))
+    callback.v2_playbook_on_stats(stats(**{"web-1": recap(failures=2)}))
+    text = (tmp_path / "logs" / "audit.log").read_text()
+    assert shown not in text and json.dumps(shown)[1:-1] not in text
+    records = read(tmp_path / "logs" / "audit.log")
+    assert records[1]["labels"]["play"] == "Play {{ x }}"
+    assert records[1]["labels"]["task"] == "Use {{ vault_password | b64encode }}"
+    assert records[1]["dihya"]["details"]["msg"] == audit.WITHHELD
+    assert records[2]["labels"]["task"] == "(name withheld: it contains a Vault value)"
+    assert records[2]["dihya"]["details"]["msg"] == "One or more items failed"
+    assert _audit.verify(str(tmp_path / "logs" / "audit.log"), KEY.encode()).ok
