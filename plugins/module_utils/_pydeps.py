@@ -34,10 +34,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import traceback
 import typing as t
+
+from ansible_collections.dihya.ops.plugins.module_utils._safe_write import UnsafeDestination, describe, lstat_at, open_dir, write_bytes
 
 try:
     from packaging.requirements import InvalidRequirement, Requirement
@@ -377,14 +380,66 @@ def _safe_target(path: str, what: str) -> str:
     return path
 
 
+SNAPSHOT_ENTRIES = frozenset((FREEZE_FILE, MANIFEST_FILE, WHEELS_DIR))
+
+
+def _snapshot_folder(parent_fd: int, name: str, dest: str) -> os.stat_result | None:
+    """What is at ``dest`` (``name`` in ``parent_fd``): None, or a snapshot folder written by :func:`take_snapshot`.
+
+    Anything else (a file, a symbolic link, a FIFO, a device, a directory that is not a snapshot) raises
+    :class:`PyDepsError`: a new snapshot replaces only an older snapshot, never something it did not write.
+    """
+    info = lstat_at(parent_fd, name)
+    if info is None:
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        raise PyDepsError(f'snapshot folder {dest} {describe(info.st_mode)}; refusing to replace it (it must be missing or a snapshot folder)')
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
+    try:
+        manifest = lstat_at(fd, MANIFEST_FILE)
+        extra = sorted(set(os.listdir(fd)) - SNAPSHOT_ENTRIES)
+    finally:
+        os.close(fd)
+    if manifest is None or not stat.S_ISREG(manifest.st_mode):
+        raise PyDepsError(f'snapshot folder {dest} is a directory without {MANIFEST_FILE}, not a snapshot; refusing to replace it')
+    if extra:
+        raise PyDepsError(f'snapshot folder {dest} holds {", ".join(extra[:5])}, which a snapshot does not; refusing to replace it')
+    return info
+
+
+def _snapshot_parent(dest: str, check_mode: bool) -> int | None:
+    """A descriptor of the folder holding ``dest`` (reached without symbolic links), checked to be fit for a snapshot."""
+    try:
+        parent_fd = open_dir(os.path.dirname(dest))
+    except FileNotFoundError:
+        if check_mode:
+            return None
+        raise
+    except UnsafeDestination as exc:
+        raise PyDepsError(f'snapshot folder {dest}: {exc}') from None
+    try:
+        _snapshot_folder(parent_fd, os.path.basename(dest), dest)
+    except BaseException:
+        os.close(parent_fd)
+        raise
+    return parent_fd
+
+
 def take_snapshot(pip: Pip, dest: str, sources: Sources, check_mode: bool = False) -> Snapshot:
     """Record ``pip freeze`` and a wheel of every frozen version into ``dest``.
 
     The wheels come from ``sources`` (typically the wheelhouse the environment was installed from,
     ``--no-index``) and from the wheels of the snapshot already in ``dest``, so a chain of updates keeps
     working offline. The new snapshot is built next to ``dest`` and only replaces it once complete.
+
+    ``dest`` must be missing or hold a snapshot (:data:`SNAPSHOT_ENTRIES` only); anything else there, or a
+    symbolic link on its way, is refused before pip runs, in check mode too.
     """
     dest = _safe_target(dest, 'snapshot folder')
+    if check_mode:
+        parent_fd = _snapshot_parent(dest, check_mode=True)
+        if parent_fd is not None:
+            os.close(parent_fd)
     freeze = pip.freeze()
     pins = parse_freeze(freeze)
     created = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
@@ -392,13 +447,24 @@ def take_snapshot(pip: Pip, dest: str, sources: Sources, check_mode: bool = Fals
         return Snapshot(path=dest, freeze=freeze, pins=pins, wheels=[], created=created)
     parent = os.path.dirname(dest)
     os.makedirs(parent, mode=0o750, exist_ok=True)
+    parent_fd = t.cast(int, _snapshot_parent(dest, check_mode=False))
+    try:
+        wheels = _build_snapshot(pip, dest, parent, parent_fd, freeze, pins, created, sources)
+    finally:
+        os.close(parent_fd)
+    return Snapshot(path=dest, freeze=freeze, pins=pins, wheels=wheels, created=created)
+
+
+def _build_snapshot(pip: Pip, dest: str, parent: str, parent_fd: int, freeze: list[str], pins: dict[str, tuple[str, str]],
+                    created: str, sources: Sources) -> list[str]:
+    """Build the snapshot in a new folder next to ``dest``, then swap it in place of the previous snapshot, if any."""
+    name = os.path.basename(dest)
     building = tempfile.mkdtemp(prefix='.snapshot-', dir=parent)
     try:
         wheels_dir = os.path.join(building, WHEELS_DIR)
         os.mkdir(wheels_dir)
         freeze_path = os.path.join(building, FREEZE_FILE)
-        with open(freeze_path, 'w', encoding='utf-8') as handle:
-            handle.write(''.join(f'{line}\n' for line in freeze))
+        write_bytes(freeze_path, ''.join(f'{line}\n' for line in freeze).encode('utf-8'), mode=0o640)
         previous = os.path.join(dest, WHEELS_DIR)
         find_links = sources.find_links + ((previous,) if os.path.isdir(previous) else ())
         snapshot_sources = Sources(index_url=sources.index_url, find_links=find_links, no_index=sources.no_index)
@@ -410,21 +476,51 @@ def take_snapshot(pip: Pip, dest: str, sources: Sources, check_mode: bool = Fals
             raise PyDepsError(f'no wheel could be stored for {", ".join(missing)}; the snapshot is incomplete')
         wheels = sorted(entry for entry in os.listdir(wheels_dir) if entry.endswith('.whl'))
         manifest = {'created': created, 'venv': pip.venv, 'freeze': freeze, 'wheels': wheels}
-        with open(os.path.join(building, MANIFEST_FILE), 'w', encoding='utf-8') as handle:
-            json.dump(manifest, handle, indent=2, sort_keys=True)
-            handle.write('\n')
+        write_bytes(os.path.join(building, MANIFEST_FILE), (json.dumps(manifest, indent=2, sort_keys=True) + '\n').encode('utf-8'), mode=0o640)
         os.chmod(building, 0o750)
-        old = None
-        if os.path.isdir(dest):
-            old = tempfile.mkdtemp(prefix='.snapshot-old-', dir=parent)
-            os.rename(dest, os.path.join(old, 'snapshot'))
-        os.rename(building, dest)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(parent, parent_fd, os.path.basename(building), name, dest)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    return Snapshot(path=dest, freeze=freeze, pins=pins, wheels=wheels, created=created)
+    return wheels
+
+
+def _swap_in(parent: str, parent_fd: int, building: str, name: str, dest: str) -> None:
+    """Replace the snapshot ``name`` by the folder ``building`` (both in ``parent_fd``); only a snapshot is ever moved away."""
+    previous = _snapshot_folder(parent_fd, name, dest)
+    old = None
+    if previous is not None:
+        old = tempfile.mkdtemp(prefix='.snapshot-old-', dir=parent)
+        old_fd = open_dir(old)
+        try:
+            os.rename(name, 'snapshot', src_dir_fd=parent_fd, dst_dir_fd=old_fd)
+            moved = lstat_at(old_fd, 'snapshot')
+            if moved is None or (moved.st_dev, moved.st_ino) != (previous.st_dev, previous.st_ino):
+                # Something else was put at dest since it was checked: it goes back, nothing is removed.
+                _put_back(old, parent_fd, name)
+                raise PyDepsError(f'snapshot folder {dest} was replaced by something else during the snapshot; refusing to remove it')
+        finally:
+            os.close(old_fd)
+    try:
+        if lstat_at(parent_fd, name) is not None:
+            raise PyDepsError(f'snapshot folder {dest} appeared during the snapshot; refusing to replace it')
+        os.rename(building, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+    except BaseException:
+        if old is not None and not _put_back(old, parent_fd, name):
+            raise PyDepsError(f'the snapshot could not replace {dest}; the previous snapshot is kept in {old}') from None
+        raise
+    os.fsync(parent_fd)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _put_back(old: str, parent_fd: int, name: str) -> bool:
+    """Move ``old``/snapshot back to ``name`` if nothing took its place; True when done (``old`` is then removed)."""
+    if lstat_at(parent_fd, name) is not None:
+        return False
+    os.rename(os.path.join(old, 'snapshot'), name, dst_dir_fd=parent_fd)
+    os.rmdir(old)
+    return True
 
 
 def load_snapshot(path: str) -> Snapshot:
