@@ -14,14 +14,26 @@ description:
   - Removes files older than O(age) below each directory of O(paths), optionally filtered by name and size,
     and optionally removes the directories left empty.
   - Every directory in O(paths) must lie inside one of O(allowed_roots) once symbolic links and C(..) are resolved.
-    System directories such as C(/), C(/etc), C(/usr), C(/var) or C(/home) are refused themselves, whatever O(allowed_roots) says;
-    directories below them, such as C(/var/tmp/app), are fine.
+    System directories are refused themselves, whatever O(allowed_roots) says: C(/), C(/etc), C(/boot), C(/dev), C(/proc),
+    C(/sys), C(/run), C(/root), C(/home), C(/srv), C(/opt), C(/mnt), C(/media), C(/bin), C(/sbin), every C(/lib*), C(/usr) and
+    every directory directly in C(/usr) or C(/usr/local) (C(/usr/bin), C(/usr/lib), C(/usr/local/bin)...), C(/var), C(/var/lib),
+    C(/var/log), C(/var/spool), C(/var/mail), C(/var/backups), C(/var/opt) and C(/var/local). They are compared by name and by
+    identity (device and inode), so on a merged-C(/usr) system C(/bin) and C(/usr/bin) are both refused, by any name.
+    Directories below them, such as C(/var/tmp/app), are fine.
+  - A directory in O(paths) that is one of O(protected_paths), or that contains one, is refused unless O(force=true).
+  - Every path is validated, and its directories opened, before anything is removed: if any path is refused, nothing is removed.
   - Symbolic links are never followed. A symbolic link given in O(paths) is refused; a symbolic link met during the walk is
     left alone (or, with O(file_type=any), removed itself when it matches, never its target).
+  - Each allowed root is opened once, one component at a time from C(/) with C(O_NOFOLLOW), and each path is opened the same
+    way from its allowed root's descriptor, never by its name. Each directory on the way is checked again, by device and
+    inode, right before its path is purged, so a component swapped for a symbolic link or another directory after the paths
+    were checked (for example while an earlier path is walked) stops that path, is reported in RV(errors), and makes the
+    module fail once the other paths are done; nothing below it is touched.
   - The walk goes through directory file descriptors and opens every directory with C(O_NOFOLLOW), so a directory replaced
     by a symbolic link while the module runs cannot redirect a removal outside the tree; such a directory is reported in
     RV(errors) and skipped.
-  - The walk stays on the file system of each path in O(paths); mount points below it are not entered.
+  - The walk stays on the file system of each path in O(paths); mount points below it, bind mounts included, are not entered.
+  - Paths that overlap (the same directory twice, or one inside another) are walked once: each file is counted once.
   - The module does not build a list of the files in memory, so it can purge very large trees. It only returns counts,
     the first O(sample_size) removed paths and at most 50 errors.
   - The directories in O(paths) themselves are never removed. A directory in O(paths) that does not exist is reported with
@@ -35,6 +47,9 @@ attributes:
     support: full
     details:
       - In check mode the module walks the same tree and reports exactly what it would remove, but removes nothing.
+      - Removals the kernel would refuse are reported in RV(errors) as a real run would report them, not counted as removed
+        (a read-only mount, a directory without write permission for the user, another user's file in a sticky directory,
+        an immutable or append-only file or directory).
   diff_mode:
     support: none
   idempotent:
@@ -55,6 +70,20 @@ options:
     type: list
     elements: path
     required: true
+  protected_paths:
+    description:
+      - Absolute paths that must never be purged, for example the application's root, code, virtual environment and data.
+      - A directory of O(paths) that is one of them, or an ancestor of one of them, is refused, compared by name once symbolic links
+        and C(..) are resolved and by identity (device and inode). Directories below them, such as C(<root>/tmp), are fine.
+    type: list
+    elements: path
+    default: []
+  force:
+    description:
+      - Purge O(paths) even when they are or contain one of O(protected_paths).
+      - Critical system directories and paths outside O(allowed_roots) are refused whatever this says.
+    type: bool
+    default: false
   age:
     description:
       - Minimum age of the files to remove, compared with O(age_stamp).
@@ -113,6 +142,8 @@ options:
     default: 20
 notes:
   - Entries that cannot be handled, for example because of permissions, are reported in RV(errors) and do not make the module fail.
+  - A path whose directories changed after the paths were checked (a component swapped for a symbolic link or another directory,
+    or the allowed root itself replaced) makes the module fail with a message naming the component, after the other paths were purged.
 seealso:
   - module: ansible.builtin.find
   - module: ansible.builtin.file
@@ -125,6 +156,19 @@ EXAMPLES = r"""
       - /var/tmp/myapp
     allowed_roots:
       - /var/tmp
+    age: 7d
+
+- name: Purge the application's temporary folders, never its code, virtual environment or data
+  dihya.ops.purge_files:
+    paths:
+      - /srv/myapp/tmp
+    allowed_roots:
+      - /srv/myapp
+    protected_paths:
+      - /srv/myapp
+      - /srv/myapp/app
+      - /srv/myapp/venv
+      - /srv/myapp/data
     age: 7d
 
 - name: Purge old uploads and caches, keeping lock files, and tidy empty directories
@@ -267,7 +311,6 @@ from ansible_collections.dihya.ops.plugins.module_utils._purge import (
     Purger,
     PurgeSpec,
     parse_age,
-    resolve_path,
 )
 
 
@@ -276,6 +319,8 @@ def main():
         argument_spec=dict(
             paths=dict(type='list', elements='path', required=True),
             allowed_roots=dict(type='list', elements='path', required=True),
+            protected_paths=dict(type='list', elements='path', default=[]),
+            force=dict(type='bool', default=False),
             age=dict(type='raw', required=True),
             age_stamp=dict(type='str', default='mtime', choices=list(AGE_STAMPS)),
             include=dict(type='list', elements='str', default=['*']),
@@ -304,17 +349,23 @@ def main():
             check_mode=module.check_mode,
         )
         purger = Purger(spec)
-        # Every path is checked before anything is removed.
-        resolved = [resolve_path(path, params['allowed_roots']) for path in params['paths']]
     except PurgeError as exc:
         module.fail_json(msg=str(exc))
 
-    for path in resolved:
+    with purger:
         try:
-            purger.purge(path)
+            # Every path is validated, and its directories opened from its allowed root, before anything is removed.
+            purger.prepare(params['paths'], params['allowed_roots'], params['protected_paths'], params['force'])
         except PurgeError as exc:
             module.fail_json(msg=str(exc), **purger.result())
-    module.exit_json(**purger.result())
+        purger.run()
+    result = purger.result()
+    if purger.swapped:
+        module.fail_json(
+            msg='refusing to purge what changed after the paths were checked, nothing below it was touched: ' + '; '.join(purger.swapped),
+            **result
+        )
+    module.exit_json(**result)
 
 
 if __name__ == '__main__':

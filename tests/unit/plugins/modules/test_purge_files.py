@@ -133,5 +133,93 @@ def test_not_a_directory(tmp_path):
     make(tmp_path / 'file')
     result = run({'paths': [str(tmp_path / 'file')], 'allowed_roots': [str(tmp_path)], 'age': '1d'})
     assert result['failed'] is True
-    assert result['msg'] == f"{tmp_path / 'file'} is not a directory"
+    assert result['msg'] == f"refusing to purge {tmp_path / 'file'}: it is not a directory"
     assert result['files_removed'] == 0
+
+
+@pytest.mark.parametrize('order', ['dir-file', 'file-dir', 'dir-file-dir'])
+def test_a_file_among_the_paths_fails_before_anything_is_removed(tmp_path, order):
+    root = tmp_path / 'root'
+    old = [make(root / 'one' / 'old'), make(root / 'two' / 'old')]
+    make(root / 'file')
+    paths = {'dir-file': ['one', 'file'], 'file-dir': ['file', 'one'], 'dir-file-dir': ['one', 'file', 'two']}[order]
+    for check_mode in (True, False):
+        result = run({'paths': [str(root / path) for path in paths], 'allowed_roots': [str(root)], 'age': '1d'}, check_mode=check_mode)
+        assert result['failed'] is True
+        assert result['msg'] == f"refusing to purge {root / 'file'}: it is not a directory"
+        assert result['files_removed'] == 0 and result['paths'] == []
+    assert all(path.exists() for path in old)
+
+
+@pytest.mark.parametrize('path', ['{root}', '{root}/', '{root}/app', '{root}/venv/', '{root}/data', '{root}/tmp/..', '{root}/link/data'])
+def test_backend_folders_are_protected_unless_forced(tmp_path, path):
+    root = tmp_path / 'backend'
+    pack = make(root / 'app' / '.git' / 'objects' / 'pack' / 'pack-1.pack')
+    database = make(root / 'data' / 'dihya.db')
+    make(root / 'venv' / 'bin' / 'python')
+    junk = make(root / 'tmp' / 'old')
+    (root / 'link').symlink_to(root)
+    protected = [str(root), str(root / 'app'), str(root / 'venv'), str(root / 'data')]
+    args = {'paths': [str(root / 'tmp'), path.format(root=root)], 'allowed_roots': [str(root)], 'protected_paths': protected, 'age': '1d'}
+    checked = run(args, check_mode=True)
+    assert checked['failed'] is True and 'protected path' in checked['msg'] and 'force' in checked['msg']
+    assert str(pack) not in checked.get('sample', [])
+    assert run(args)['failed'] is True
+    assert pack.exists() and database.exists() and junk.exists()
+    forced = run(dict(args, force=True), check_mode=True)
+    assert 'failed' not in forced and forced['files_removed'] >= 2
+
+
+def test_inside_the_backend_root_is_allowed(tmp_path):
+    root = tmp_path / 'backend'
+    junk = make(root / 'tmp' / 'old')
+    database = make(root / 'data' / 'dihya.db')
+    result = run({'paths': [str(root / 'tmp')], 'allowed_roots': [str(root)], 'protected_paths': [str(root), str(root / 'data')], 'age': '1d'})
+    assert 'failed' not in result and result['files_removed'] == 1
+    assert not junk.exists() and database.exists()
+
+
+@pytest.mark.parametrize('path', ['/usr/bin', '/usr/sbin', '/usr/lib', '/bin', '/sbin', '/lib', '/usr/local/bin', '/var/lib', '/usr/share'])
+def test_system_directories_refused_in_check_mode_too(path):
+    result = run({'paths': [path], 'allowed_roots': ['/'], 'age': '1d'}, check_mode=True)
+    assert result['failed'] is True
+    assert result['msg'] == f'refusing to purge {path}: {path} is a critical system directory'
+
+
+@pytest.mark.parametrize('swapped', ['a', 'a/b'])
+def test_a_component_swapped_during_the_run_fails_the_module(tmp_path, monkeypatch, swapped):
+    root = tmp_path / 'root'
+    first = make(root / 'big' / 'old')
+    make(root / 'a' / 'b' / 'junk')
+    precious = make(tmp_path / 'victim' / 'b' / 'precious')
+    (tmp_path / 'victim' / 'precious').write_bytes(b'x')
+
+    class Swapping(purge_files.Purger):
+        """The real engine, with a hook that swaps a component once the first path is done."""
+
+        def __init__(self, spec):
+            super().__init__(spec, before_path=self.swap)
+
+        @staticmethod
+        def swap(target):
+            if target.parts[0] == 'a':
+                os.rename(root / swapped, tmp_path / 'moved')
+                (root / swapped).symlink_to(tmp_path / 'victim')
+
+    monkeypatch.setattr(purge_files, 'Purger', Swapping)
+    result = run({'paths': [str(root / 'big'), str(root / 'a' / 'b')], 'allowed_roots': [str(root)], 'age': '1d'})
+    assert result['failed'] is True
+    assert result['msg'].startswith('refusing to purge what changed after the paths were checked')
+    assert f'{root / swapped} is a symbolic link' in result['msg']
+    assert result['errors'][0]['path'] == str(root / swapped)
+    assert not first.exists() and precious.exists() and (tmp_path / 'victim' / 'precious').exists()
+
+
+@pytest.mark.parametrize('paths', [['app', 'app'], ['app', 'app/sub'], ['app/sub', 'app'], ['app/', 'app']])
+def test_overlapping_paths_counted_once(tree, paths):
+    args = {'paths': [str(tree / path) for path in paths], 'allowed_roots': [str(tree)], 'age': '7d', 'exclude': ['*.lock'],
+            'remove_empty_dirs': True}
+    checked = run(args, check_mode=True)
+    real = run(args)
+    assert checked == real
+    assert real['files_removed'] == 2 and real['bytes_freed'] == 8
