@@ -22,15 +22,18 @@ import dataclasses
 import datetime
 import http.client
 import importlib
+import io
 import json
 import math
 import os
 import re
+import select
 import shutil
 import socket
 import sqlite3
 import ssl
 import sys
+import threading
 import time
 import typing as t
 import urllib.parse
@@ -79,6 +82,80 @@ COMMON_OPTIONS = frozenset(('name', 'type', 'timeout', 'latency_budget'))
 
 class CheckConfigError(ValueError):
     """Bad input for one check: reported as a result with status ``error``, never retried."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """An attempt ran out of time; ``phase`` says what it was doing (``while reading the response headers``)."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(f'deadline exceeded {phase}')
+        self.phase = phase
+
+
+class Budget:
+    """The absolute end of one attempt, on the monotonic clock, and the phase the attempt is in.
+
+    Socket timeouts only bound one system call each: a peer that sends a byte just before each
+    timeout expires keeps a reader waiting forever. Every blocking step of a probe therefore asks
+    the budget for the time left (:meth:`remaining`) right before it blocks, and uses that as its
+    timeout, so that the sum of all steps never passes :attr:`expires`.
+    """
+
+    def __init__(self, timeout: float, phase: str = 'before starting') -> None:
+        self.expires = time.monotonic() + timeout
+        self.phase = phase
+
+    def remaining(self, phase: str | None = None) -> float:
+        """Seconds left (always > 0); enter ``phase`` first when given. Raise :class:`DeadlineExceeded` when none are left."""
+        if phase is not None:
+            self.phase = phase
+        left = self.expires - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(self.phase)
+        return left
+
+    def exceeded(self) -> DeadlineExceeded:
+        """The exception for a time-out in the current phase."""
+        return DeadlineExceeded(self.phase)
+
+
+def bounded_call(function: t.Callable[[], t.Any], budget: Budget, phase: str,
+                 discard: t.Callable[[t.Any], None] | None = None) -> t.Any:
+    """Run a blocking call that takes no timeout of its own (a DNS lookup, a database driver's connect) within ``budget``.
+
+    The call runs in a daemon thread; when the budget runs out first, the caller gets
+    :class:`DeadlineExceeded` at once, and whatever the call returns later is handed to
+    ``discard`` (to close a connection nobody will use) and dropped.
+    """
+    state: dict[str, t.Any] = {}
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            value = function()
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            state['error'] = exc
+            return
+        with lock:
+            abandoned = state.get('abandoned', False)
+            state['value'] = value
+        if abandoned and discard is not None:
+            try:
+                discard(value)
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass
+
+    wait = budget.remaining(phase)
+    worker = threading.Thread(target=work, name='health-check-bounded', daemon=True)
+    worker.start()
+    worker.join(wait)
+    with lock:
+        if 'value' not in state and 'error' not in state:
+            state['abandoned'] = True
+            raise budget.exceeded()
+    if 'error' in state:
+        raise state['error']
+    return state['value']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,11 +287,20 @@ def run_checks(
     deadline_at = time.monotonic() + deadline if deadline is not None else None
     workers = min(concurrency, len(specs))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix='health-check') as pool:
-        futures = [pool.submit(_run_one, spec, retries, delay, deadline_at) for spec in specs]
+        futures = [pool.submit(_run_one, spec, retries, delay, deadline_at, deadline) for spec in specs]
         return [future.result() for future in futures]
 
 
-def _run_one(spec: CheckSpec, retries: int, delay: float, deadline_at: float | None) -> CheckResult:
+def _run_one(spec: CheckSpec, retries: int, delay: float, deadline_at: float | None, deadline: float | None = None) -> CheckResult:
+    secrets = url_secrets(spec.options.get('url')) if isinstance(spec.options, t.Mapping) else ()
+    result = _run_one_unmasked(spec, retries, delay, deadline_at, deadline)
+    # A URL's user information never leaves the engine: not in names (metrics labels), not in messages.
+    result.name = mask_url_credentials(result.name, secrets)
+    result.message = mask_url_credentials(result.message, secrets)
+    return result
+
+
+def _run_one_unmasked(spec: CheckSpec, retries: int, delay: float, deadline_at: float | None, deadline: float | None) -> CheckResult:
     try:
         config = validate_spec(spec)
     except CheckConfigError as exc:
@@ -230,14 +316,17 @@ def _run_one(spec: CheckSpec, retries: int, delay: float, deadline_at: float | N
     outcome = Outcome(False, 'deadline exceeded before the check could start')
     while True:
         timeout = spec.timeout
+        limit = f'timeout {spec.timeout:g} s'
         if deadline_at is not None:
             remaining = deadline_at - time.monotonic()
             if remaining <= 0:
                 break
-            timeout = min(timeout, remaining)
+            if remaining < timeout:
+                timeout = remaining
+                limit = f'run deadline {deadline:g} s' if deadline is not None else 'run deadline'
         attempts += 1
         started = time.monotonic()
-        status, outcome = _attempt(probe, config, timeout)
+        status, outcome = _attempt(probe, config, timeout, limit)
         latency = time.monotonic() - started
         if status == STATUS_OK and spec.latency_budget is not None and latency > spec.latency_budget:
             status = STATUS_FAILED
@@ -259,11 +348,14 @@ def _run_one(spec: CheckSpec, retries: int, delay: float, deadline_at: float | N
     )
 
 
-def _attempt(probe: t.Callable[[t.Any, float], Outcome], config: t.Any, timeout: float) -> tuple[str, Outcome]:
+def _attempt(probe: t.Callable[[t.Any, float], Outcome], config: t.Any, timeout: float, limit: str = '') -> tuple[str, Outcome]:
     try:
         outcome = probe(config, timeout)
     except CheckConfigError as exc:
         return STATUS_ERROR, Outcome(False, str(exc))
+    except DeadlineExceeded as exc:
+        context = getattr(config, 'context', None)
+        return STATUS_FAILED, Outcome(False, f'{exc} ({limit})' if limit else str(exc), context() if context else {})
     except Exception as exc:  # pylint: disable=broad-exception-caught
         # A probe must never take the whole run down: anything it raises is this check's failure.
         context = getattr(config, 'context', None)
@@ -372,6 +464,159 @@ def _format_bytes(value: float) -> str:
             return f'{value:.0f} {unit}' if unit == 'B' else f'{value:.1f} {unit}'
         value /= 1024
     return f'{value:.1f} PiB'  # pragma: no cover - unreachable, the loop returns at TiB
+
+
+# ---------------------------------------------------------------------------
+# Credentials in URLs
+# ---------------------------------------------------------------------------
+
+_URL_USERINFO = re.compile(r'(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@')
+
+
+def url_secrets(url: t.Any) -> tuple[str, ...]:
+    """The user name and password held in ``url`` (raw and percent-decoded), longest first."""
+    if not isinstance(url, str) or '@' not in url:
+        return ()
+    try:
+        parts = urllib.parse.urlsplit(url)
+        found = {parts.username or '', parts.password or ''}
+    except ValueError:
+        found = set()
+    userinfo = url.split('://', 1)[-1].split('/', 1)[0].rpartition('@')[0]
+    found.update(userinfo.split(':', 1))
+    found.update(urllib.parse.unquote(item) for item in list(found))
+    return tuple(sorted((item for item in found if item), key=len, reverse=True))
+
+
+def mask_url_credentials(text: str, secrets: t.Sequence[str] = ()) -> str:
+    """``text`` with the user information of every URL in it, and each of ``secrets``, replaced by ``********``."""
+    if not isinstance(text, str):
+        return text
+    return _scrub(_URL_USERINFO.sub(lambda match: match.group(1) + MASK + '@', text), secrets)
+
+
+# ---------------------------------------------------------------------------
+# Connections within a budget
+# ---------------------------------------------------------------------------
+
+def resolve(host: str, port: int, budget: Budget) -> list[tuple[t.Any, ...]]:
+    """``getaddrinfo`` for a TCP connection, bounded by ``budget`` (the system resolver takes no timeout)."""
+    try:
+        # A literal address needs no resolver.
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        pass
+    return bounded_call(lambda: socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM), budget, f'while resolving {host}')
+
+
+def connect(host: str, port: int, budget: Budget) -> socket.socket:
+    """A TCP connection to the first address of ``host`` that accepts one, within ``budget``."""
+    addresses = resolve(host, port, budget)
+    phase = f'while connecting to {host}:{port}'
+    error: OSError | None = None
+    for family, kind, proto, _canonname, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(budget.remaining(phase))
+            sock.connect(address)
+        except TimeoutError:
+            sock.close()
+            raise budget.exceeded() from None
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise error if error is not None else OSError(f'no address found for {host}')
+
+
+def tls_handshake(sock: socket.socket, context: ssl.SSLContext, server_name: str, budget: Budget) -> ssl.SSLSocket:
+    """Wrap ``sock`` in TLS and finish the handshake before the budget runs out, however slowly the peer answers.
+
+    The handshake runs on a non-blocking socket, waiting with ``poll`` for the time left, so a peer
+    that trickles its handshake records cannot stretch it.
+    """
+    phase = 'during the TLS handshake'
+    try:
+        budget.remaining(phase)
+        sock.setblocking(False)
+        tls = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        poller = select.poll()
+        poller.register(tls.fileno(), select.POLLIN)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                poller.modify(tls.fileno(), select.POLLIN)
+            except ssl.SSLWantWriteError:
+                poller.modify(tls.fileno(), select.POLLOUT)
+            if not poller.poll(max(1, math.ceil(budget.remaining(phase) * 1000))):
+                budget.remaining(phase)
+        tls.settimeout(budget.remaining(phase))
+    except BaseException:
+        tls.close()
+        raise
+    return tls
+
+
+class _BudgetReader(io.RawIOBase):
+    """Raw reads from a socket, each one waiting at most for the time left in the budget."""
+
+    def __init__(self, sock: socket.socket, budget: Budget) -> None:
+        super().__init__()
+        self._sock = sock
+        self._budget = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: t.Any) -> int:
+        self._sock.settimeout(self._budget.remaining())
+        try:
+            return self._sock.recv_into(buffer)
+        except TimeoutError:
+            raise self._budget.exceeded() from None
+
+
+class _BudgetSocket:
+    """What :class:`http.client.HTTPResponse` needs of a socket: a ``makefile`` whose reads obey the budget."""
+
+    def __init__(self, sock: socket.socket, budget: Budget) -> None:
+        self._sock = sock
+        self._budget = budget
+
+    def makefile(self, mode: str = 'rb') -> io.BufferedReader:  # pylint: disable=unused-argument
+        return io.BufferedReader(_BudgetReader(self._sock, self._budget))
+
+
+class _BudgetHTTPConnection(http.client.HTTPConnection):
+    """An HTTP(S) connection whose connect and TLS handshake obey a :class:`Budget`."""
+
+    def __init__(self, host: str, port: int, budget: Budget, ssl_context: ssl.SSLContext | None) -> None:
+        super().__init__(host, port, timeout=budget.remaining())
+        self._budget = budget
+        self._ssl_context = ssl_context
+        if ssl_context is not None:
+            self.default_port = 443  # The Host header leaves out the scheme's default port.
+
+    def connect(self) -> None:
+        sock = connect(self.host, self.port, self._budget)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl_context is not None:
+                sock = tls_handshake(sock, self._ssl_context, self.host, self._budget)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 # ---------------------------------------------------------------------------
@@ -486,18 +731,27 @@ def _parse_headers(headers: t.Any) -> tuple[tuple[str, str], ...]:
 
 
 def probe_http(config: HttpConfig, timeout: float) -> Outcome:
-    """Send one request and judge the response."""
-    connection: http.client.HTTPConnection
-    if config.ssl_context is not None:
-        connection = http.client.HTTPSConnection(config.host, config.port, timeout=timeout, context=config.ssl_context)
-    else:
-        connection = http.client.HTTPConnection(config.host, config.port, timeout=timeout)
-    expires = time.monotonic() + timeout
+    """Send one request and judge the response; every phase, headers included, within ``timeout`` in total."""
+    budget = Budget(timeout)
+    connection = _BudgetHTTPConnection(config.host, config.port, budget, config.ssl_context)
+    response: http.client.HTTPResponse | None = None
     try:
+        connection.connect()
+        sock = t.cast(socket.socket, connection.sock)
+        sock.settimeout(budget.remaining('while sending the request'))
         connection.request(config.method, config.target, body=config.body, headers=dict(config.headers))
-        response = connection.getresponse()
-        body = _read_body(connection, response, expires)
+        budget.remaining('while reading the status line and headers')
+        response = http.client.HTTPResponse(t.cast(socket.socket, _BudgetSocket(sock, budget)), method=config.method)
+        response.begin()
+        budget.phase = 'while reading the response body'
+        body = _read_body(response)
+    except TimeoutError as exc:
+        if isinstance(exc, DeadlineExceeded):
+            raise
+        raise budget.exceeded() from None
     finally:
+        if response is not None:
+            response.close()
         connection.close()
 
     details: dict[str, t.Any] = {'status_code': response.status, 'body_bytes': len(body)}
@@ -521,15 +775,11 @@ def probe_http(config: HttpConfig, timeout: float) -> Outcome:
     return Outcome(True, f'HTTP {response.status}', details)
 
 
-def _read_body(connection: http.client.HTTPConnection, response: http.client.HTTPResponse, expires: float) -> bytes:
+def _read_body(response: http.client.HTTPResponse) -> bytes:
+    """At most :data:`MAX_BODY_BYTES` of the body; the reads obey the response's budget."""
     chunks = []
     size = 0
     while size < MAX_BODY_BYTES:
-        remaining = expires - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError('timed out reading the response body')
-        if connection.sock is not None:
-            connection.sock.settimeout(remaining)
         chunk = response.read1(min(65536, MAX_BODY_BYTES - size))
         if not chunk:
             break
@@ -570,8 +820,8 @@ def parse_tcp(options: t.Mapping[str, t.Any]) -> TcpConfig:
 
 
 def probe_tcp(config: TcpConfig, timeout: float) -> Outcome:
-    """Open a TCP connection and close it again."""
-    with socket.create_connection((config.host, config.port), timeout=timeout) as sock:
+    """Open a TCP connection and close it again, name resolution included within ``timeout``."""
+    with connect(config.host, config.port, Budget(timeout)) as sock:
         peer = sock.getpeername()
     return Outcome(True, f'connected to {config.host}:{config.port}', {'host': config.host, 'port': config.port, 'address': peer[0]})
 
@@ -775,9 +1025,9 @@ def parse_tls_cert(options: t.Mapping[str, t.Any]) -> TlsCertConfig:
 
 def probe_tls_cert(config: TlsCertConfig, timeout: float) -> Outcome:
     """Fetch the peer certificate and report how many days it stays valid."""
-    with socket.create_connection((config.host, config.port), timeout=timeout) as sock:
-        with config.ssl_context.wrap_socket(sock, server_hostname=config.server_name or config.host) as tls:
-            der = tls.getpeercert(binary_form=True)
+    budget = Budget(timeout)
+    with tls_handshake(connect(config.host, config.port, budget), config.ssl_context, config.server_name or config.host, budget) as tls:
+        der = tls.getpeercert(binary_form=True)
     if not der:  # pragma: no cover - a TLS server always presents a certificate to a client that asks
         return Outcome(False, 'the server sent no certificate')
     certificate = optional_library('cryptography.x509', 'tls_cert checks').load_der_x509_certificate(der)
@@ -851,6 +1101,85 @@ def _scrub(text: str, secrets: t.Sequence[str]) -> str:
     return text
 
 
+READ_ONLY_KEYWORDS = ('SELECT', 'WITH', 'VALUES')
+_DOLLAR_TAG = re.compile(r'\$([A-Za-z_][A-Za-z0-9_]*)?\$')
+
+
+def sql_code(query: str, dialect: str) -> str:
+    """``query`` with its comments, string literals and quoted identifiers blanked out, leaving only code.
+
+    Follows the quoting rules of ``dialect`` (``sqlite`` or ``postgresql``: nested block comments,
+    ``E''`` strings and dollar quoting). Raise :class:`CheckConfigError` on an unterminated literal or comment.
+    """
+    out: list[str] = []
+    index = 0
+    length = len(query)
+    while index < length:
+        char = query[index]
+        two = query[index:index + 2]
+        if two == '--':
+            end = query.find('\n', index)
+            index = length if end < 0 else end
+            out.append(' ')
+        elif two == '/*':
+            depth, index = 1, index + 2
+            while depth:
+                if index >= length:
+                    raise CheckConfigError('query has an unterminated /* comment')
+                if dialect == 'postgresql' and query.startswith('/*', index):
+                    depth, index = depth + 1, index + 2
+                elif query.startswith('*/', index):
+                    depth, index = depth - 1, index + 2
+                else:
+                    index += 1
+            out.append(' ')
+        elif char in '\'"`' or (char == '[' and dialect == 'sqlite'):
+            close = ']' if char == '[' else char
+            escapes = dialect == 'postgresql' and char == "'" and index > 0 and query[index - 1] in 'eE' and (
+                index < 2 or not (query[index - 2].isalnum() or query[index - 2] == '_'))
+            index += 1
+            while True:
+                if index >= length:
+                    raise CheckConfigError('query has an unterminated quoted string or identifier')
+                if escapes and query[index] == '\\':
+                    index += 2
+                elif query[index] == close:
+                    if close != ']' and query.startswith(close * 2, index):
+                        index += 2
+                    else:
+                        index += 1
+                        break
+                else:
+                    index += 1
+            out.append(' 0 ' if char == "'" else ' x ')
+        elif char == '$' and dialect == 'postgresql' and (match := _DOLLAR_TAG.match(query, index)) and not (
+                index > 0 and (query[index - 1].isalnum() or query[index - 1] == '_')):
+            tag = match.group(0)
+            end = query.find(tag, match.end())
+            if end < 0:
+                raise CheckConfigError('query has an unterminated dollar-quoted string')
+            index = end + len(tag)
+            out.append(' 0 ')
+        else:
+            out.append(char)
+            index += 1
+    return ''.join(out)
+
+
+def check_read_only_query(query: str, dialect: str) -> None:
+    """Refuse anything but one ``SELECT``, ``WITH`` or ``VALUES`` statement (a trailing ``;`` is fine).
+
+    This is the first of several guards: the connection itself is read-only too (see :func:`probe_sql`).
+    """
+    statements = [part for part in sql_code(query, dialect).split(';') if part.strip()]
+    if len(statements) != 1:
+        raise CheckConfigError(f'query must be a single statement (found {len(statements)})')
+    words = re.findall(r'[A-Za-z_]+', statements[0].lstrip(' \t\r\n('))
+    first = words[0].upper() if words else ''
+    if first not in READ_ONLY_KEYWORDS:
+        raise CheckConfigError(f"query must be a read-only SELECT or WITH statement (got {first or 'none'})")
+
+
 def parse_sql(options: t.Mapping[str, t.Any]) -> SqlConfig:
     """Validate the options of a ``sql`` check."""
     dsn = _require(options, 'dsn', 'sql')
@@ -863,6 +1192,7 @@ def parse_sql(options: t.Mapping[str, t.Any]) -> SqlConfig:
     expect_text = as_text(expect) if expect is not None else None
     secrets = _dsn_secrets(dsn)
     scheme = dsn.split(':', 1)[0].lower() if ':' in dsn else ''
+    check_read_only_query(query, 'postgresql' if scheme in ('postgresql', 'postgres') else 'sqlite')
 
     if scheme == 'sqlite':
         parts = urllib.parse.urlsplit(dsn)
@@ -885,20 +1215,27 @@ def parse_sql(options: t.Mapping[str, t.Any]) -> SqlConfig:
 def probe_sql(config: SqlConfig, timeout: float) -> Outcome:
     """Run the query read-only and compare the first column of the first row."""
     details: dict[str, t.Any] = {'backend': config.backend}
+    budget = Budget(timeout)
     try:
         if config.backend == 'sqlite':
             if not os.path.isfile(t.cast(str, config.path)):
                 return Outcome(False, f'database file {config.path} not found', details)
             row = _query_sqlite(t.cast(str, config.path), config.query, timeout)
         else:
-            row = _query_postgresql(config.dsn, config.query, timeout)
+            row = _query_postgresql(config.dsn, config.query, budget)
+    except DeadlineExceeded:
+        raise
     except sqlite3.Error as exc:
         text = str(exc)
-        message = 'query timed out' if text == 'interrupted' else f'database error: {text}'
+        if text == 'interrupted':
+            raise DeadlineExceeded('while running the query') from None
+        message = f'query refused, it does more than read: {text}' if 'authoriz' in text else f'database error: {text}'
         return Outcome(False, _scrub(message, config.secrets), details)
     except Exception as exc:  # pylint: disable=broad-exception-caught
         psycopg = sys.modules.get('psycopg')
         if psycopg is not None and isinstance(exc, psycopg.Error):
+            if isinstance(exc, psycopg.errors.QueryCanceled) and budget.expires - time.monotonic() < 0.5:
+                raise DeadlineExceeded('while running the query') from None
             return Outcome(False, _describe_psycopg_error(exc, config.secrets), details)
         return Outcome(False, _scrub(describe_error(exc), config.secrets), details)
 
@@ -912,29 +1249,66 @@ def probe_sql(config: SqlConfig, timeout: float) -> Outcome:
     return Outcome(True, f'query returned {value!r}', details)
 
 
+# What a health query may do in SQLite: read tables and call functions; nothing else, whatever the SQL says.
+_SQLITE_ALLOWED_ACTIONS = frozenset(
+    getattr(sqlite3, name) for name in ('SQLITE_SELECT', 'SQLITE_READ', 'SQLITE_FUNCTION', 'SQLITE_RECURSIVE') if hasattr(sqlite3, name)
+)
+_SQLITE_DENIED_FUNCTIONS = frozenset(('load_extension', 'readfile', 'writefile', 'edit', 'fts3_tokenizer'))
+
+
+def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _database: str | None, _trigger: str | None) -> int:
+    if action not in _SQLITE_ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == getattr(sqlite3, 'SQLITE_FUNCTION', -1) and (arg2 or '').lower() in _SQLITE_DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
 def _query_sqlite(path: str, query: str, timeout: float) -> tuple[t.Any, ...] | None:
+    """Run ``query`` on a connection that cannot write: ``mode=ro``, ``query_only`` and an authorizer that denies all but reads."""
     uri = 'file:' + urllib.parse.quote(path) + '?mode=ro'
     expires = time.monotonic() + timeout
+    # ``timeout`` is also the busy timeout: a locked database makes the check wait no longer than that.
     connection = sqlite3.connect(uri, uri=True, timeout=timeout)
     try:
         # Abort a query that runs past the timeout; a non-zero return interrupts it.
         connection.set_progress_handler(lambda: int(time.monotonic() > expires), 1000)
         # Reading the schema proves the file is a database, which SELECT 1 alone does not.
         connection.execute('PRAGMA schema_version').fetchone()
+        connection.execute('PRAGMA query_only = ON')
+        connection.set_authorizer(_sqlite_authorizer)
         return connection.execute(query).fetchone()
     finally:
         connection.close()
 
 
-def _query_postgresql(dsn: str, query: str, timeout: float) -> tuple[t.Any, ...] | None:
-    connect_timeout = max(1, math.ceil(timeout))
+def _query_postgresql(dsn: str, query: str, budget: Budget) -> tuple[t.Any, ...] | None:
+    """Run ``query`` in a read-only session, connection and query within ``budget``."""
     psycopg = optional_library('psycopg', 'postgresql checks')
-    with psycopg.connect(dsn, connect_timeout=connect_timeout) as connection:
+    # libpq counts its connect timeout in whole seconds, at least 2, per address: the connection
+    # attempt runs in a bounded call, so the check still ends when the budget does.
+    connect_timeout = max(2, math.ceil(budget.remaining('while connecting to the database')))
+    connection = bounded_call(lambda: psycopg.connect(dsn, connect_timeout=connect_timeout, autocommit=True),
+                              budget, 'while connecting to the database', discard=lambda late: late.close())
+    try:
+        milliseconds = str(max(1, int(budget.remaining('while running the query') * 1000)))
+        with connection.cursor() as cursor:
+            # The session is read-only, not just this transaction, and no statement outlives the budget.
+            cursor.execute(
+                "SELECT set_config('default_transaction_read_only', 'on', false),"
+                " set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+                (milliseconds, milliseconds),
+            )
+        connection.autocommit = False
         connection.read_only = True
         with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('statement_timeout', %s, false)", (str(max(1, int(timeout * 1000))),))
-            cursor.execute(query)
-            return cursor.fetchone() if cursor.description is not None else None
+            # prepare=True sends the query with the extended protocol, which runs exactly one statement.
+            cursor.execute(query, prepare=True)
+            row = cursor.fetchone() if cursor.description is not None else None
+        connection.rollback()
+        return row
+    finally:
+        connection.close()
 
 
 def _describe_psycopg_error(exc: Exception, secrets: t.Sequence[str]) -> str:

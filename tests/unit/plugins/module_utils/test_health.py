@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -15,6 +16,7 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -133,14 +135,14 @@ class TestHttp:
     def test_timeout(self, http_server):
         result = check('http', url=http_server.url('/slow'), timeout=0.1)
         assert result.status == 'failed'
-        assert result.message == 'timed out'
+        assert result.message == 'deadline exceeded while reading the status line and headers (timeout 0.1 s)'
         assert result.latency_seconds < 0.3
 
     def test_total_timeout_while_reading_the_body(self, http_server):
         # The server sends one byte every 0.1 s for 2 s: each read is fast, the whole body is not.
         started = time.monotonic()
         result = check('http', url=http_server.url('/drip'), timeout=0.35)
-        assert result.message == 'timed out'
+        assert result.message == 'deadline exceeded while reading the response body (timeout 0.35 s)'
         assert time.monotonic() - started < 1.5
 
     def test_connection_refused(self, closed_port):
@@ -570,7 +572,7 @@ class TestTlsCert:
 
     def test_handshake_timeout(self, silent_listener):
         result = check('tls_cert', host='127.0.0.1', port=silent_listener, timeout=0.3)
-        assert result.message == 'timed out'
+        assert result.message == 'deadline exceeded during the TLS handshake (timeout 0.3 s)'
 
     def test_cryptography_missing(self, monkeypatch):
         monkeypatch.setitem(sys.modules, 'cryptography.x509', None)
@@ -649,8 +651,7 @@ class TestSqlite:
 
     def test_read_only(self, sqlite_db):
         result = check('sql', dsn=f'sqlite://{sqlite_db}', query="INSERT INTO migrations VALUES ('9999', 0)")
-        assert result.status == 'failed'
-        assert 'readonly database' in result.message
+        assert_error(result, 'query must be a read-only SELECT or WITH statement (got INSERT)')
         with sqlite3.connect(sqlite_db) as connection:
             assert connection.execute('SELECT count(*) FROM migrations').fetchone() == (1,)
         connection.close()
@@ -670,8 +671,21 @@ class TestSqlite:
         query = 'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000) SELECT max(i) FROM n'
         started = time.monotonic()
         result = check('sql', dsn=f'sqlite://{sqlite_db}', query=query, timeout=0.2)
-        assert result.message == 'query timed out'
+        assert result.message == 'deadline exceeded while running the query (timeout 0.2 s)'
         assert time.monotonic() - started < 2
+
+    def test_locked_database_waits_no_longer_than_the_timeout(self, sqlite_db):
+        writer = sqlite3.connect(sqlite_db)
+        try:
+            writer.execute('PRAGMA journal_mode = DELETE')
+            writer.execute('BEGIN EXCLUSIVE')
+            started = time.monotonic()
+            result = check('sql', dsn=f'sqlite://{sqlite_db}', timeout=0.5)
+            assert time.monotonic() - started < 0.5 + 1.5
+            assert result.status == 'failed' and 'locked' in result.message
+        finally:
+            writer.rollback()
+            writer.close()
 
     @pytest.mark.parametrize('dsn, message', [
         ('sqlite://relative.db', 'a sqlite dsn looks like sqlite:///absolute/path/to/file.db'),
@@ -721,24 +735,192 @@ class TestPostgresql:
         assert result.details == {'backend': 'postgresql', 'value': '42'}
 
     def test_session_is_read_only(self, postgres):
-        result = check('sql', dsn=postgres.dsn(), query='CREATE TABLE dihya_probe (id int)')
-        assert result.status == 'failed'
-        assert 'read-only transaction' in result.message
+        assert_error(check('sql', dsn=postgres.dsn(), query='CREATE TABLE dihya_probe (id int)'), 'read-only SELECT or WITH statement (got CREATE)')
 
-    def test_statement_without_rows(self, postgres):
-        assert check('sql', dsn=postgres.dsn(), query='SET search_path TO public').message == 'query returned no rows'
+    def test_statement_without_rows_is_refused(self, postgres):
+        assert_error(check('sql', dsn=postgres.dsn(), query='SET search_path TO public'), 'read-only SELECT or WITH statement (got SET)')
 
     def test_statement_timeout(self, postgres):
         started = time.monotonic()
         result = check('sql', dsn=postgres.dsn(), query='SELECT pg_sleep(10)', timeout=1)
-        assert result.message == 'timed out'
-        assert time.monotonic() - started < 5
+        assert result.message == 'deadline exceeded while running the query (timeout 1 s)'
+        assert time.monotonic() - started < 1 + 1.5
 
     def test_wrong_password(self, postgres):
         result = check('sql', dsn=postgres.dsn(password='wrong-Pa55word'))
         assert result.status == 'failed'
         assert 'password authentication failed' in result.message
         assert 'wrong-Pa55word' not in json.dumps(result.to_dict())
+
+
+def _tree(folder) -> dict[str, str]:
+    """Every file under ``folder`` and the SHA-256 of its content."""
+    found = {}
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, 'rb') as handle:
+                found[os.path.relpath(path, folder)] = hashlib.sha256(handle.read()).hexdigest()
+    return found
+
+
+SQLITE_WRITES = [
+    "VACUUM INTO '{dir}/copy.db'",
+    "VACUUM INTO 'copy.db'",
+    "vacuum main into '{dir}/copy2.db'",
+    "ATTACH '{dir}/new.db' AS x",
+    "ATTACH DATABASE 'file:{dir}/uri.db?mode=rwc' AS x",
+    "INSERT INTO migrations VALUES ('9999', 0)",
+    "REPLACE INTO migrations VALUES ('0042', 9)",
+    "UPDATE migrations SET applied = 0",
+    "DELETE FROM migrations",
+    "SELECT 1; DROP TABLE migrations",
+    "SELECT 1 /* ; */; DELETE FROM migrations",
+    "select 1;\nvacuum into '{dir}/copy3.db'",
+    "WITH x AS (SELECT 1) DELETE FROM migrations",
+    "WITH x AS (SELECT 1) INSERT INTO migrations SELECT '1', 1 FROM x",
+    "CREATE TABLE t (a)",
+    "CREATE TEMP TABLE t (a)",
+    "DROP TABLE migrations",
+    "ALTER TABLE migrations ADD COLUMN b",
+    "PRAGMA user_version = 5",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA query_only = OFF",
+    "/* comment */ PRAGMA writable_schema = ON",
+    "REINDEX",
+    "ANALYZE",
+    "BEGIN IMMEDIATE",
+    "SELECT load_extension('{dir}/evil')",
+    "SELECT 'unterminated",
+    "SELECT 1 /* unterminated",
+]
+
+
+class TestSqlReadOnly:
+    """A health query reads: statements that write, copy or attach are refused, and the connection cannot write anyway."""
+
+    @pytest.mark.parametrize('query', SQLITE_WRITES)
+    def test_sqlite_refuses_what_writes(self, sqlite_db, query, monkeypatch):
+        folder = sqlite_db.parent
+        monkeypatch.chdir(folder)  # A relative VACUUM INTO or ATTACH would land here.
+        before = _tree(folder)
+        result = check('sql', dsn=f'sqlite://{sqlite_db}', query=query.format(dir=folder))
+        assert not result.healthy and result.status in ('error', 'failed'), result
+        assert result.attempts == 0 or 'refused' in result.message or 'not authorized' in result.message, result
+        assert _tree(folder) == before
+
+    # REINDEX of a database without indexes writes nothing, so the connection has nothing to refuse.
+    @pytest.mark.parametrize('query', [query for query in SQLITE_WRITES if 'unterminated' not in query and query != 'REINDEX'])
+    def test_sqlite_connection_cannot_write_even_past_the_statement_check(self, sqlite_db, query, monkeypatch):
+        """Defence in depth: the statement check bypassed, the connection itself refuses (mode=ro, query_only, authorizer)."""
+        folder = sqlite_db.parent
+        monkeypatch.chdir(folder)
+        before = _tree(folder)
+        with pytest.raises(sqlite3.Error):
+            _health._query_sqlite(str(sqlite_db), query.format(dir=folder), 2.0)
+        assert _tree(folder) == before
+
+    @pytest.mark.parametrize('query, value', [
+        ('SELECT version FROM migrations', '0042'),
+        ('  select count(*) from migrations;  ', '1'),
+        ('-- leading comment\nSELECT 1', '1'),
+        ('/* a; b */ SELECT 2', '2'),
+        ("SELECT ';DROP TABLE migrations'", ';DROP TABLE migrations'),
+        ('SELECT "version" FROM [migrations]', '0042'),
+        ('WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) SELECT max(i) FROM n', '3'),
+        ("SELECT json_extract('{\"a\": 7}', '$.a')", '7'),
+        ('VALUES (5)', '5'),
+    ])
+    def test_sqlite_reads_still_work(self, sqlite_db, query, value):
+        result = check('sql', dsn=f'sqlite://{sqlite_db}', query=query)
+        assert result.healthy, result
+        assert result.details['value'] == value
+
+    @pytest.mark.parametrize('query, message', [
+        ('SELECT 1; SELECT 2', 'query must be a single statement (found 2)'),
+        ('EXPLAIN SELECT 1', 'read-only SELECT or WITH statement (got EXPLAIN)'),
+        ('-- only a comment', 'query must be a single statement (found 0)'),
+        (';', 'query must be a single statement (found 0)'),
+    ])
+    def test_statement_check_messages(self, sqlite_db, query, message):
+        assert_error(check('sql', dsn=f'sqlite://{sqlite_db}', query=query), message)
+
+    @pytest.fixture
+    def pg_table(self, postgres):
+        import psycopg  # pylint: disable=import-outside-toplevel
+
+        name = f'dihya_ro_{uuid.uuid4().hex[:8]}'
+        with psycopg.connect(postgres.dsn(), autocommit=True) as connection:
+            connection.execute(f'CREATE TABLE {name} (id int)')
+            connection.execute(f'INSERT INTO {name} VALUES (1), (2)')
+            connection.execute(f'CREATE SEQUENCE {name}_seq')
+        yield name
+        with psycopg.connect(postgres.dsn(), autocommit=True) as connection:
+            connection.execute(f'DROP TABLE IF EXISTS {name}')
+            connection.execute(f'DROP TABLE IF EXISTS {name}_new')
+            connection.execute(f'DROP SEQUENCE IF EXISTS {name}_seq')
+
+    @staticmethod
+    def _pg_state(postgres, name):
+        import psycopg  # pylint: disable=import-outside-toplevel
+
+        with psycopg.connect(postgres.dsn()) as connection:
+            rows = connection.execute(f'SELECT id FROM {name} ORDER BY id').fetchall()
+            tables = connection.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE %s", (f'{name}%',)).fetchone()
+            sequence = connection.execute(f'SELECT last_value, is_called FROM {name}_seq').fetchone()
+        return rows, tables, sequence
+
+    PG_WRITES = [
+        'WITH x AS (DELETE FROM {t} RETURNING *) SELECT count(*) FROM x',
+        'WITH x AS (INSERT INTO {t} VALUES (3) RETURNING *) SELECT count(*) FROM x',
+        'WITH x AS (UPDATE {t} SET id = id + 10 RETURNING *) SELECT count(*) FROM x',
+        "SELECT nextval('{t}_seq')",
+        "SELECT set_config('transaction_read_only', 'off', false)",
+        'SELECT * INTO {t}_new FROM {t}',
+        'SELECT * FROM {t} FOR UPDATE',
+    ]
+    PG_REFUSED_BEFORE_RUNNING = [
+        'SELECT 1; DROP TABLE {t}',
+        'SELECT 1; COMMIT; DELETE FROM {t}',
+        'DELETE FROM {t}',
+        'CREATE TABLE {t}_new (id int)',
+        'SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE',
+        'SELECT $q$;$q$; DELETE FROM {t}',
+        "SELECT E'\\''; DELETE FROM {t}; SELECT '",
+        'COPY {t} TO STDOUT',
+    ]
+
+    @pytest.mark.parametrize('query', PG_WRITES)
+    def test_postgresql_session_is_read_only(self, postgres, pg_table, query):
+        before = self._pg_state(postgres, pg_table)
+        result = check('sql', dsn=postgres.dsn(), query=query.format(t=pg_table))
+        assert result.status == 'failed', result
+        assert re.search('read-only transaction|read-write mode', result.message), result
+        assert self._pg_state(postgres, pg_table) == before
+
+    @pytest.mark.parametrize('query', PG_REFUSED_BEFORE_RUNNING)
+    def test_postgresql_refuses_what_is_not_one_read(self, postgres, pg_table, query):
+        before = self._pg_state(postgres, pg_table)
+        result = check('sql', dsn=postgres.dsn(), query=query.format(t=pg_table))
+        assert result.status == 'error' and result.attempts == 0, result
+        assert self._pg_state(postgres, pg_table) == before
+
+    # A SET changes no data; COPY TO STDOUT only reads. The statement check alone refuses them.
+    @pytest.mark.parametrize('query', [query for query in PG_REFUSED_BEFORE_RUNNING if not query.startswith(('COPY', 'SET'))])
+    def test_postgresql_connection_refuses_past_the_statement_check(self, postgres, pg_table, query):
+        """Defence in depth: one statement per call (extended protocol) in a read-only session."""
+        import psycopg  # pylint: disable=import-outside-toplevel
+
+        before = self._pg_state(postgres, pg_table)
+        with pytest.raises(psycopg.Error):
+            _health._query_postgresql(postgres.dsn(), query.format(t=pg_table), _health.Budget(5))
+        assert self._pg_state(postgres, pg_table) == before
+
+    def test_postgresql_reads_still_work(self, postgres, pg_table):
+        result = check('sql', dsn=postgres.dsn(), query=f'WITH x AS (SELECT id FROM {pg_table}) SELECT sum(id) FROM x', expect=3)
+        assert result.healthy, result
+        assert check('sql', dsn=postgres.dsn(), query="SELECT '50%'", expect='50%').healthy
+        assert check('sql', dsn=postgres.dsn(), query='(SELECT 6)', expect=6).healthy
 
 
 @pytest.mark.parametrize('dsn, masked', [
@@ -772,6 +954,285 @@ def test_unexpected_sql_errors_are_scrubbed(monkeypatch, sqlite_db):
     config = _health.dataclasses.replace(config, secrets=('s3cret',))
     outcome = _health.probe_sql(config, 1.0)
     assert outcome.message == f'OSError: cannot open {sqlite_db} with ********'
+
+
+# ---------------------------------------------------------------------------
+# Deadlines: the whole attempt, every phase, whatever the peer does
+# ---------------------------------------------------------------------------
+
+MARGIN = 1.5  # seconds; a bound, not a benchmark
+
+
+class SlowPeer:
+    """A loopback TCP server that runs ``script(connection, stopped)`` for every connection, in its own thread."""
+
+    def __init__(self, script):
+        self.script = script
+        self.stopped = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        while not self.stopped.is_set():
+            try:
+                connection, _address = self.sock.accept()
+            except OSError:
+                continue
+            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, connection):
+        with connection:
+            try:
+                self.script(connection, self.stopped)
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopped.set()
+        self.sock.close()
+        for thread in self.threads:
+            thread.join(5)
+
+
+def _read_request(connection):
+    data = b''
+    while b'\r\n\r\n' not in data:
+        chunk = connection.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+
+
+def _trickle(connection, stopped, data, pause):
+    for index in range(len(data)):
+        if stopped.wait(pause):
+            return
+        connection.sendall(data[index:index + 1])
+
+
+def trickled_status_line(connection, stopped):
+    _read_request(connection)
+    _trickle(connection, stopped, b'HTTP/1.1 200 ' + b'O' * 60000, 0.05)
+
+
+def trickled_headers(connection, stopped):
+    _read_request(connection)
+    connection.sendall(b'HTTP/1.1 200 OK\r\n')
+    for index in range(99):
+        if stopped.wait(0.2):
+            return
+        connection.sendall(f'X-Pad-{index}: {index}\r\n'.encode())
+
+
+def trickled_body(connection, stopped):
+    _read_request(connection)
+    connection.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n')
+    _trickle(connection, stopped, b'x' * 100000, 0.05)
+
+
+def trickled_chunks(connection, stopped):
+    _read_request(connection)
+    connection.sendall(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n')
+    while not stopped.wait(0.1):
+        connection.sendall(b'1\r\nx\r\n')
+
+
+def never_respond(connection, stopped):
+    stopped.wait(30)
+
+
+@pytest.fixture
+def slow_peer():
+    peers = []
+
+    def start(script):
+        peers.append(SlowPeer(script))
+        return peers[-1]
+
+    yield start
+    for peer in peers:
+        peer.stop()
+
+
+@pytest.fixture
+def slow_tls_proxy(https_server):
+    """A proxy in front of the HTTPS server that relays the server's bytes one every 20 ms (``peer.pause``): a handshake of many seconds."""
+    def relay(client, stopped):
+        with socket.create_connection(('127.0.0.1', https_server.port), timeout=5) as upstream:
+            def forward():
+                try:
+                    while not stopped.is_set():
+                        data = client.recv(4096)
+                        if not data:
+                            return
+                        upstream.sendall(data)
+                except OSError:
+                    return
+            threading.Thread(target=forward, daemon=True).start()
+            upstream.settimeout(0.2)
+            while not stopped.is_set():
+                try:
+                    data = upstream.recv(4096)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                _trickle(client, stopped, data, peer.pause)
+
+    peer = SlowPeer(relay)
+    peer.pause = 0.02
+    yield peer
+    peer.stop()
+
+
+class TestDeadlines:
+    @pytest.mark.parametrize('script, phase', [
+        (trickled_status_line, 'while reading the status line and headers'),
+        (trickled_headers, 'while reading the status line and headers'),
+        (trickled_body, 'while reading the response body'),
+        (trickled_chunks, 'while reading the response body'),
+        (never_respond, 'while reading the status line and headers'),
+    ])
+    @pytest.mark.parametrize('timeout, deadline, retries', [(0.6, None, 0), (2, 0.8, 0), (0.4, 1.2, 3)])
+    def test_http_attempt_and_run_are_bounded(self, slow_peer, script, phase, timeout, deadline, retries):
+        peer = slow_peer(script)
+        started = time.monotonic()
+        [result] = run_checks([CheckSpec('slow', 'http', {'url': f'http://127.0.0.1:{peer.port}/'}, timeout=timeout)],
+                              retries=retries, delay=0.1, deadline=deadline)
+        elapsed = time.monotonic() - started
+        bound = deadline if deadline is not None else timeout * (retries + 1)
+        assert elapsed < bound + MARGIN, f'{elapsed:.2f} s'
+        assert result.status == 'failed'
+        assert result.message.startswith(f'deadline exceeded {phase} ('), result.message
+        if deadline is not None and deadline < timeout:
+            assert result.message.endswith(f'(run deadline {deadline:g} s)')
+
+    def test_the_case_of_the_report(self, slow_peer):
+        """A header every 0.5 s, timeout 2, deadline 4: the check ends at the deadline, not after 50 s."""
+        def every_half_second(connection, stopped):
+            _read_request(connection)
+            connection.sendall(b'HTTP/1.1 200 OK\r\n')
+            for index in range(99):
+                if stopped.wait(0.5):
+                    return
+                connection.sendall(f'X-Pad-{index}: {index}\r\n'.encode())
+
+        peer = slow_peer(every_half_second)
+        started = time.monotonic()
+        [result] = run_checks([CheckSpec('slow', 'http', {'url': f'http://127.0.0.1:{peer.port}/'}, timeout=2)], retries=5, delay=0, deadline=4)
+        assert time.monotonic() - started < 4 + MARGIN
+        assert result.message.startswith('deadline exceeded while reading the status line and headers')
+        assert result.attempts == 2
+
+    @pytest.mark.parametrize('check_type, options', [
+        ('https', {'validate_certs': False}),
+        ('tls_cert', {}),
+    ])
+    @pytest.mark.parametrize('peer_kind', ['silent', 'trickled handshake'])
+    def test_tls_handshake_is_bounded(self, slow_peer, slow_tls_proxy, check_type, options, peer_kind):
+        port = slow_peer(never_respond).port if peer_kind == 'silent' else slow_tls_proxy.port
+        options = dict(options, url=f'https://127.0.0.1:{port}/') if check_type == 'https' else dict(options, host='127.0.0.1', port=port)
+        started = time.monotonic()
+        [result] = run_checks([CheckSpec('tls', check_type, options, timeout=0.6)], retries=1, delay=0, deadline=1)
+        assert time.monotonic() - started < 1 + MARGIN
+        assert result.message.startswith('deadline exceeded during the TLS handshake ('), result.message
+
+    def test_trickled_tls_proxy_does_work_given_time(self, slow_tls_proxy):
+        """The proxy relays a real server: the time-outs above come from its slowness, nothing else."""
+        slow_tls_proxy.pause = 0.001
+        result = check('tls_cert', host='127.0.0.1', port=slow_tls_proxy.port, timeout=120)
+        assert result.status == 'ok' or result.message.startswith('expires in'), result
+
+    def test_connect_is_bounded(self):
+        """A listener whose backlog is full: the kernel drops the SYN, connect() waits."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _index in range(4):
+                filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                filler.setblocking(False)
+                fillers.append(filler)
+                try:
+                    filler.connect(('127.0.0.1', port))
+                except BlockingIOError:
+                    pass
+            time.sleep(0.2)
+            for check_type, options in (('tcp', {'host': '127.0.0.1', 'port': port}), ('http', {'url': f'http://127.0.0.1:{port}/'})):
+                started = time.monotonic()
+                [result] = run_checks([CheckSpec('c', check_type, options, timeout=1)])
+                assert time.monotonic() - started < 1 + MARGIN
+                if result.message.startswith('deadline exceeded while connecting'):
+                    assert result.message == f'deadline exceeded while connecting to 127.0.0.1:{port} (timeout 1 s)'
+                else:  # pragma: no cover - a kernel that completes the handshake anyway leaves the request unanswered
+                    assert result.message.startswith('deadline exceeded'), result.message
+        finally:
+            for filler in fillers:
+                filler.close()
+            listener.close()
+
+    def test_name_resolution_is_bounded(self, monkeypatch):
+        """The system resolver takes no timeout; a hung one must not hold the check."""
+        real = socket.getaddrinfo
+
+        def hung_resolver(host, *args, **kwargs):
+            if host == 'hung.example.test':
+                if len(args) >= 5 and args[4] & socket.AI_NUMERICHOST:
+                    raise socket.gaierror(socket.EAI_NONAME, 'not numeric')
+                time.sleep(5)
+            return real(host, *args, **kwargs)
+
+        monkeypatch.setattr(_health.socket, 'getaddrinfo', hung_resolver)
+        for check_type, options in (('tcp', {'host': 'hung.example.test', 'port': 1}), ('http', {'url': 'http://hung.example.test/'}),
+                                    ('tls_cert', {'host': 'hung.example.test'})):
+            started = time.monotonic()
+            [result] = run_checks([CheckSpec('dns', check_type, options, timeout=0.5)])
+            assert time.monotonic() - started < 0.5 + MARGIN
+            assert result.message == 'deadline exceeded while resolving hung.example.test (timeout 0.5 s)'
+
+    def test_postgresql_server_that_never_answers(self, slow_peer):
+        peer = slow_peer(never_respond)
+        started = time.monotonic()
+        [result] = run_checks([CheckSpec('db', 'sql', {'dsn': f'postgresql://app:S3cret-pw@127.0.0.1:{peer.port}/app'}, timeout=0.5)],
+                              retries=1, delay=0, deadline=1)
+        assert time.monotonic() - started < 1 + MARGIN
+        assert result.message.startswith('deadline exceeded while connecting to the database ('), result.message
+        assert 'S3cret-pw' not in json.dumps(result.to_dict())
+
+    def test_supervisor_check_is_bounded(self, tmp_path):
+        script = tmp_path / 'supervisorctl'
+        script.write_text('#!/bin/sh\nsleep 10\n')
+        script.chmod(0o755)
+        started = time.monotonic()
+        [result] = run_checks([CheckSpec('p', 'process', {'supervisor_program': 'web', 'supervisorctl': str(script)}, timeout=5)], deadline=1)
+        assert time.monotonic() - started < 1 + MARGIN
+        assert not result.healthy
+
+    def test_budget(self):
+        budget = _health.Budget(0.05, 'while waiting')
+        assert 0 < budget.remaining() <= 0.05
+        time.sleep(0.06)
+        with pytest.raises(_health.DeadlineExceeded, match='^deadline exceeded while sleeping$'):
+            budget.remaining('while sleeping')
+
+    def test_bounded_call_discards_late_results(self):
+        closed = threading.Event()
+        budget = _health.Budget(0.1)
+        with pytest.raises(_health.DeadlineExceeded, match='while waiting'):
+            _health.bounded_call(lambda: time.sleep(0.3) or 'late', budget, 'while waiting', discard=lambda value: closed.set())
+        assert closed.wait(2)
+        assert _health.bounded_call(lambda: 'fast', _health.Budget(1), 'x') == 'fast'
+        with pytest.raises(ZeroDivisionError):
+            _health.bounded_call(lambda: 1 / 0, _health.Budget(1), 'x')
 
 
 # ---------------------------------------------------------------------------
@@ -841,7 +1302,7 @@ class TestRunner:
         elapsed = time.monotonic() - started
         assert elapsed < 1.2
         assert results[0].healthy
-        assert results[1].message == 'timed out'
+        assert results[1].message.startswith('deadline exceeded while reading the status line and headers (run deadline 0.45 s)')
         assert results[2].message == 'deadline exceeded before the check could start'
         assert results[2].attempts == 0 and results[2].status == 'failed'
 

@@ -96,7 +96,8 @@ def test_check_timeout_overrides_the_default(http_server):
         {'name': 'slow', 'type': 'http', 'url': http_server.url('/slow')},
         {'name': 'patient', 'type': 'http', 'url': http_server.url('/slow'), 'timeout': 5},
     ]})
-    assert [check['message'] for check in result['checks']] == ['timed out', 'HTTP 200']
+    assert [check['message'] for check in result['checks']] == [
+        'deadline exceeded while reading the status line and headers (timeout 0.1 s)', 'HTTP 200']
 
 
 def test_retries_rerun_failing_checks(http_server):
