@@ -149,3 +149,70 @@ def test_base_adapter_leaves_everything_to_subclasses():
                  lambda: db._begin(True), db._commit, db._rollback, lambda: db.introspect([]), lambda: db.referencing_tables('t'), db.close):
         with pytest.raises(NotImplementedError):
             call()
+
+
+UNIQUE_SCHEMA = """
+CREATE TABLE k_pk (id INTEGER PRIMARY KEY, t TEXT);
+CREATE TABLE k_composite (id INTEGER NOT NULL, t TEXT NOT NULL, PRIMARY KEY (id, t));
+CREATE TABLE k_tenant_first (t TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (t, id));
+CREATE TABLE k_constraint (id INTEGER NOT NULL, t TEXT NOT NULL, code TEXT UNIQUE, PRIMARY KEY (id, t));
+CREATE TABLE k_index (id INTEGER NOT NULL, t TEXT NOT NULL, PRIMARY KEY (id, t));
+CREATE UNIQUE INDEX k_index_id ON k_index (id);
+CREATE TABLE k_partial (id INTEGER NOT NULL, t TEXT NOT NULL, PRIMARY KEY (id, t));
+CREATE UNIQUE INDEX k_partial_id ON k_partial (id) WHERE t <> 'x';
+CREATE TABLE k_expression (id INTEGER NOT NULL, t TEXT NOT NULL, PRIMARY KEY (id, t));
+CREATE UNIQUE INDEX k_expression_id ON k_expression ((id + 0));
+CREATE TABLE k_plain_index (id INTEGER NOT NULL, t TEXT NOT NULL, PRIMARY KEY (id, t));
+CREATE INDEX k_plain_index_id ON k_plain_index (id);
+"""
+UNIQUE_EXPECTED = {
+    'k_pk': {'id': True, 't': False}, 'k_composite': {'id': False, 't': False}, 'k_tenant_first': {'id': False, 't': False},
+    'k_constraint': {'id': False, 'code': True}, 'k_index': {'id': True}, 'k_partial': {'id': False}, 'k_expression': {'id': False},
+    'k_plain_index': {'id': False},
+}
+
+
+def test_unique_keys_prove_uniqueness_only_when_the_database_guarantees_it(backend):
+    extra = ''
+    if backend.kind == 'sqlite':
+        extra = 'CREATE TABLE k_without_rowid (id TEXT PRIMARY KEY, t TEXT) WITHOUT ROWID; CREATE TABLE k_desc (id INTEGER PRIMARY KEY DESC, t TEXT);'
+    else:
+        # Only key columns count: INCLUDE columns are carried, not unique. An index not valid yet proves nothing.
+        extra = ('CREATE TABLE k_include (id INTEGER NOT NULL, t TEXT NOT NULL); CREATE UNIQUE INDEX k_include_t ON k_include (t) INCLUDE (id);'
+                 'CREATE TABLE k_invalid (id INTEGER NOT NULL); CREATE UNIQUE INDEX k_invalid_id ON k_invalid (id);'
+                 "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'k_invalid_id'::regclass;")
+    backend.script(UNIQUE_SCHEMA + extra)
+    expected = dict(UNIQUE_EXPECTED)
+    if backend.kind == 'sqlite':
+        expected.update(k_without_rowid={'id': True, 't': False}, k_desc={'id': True})
+    else:
+        expected.update(k_include={'t': True, 'id': False}, k_invalid={'id': False})
+    with backend.open(read_only=True) as db:
+        info = db.introspect(list(expected))
+    for table, columns in expected.items():
+        for column, unique in columns.items():
+            assert info[table].unique_on(column) is unique, (table, column)
+    assert info['k_composite'].key_text() == '(id, t)' and info['k_tenant_first'].key_text() == '(t, id)'
+    assert _rgpd_db.TableInfo('t', {}, (), frozenset()).key_text() == 'no primary key'
+
+
+def test_referencing_tables_whatever_their_name(backend):
+    if backend.kind == 'sqlite':
+        backend.script('CREATE TABLE "user-notes" (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES Users (id));'
+                       'CREATE TABLE "Sessions" (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES "USERS");')
+        extra = {'user-notes', 'Sessions'}
+    else:
+        backend.script('CREATE TABLE "user-notes" (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users (id));'
+                       'CREATE TABLE "Users" (id INTEGER PRIMARY KEY); CREATE TABLE "Sessions" (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES "Users");'
+                       'CREATE SCHEMA other; CREATE TABLE other.posts (id INTEGER PRIMARY KEY, author_id INTEGER REFERENCES public.users (id));'
+                       'CREATE TABLE logs (id INTEGER, user_id INTEGER REFERENCES users (id)) PARTITION BY RANGE (id);'
+                       'CREATE TABLE logs_1 PARTITION OF logs FOR VALUES FROM (0) TO (100);')
+        extra = {'user-notes', 'other.posts', 'logs'}
+    with backend.open(read_only=True) as db:
+        found = db.referencing_tables('users')
+        assert found == {'posts', 'messages', 'follows', 'consents', 'orders', 'uploads'} | extra
+        if backend.kind == 'sqlite':
+            assert db.fold('Users') == db.fold('USERS') == 'users' and db.fold('É') == 'É'
+            assert db.referencing_tables('USERS') == found
+        else:
+            assert db.fold('Users') == 'Users' and db.referencing_tables('Users') == {'Sessions'}

@@ -207,3 +207,50 @@ def test_stale_temp_files(tmp_path):
     removed = _rgpd.clean_stale_temp_files(dest)
     assert sorted(removed) == sorted([str(dead), str(odd)])
     assert alive.exists() and other.exists()
+
+
+@pytest.mark.parametrize('foreign_keys, cycle', [
+    ([('a', 'b'), ('b', 'a')], 'a -> b -> a'),
+    ([('a', 'b'), ('b', 'c'), ('c', 'a')], 'b -> c -> a -> b'),
+    ([('users', 'a')], 'users -> a -> users'),
+    ([('c', 'a'), ('a', 'b'), ('b', 'c')], 'b -> c -> a -> b'),
+])
+def test_erase_order_names_the_cycle(foreign_keys, cycle):
+    data_map = load_data_map(with_changes(a={'subject_columns': ['user_id']}, b={'subject_columns': ['user_id']},
+                                          c={'subject_columns': ['user_id']}))
+    with pytest.raises(DataMapError) as caught:
+        data_map.erase_order(foreign_keys)
+    message = str(caught.value)
+    assert 'no erasure order exists' in message
+    # Either way round the loop names the same cycle: each table references the next.
+    tables = cycle.split(' -> ')[:-1]
+    rotations = [' -> '.join(tables[i:] + tables[:i] + [tables[i]]) for i in range(len(tables))]
+    assert any(rotation in message for rotation in rotations), message
+
+
+@pytest.mark.parametrize('kept', ['a', 'b'])
+def test_erase_order_ignores_foreign_keys_to_kept_tables(kept):
+    """A foreign key to rows erasure keeps (anonymise) does not order anything: a cycle through it has an order."""
+    tables = {name: {'subject_columns': ['user_id'], 'erasure': 'anonymise' if name == kept else 'delete'} for name in ('a', 'b')}
+    data_map = load_data_map(with_changes(**tables))
+    order = data_map.erase_order([('a', 'b'), ('b', 'a')])
+    other = 'b' if kept == 'a' else 'a'
+    # The kept table's rows point at the deleted table's: they are repointed first.
+    assert order.index(kept) < order.index(other) and order[-1] == 'users'
+    # The subject table is deleted even with erasure anonymise (its row is replaced by a tombstone): always ordered.
+    data = with_changes(a={'subject_columns': ['user_id']})
+    data['tables']['users']['erasure'] = 'anonymise'
+    with pytest.raises(DataMapError, match='cycle'):
+        load_data_map(data).erase_order([('users', 'a')])
+
+
+def test_erase_order_always_follows_join_paths():
+    """A table is found through its parent's rows, so it comes first even when the parent's rows are kept."""
+    data = with_changes(orders={'subject_columns': ['user_id'], 'erasure': 'anonymise'},
+                        items={'parent': {'table': 'orders', 'column': 'order_id', 'references': 'id'}})
+    data_map = load_data_map(data)
+    for foreign_keys in ([], [('items', 'orders')]):
+        order = data_map.erase_order(foreign_keys)
+        assert order.index('items') < order.index('orders') < order.index('users')
+    with pytest.raises(DataMapError, match='orders -> items -> orders'):
+        data_map.erase_order([('orders', 'items')])
