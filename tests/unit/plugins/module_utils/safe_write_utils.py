@@ -11,6 +11,7 @@ import os
 import pathlib
 import socket
 import stat
+import tempfile
 import typing as t
 
 # Every kind of thing that can be at a destination; 'missing' is the only one a writer may take without force.
@@ -89,8 +90,12 @@ def make(kind: str, path: pathlib.Path, victims: pathlib.Path) -> Thing:
     elif kind == 'fifo':
         os.mkfifo(path, 0o600)
     elif kind == 'socket':
+        # Bound under a short name (AF_UNIX paths are limited to 108 bytes), then moved into place.
+        short = tempfile.mkdtemp(prefix='sw-', dir='/tmp')
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(path))
+        sock.bind(os.path.join(short, 's'))
+        os.rename(os.path.join(short, 's'), path)
+        os.rmdir(short)
         sockets.append(sock)
     elif kind == 'symlink-file':
         path.symlink_to(victims / 'target.txt')
