@@ -39,6 +39,7 @@ import subprocess
 import tempfile
 import traceback
 import typing as t
+import urllib.parse
 
 from ansible_collections.dihya.ops.plugins.module_utils._safe_write import UnsafeDestination, describe, lstat_at, open_dir, write_bytes
 
@@ -63,6 +64,17 @@ WHEELS_DIR = 'wheels'
 FORBIDDEN_CHARACTERS = frozenset(';|&$`\'"\\\n\r\t{}()#%')
 _NAME_CANON = re.compile(r'[-_.]+')
 _PIN = re.compile(r'^([A-Za-z0-9][A-Za-z0-9._-]*)==([^=\s;]+)$')
+# pip reads an argument ending like this as a local archive file (relative to its working directory)
+# when such a file exists, and builds it: names and versions never end like this.
+ARCHIVE_SUFFIXES = ('.whl', '.zip', '.tar', '.tar.gz', '.tgz', '.tar.bz2', '.tbz', '.tbz2', '.tar.xz', '.txz', '.tar.lz', '.tlz',
+                    '.tar.lzma', '.tar.zst', '.egg', '.exe', '.msi', '.pybundle')
+# Every pip command that can fetch a distribution gets this: wheels only, so nothing is ever built (a
+# source distribution's build backend is arbitrary code), in a plan as in an install or a snapshot.
+BINARY_ONLY = ('--only-binary', ':all:')
+_FETCHING_COMMANDS = frozenset(('install', 'wheel', 'download'))
+# Environment variables that would change where pip looks or what it may build behind the argument vector's back.
+_DROPPED_ENVIRONMENT = frozenset(('PIP_NO_BINARY', 'PIP_ONLY_BINARY', 'PIP_PREFER_BINARY', 'PIP_REQUIREMENT', 'PIP_EDITABLE',
+                                  'PIP_CONSTRAINT', 'PIP_SRC', 'PIP_NO_BUILD_ISOLATION', 'PIP_USE_PEP517'))
 
 Runner = t.Callable[[t.Sequence[str], float], 'tuple[int, str, str]']
 
@@ -103,10 +115,15 @@ def compare_versions(old: str, new: str) -> str:
 
 
 def validate_spec(spec: t.Any, allow_urls: bool = False) -> str:
-    """Check one package specification (PEP 508) and return it stripped.
+    """Check one package specification and return it in its canonical PEP 508 form, as pip gets it.
 
-    Refused: anything that is not a string, option-like specs (``-r``, ``--index-url``), shell
-    metacharacters, environment markers, local paths and, unless ``allow_urls``, URLs (direct references).
+    Accepted: a distribution name, optional extras, and version specifiers with PEP 440 versions
+    (``flask``, ``Flask[async]>=3.1,<4``, ``dihya-demo-ext==1.1.*``). Refused: anything that is not a
+    string, options (``-r``, ``-e``, ``--index-url``), shell metacharacters and whitespace inside a
+    name, environment markers, local paths, anything that ends like an archive or wheel file name
+    (``evilpkg-1.0.tar.gz``, which pip would read as a file), arbitrary equality (``===``) and, unless
+    ``allow_urls``, direct references (``name @ URL``). With ``allow_urls``, only ``https://`` or
+    ``http://`` URLs of wheels are accepted: a source archive would have to be built.
     """
     require_packaging()
     if not isinstance(spec, str) or not spec.strip():
@@ -117,16 +134,36 @@ def validate_spec(spec: t.Any, allow_urls: bool = False) -> str:
         raise PyDepsError(f'package specification {text!r} holds forbidden characters {"".join(bad)!r}')
     if text.startswith('-'):
         raise PyDepsError(f'package specification {text!r} looks like a pip option; options are not accepted')
+    if '://' in text.split('@', 1)[0] or text.lower().startswith(('git+', 'hg+', 'svn+', 'bzr+', 'file:')):
+        raise PyDepsError(f'package specification {text!r} is a URL; use "name @ URL" with allow_urls, or better a name and version')
+    if text.startswith(('.', '/', '~')) or '\\' in text or ('/' in text and '@' not in text):
+        raise PyDepsError(f'package specification {text!r} looks like a path; only package names and versions are accepted')
+    if '@' not in text and text.lower().endswith(ARCHIVE_SUFFIXES):
+        raise PyDepsError(f'package specification {text!r} looks like an archive or wheel file name; '
+                          'give the package name and version (name==1.0) and the folder in find_links')
     try:
         requirement = Requirement(text)
     except InvalidRequirement as exc:
         raise PyDepsError(f'package specification {text!r} is not a valid PEP 508 requirement: {exc}') from None
+    if requirement.marker is not None:
+        raise PyDepsError(f'package specification {text!r} has an environment marker; markers are not accepted')
+    for specifier in requirement.specifier:
+        if specifier.operator == '===':
+            raise PyDepsError(f'package specification {text!r} uses arbitrary equality (===); use == with a PEP 440 version')
+        version = specifier.version[:-2] if specifier.version.endswith('.*') else specifier.version
+        if parse_version(version) is None:
+            raise PyDepsError(f'package specification {text!r} has {specifier.version!r}, which is not a PEP 440 version')
     if requirement.url:
         if not allow_urls:
             raise PyDepsError(f'package specification {text!r} is a URL; set allow_urls to install from URLs')
-    elif '/' in text or text.startswith('.'):
-        raise PyDepsError(f'package specification {text!r} looks like a path; only package names and versions are accepted')
-    return text
+        url = urllib.parse.urlsplit(requirement.url)
+        if url.scheme not in ('https', 'http') or not url.netloc or not url.path.lower().endswith('.whl'):
+            raise PyDepsError(f'package specification {text!r}: only http:// or https:// URLs of wheels (.whl) are accepted; '
+                              'nothing is ever built from source')
+    canonical = str(requirement)
+    if canonical.lower().endswith(ARCHIVE_SUFFIXES) and not requirement.url:  # pragma: no cover - refused above
+        raise PyDepsError(f'package specification {text!r} looks like an archive or wheel file name')
+    return canonical
 
 
 def validate_source(value: t.Any, what: str) -> str:
@@ -166,14 +203,23 @@ class Sources:
 
 
 def subprocess_runner(argv: t.Sequence[str], timeout: float) -> tuple[int, str, str]:
-    """Run ``argv`` without a shell; ``(rc, stdout, stderr)``."""
-    env = dict(os.environ, PIP_NO_INPUT='1', PIP_DISABLE_PIP_VERSION_CHECK='1', PYTHONDONTWRITEBYTECODE='1')
+    """Run ``argv`` without a shell, in an empty private working directory; ``(rc, stdout, stderr)``.
+
+    The working directory is made for this one command (mode 0700) and removed after it: pip reads
+    an argument naming an existing file or folder of its working directory as that local file, so
+    the caller's directory (whatever lies in it) must never be pip's.
+    """
+    env = {key: value for key, value in os.environ.items() if key not in _DROPPED_ENVIRONMENT}
+    env.update(PIP_NO_INPUT='1', PIP_DISABLE_PIP_VERSION_CHECK='1', PYTHONDONTWRITEBYTECODE='1')
+    workdir = tempfile.mkdtemp(prefix='dihya-pydeps-cwd-')
     try:
-        completed = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False, env=env)
+        completed = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False, env=env, cwd=workdir)
     except subprocess.TimeoutExpired:
         return 124, '', f'timed out after {timeout:g} s'
     except OSError as exc:
         return 127, '', str(exc)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     return completed.returncode, completed.stdout, completed.stderr
 
 
@@ -197,7 +243,9 @@ class Pip:
         self.commands: list[list[str]] = []
 
     def run(self, *args: str, check: bool = True) -> tuple[int, str, str]:
-        argv = [self.python, '-m', 'pip', '--disable-pip-version-check', '--no-input', *args]
+        """Run one pip command; commands that fetch distributions accept wheels only (:data:`BINARY_ONLY`)."""
+        extra = BINARY_ONLY if args and args[0] in _FETCHING_COMMANDS else ()
+        argv = [self.python, '-m', 'pip', '--disable-pip-version-check', '--no-input', *args[:1], *extra, *args[1:]]
         self.commands.append(argv)
         rc, out, err = self.runner(argv, self.timeout)
         if check and rc != 0:
@@ -545,7 +593,8 @@ def apply(pip: Pip, plan: Plan, sources: Sources, check_mode: bool = False) -> l
     """Install exactly the versions of ``plan`` and check the environment holds them."""
     if not plan.changes or check_mode:
         return plan.changes
-    pip.run('install', '--quiet', '--no-deps', *sources.argv(), '--', *plan.pins)
+    pins = [validate_spec(pin) for pin in plan.pins]
+    pip.run('install', '--quiet', '--no-deps', *sources.argv(), '--', *pins)
     installed = pip.installed()
     wrong = [f'{change.name} (wanted {change.new}, found {installed.get(canonical_name(change.name), ("", "nothing"))[1]})'
              for change in plan.changes

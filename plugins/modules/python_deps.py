@@ -23,8 +23,17 @@ description:
     environment holds them. Nothing to change means no pip install at all.
   - O(action=rollback) reinstalls offline (C(--no-index)) from O(snapshot_dir) every package whose version differs from the
     snapshot, uninstalls the packages the snapshot does not have, then checks that C(pip freeze) equals the snapshot.
-  - Package specifications are validated as PEP 508 requirements. Options (C(-r), C(--index-url)), shell metacharacters,
-    environment markers and local paths are refused; URLs only with O(allow_urls).
+  - Package specifications are validated as PEP 508 requirements and passed to pip in their canonical form: a name,
+    optional extras and version specifiers with PEP 440 versions. Options (C(-r), C(-e), C(--index-url)), shell
+    metacharacters, environment markers, local paths, anything shaped like an archive or wheel file name
+    (C(evilpkg-1.0.tar.gz), C(x-1.0-py3-none-any.whl)), arbitrary equality (C(===)) and URLs are refused; URLs of wheels
+    only with O(allow_urls).
+  - Nothing is ever built. Every pip command that fetches distributions gets C(--only-binary :all:), in a plan (check mode
+    included), an install, a snapshot and a rollback alike, so no source distribution's build backend (arbitrary code) runs.
+    Every package must therefore be available as a wheel in O(find_links) or the index; build the wheels of source-only
+    packages beforehand into a wheelhouse (C(pip wheel)).
+  - pip always runs in an empty private working directory made for the command, never in the caller's, so no file that lies
+    where the task runs can stand in for a package.
 author:
   - Dihya ops maintainers (@dihya-ops)
 extends_documentation_fragment:
@@ -59,7 +68,8 @@ options:
     required: true
   packages:
     description:
-      - Package specifications (PEP 508), for example V(dihya-demo-ext==1.1.0) or V(flask>=3.1,<4).
+      - Package specifications (PEP 508), for example V(dihya-demo-ext==1.1.0), V(flask>=3.1,<4) or V(Flask[async]).
+      - Names and versions only; see the description for what is refused.
       - Required with O(action=plan) and O(action=apply).
     type: list
     elements: str
@@ -81,12 +91,17 @@ options:
     type: bool
     default: false
   allow_urls:
-    description: Accept direct references (C(name @ https://...)) in O(packages).
+    description:
+      - Accept direct references (C(name @ https://...)) in O(packages).
+      - Only C(http://) and C(https://) URLs of wheels (C(.whl)) are accepted; C(file:), VCS (C(git+...)) and source archive
+        URLs are refused, since they would have to be built.
     type: bool
     default: false
   snapshot_dir:
     description:
       - Folder of the snapshot (C(freeze.txt), C(snapshot.json), C(wheels/)). Required with O(action=snapshot) and O(action=rollback).
+      - A new snapshot replaces only an earlier snapshot (a folder holding C(snapshot.json) and nothing but those three entries);
+        a file, a symbolic link, a FIFO, a device or any other directory at this path is refused before pip runs, in check mode too.
     type: path
   timeout:
     description: Seconds each pip command may take.

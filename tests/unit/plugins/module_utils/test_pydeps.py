@@ -10,9 +10,14 @@ The wheels of the test package ``dihya-demo-ext`` (1.0.0, 1.1.0, 2.0.0) and of a
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pathlib
 import sys
+import tarfile
+import textwrap
+import zipfile
 
 import pytest
 
@@ -37,6 +42,7 @@ from ansible_collections.dihya.ops.plugins.module_utils._pydeps import (
 )
 from ansible_collections.dihya.ops.tests.functional.wheelbuilder import build_wheel
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.pydeps_utils import install, make_venv, wheelhouse
+from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import run_module
 
 
 @pytest.fixture
@@ -52,24 +58,63 @@ def venv(tmp_path, tmp_path_factory):
 
 def test_validate_spec_accepts_requirements():
     assert validate_spec(' flask==3.1.3 ') == 'flask==3.1.3'
-    assert validate_spec('Flask[async]>=3.1,<4') == 'Flask[async]>=3.1,<4'
+    # pip gets the canonical form packaging parsed, nothing else.
+    assert validate_spec('Flask[async]>=3.1,<4') == 'Flask[async]<4,>=3.1'
+    assert validate_spec('flask >= 3.1') == 'flask>=3.1'
     assert validate_spec('dihya-demo-ext!=2.0.0') == 'dihya-demo-ext!=2.0.0'
-    assert validate_spec('name @ https://example.org/name-1.0-py3-none-any.whl', allow_urls=True).startswith('name @')
+    assert validate_spec('dihya_demo.ext==1.1.*') == 'dihya_demo.ext==1.1.*'
+    assert validate_spec('name @ https://example.org/name-1.0-py3-none-any.whl', allow_urls=True).startswith('name @ https://')
 
 
 @pytest.mark.parametrize('spec, message', [
+    # Shell and requirement-file syntax
     ('flask; touch /tmp/x', 'forbidden characters'),
     ('flask && id', 'forbidden characters'),
     ('$(id)', 'forbidden characters'),
     ('`id`', 'forbidden characters'),
     ("flask'", 'forbidden characters'),
     ('flask==1.0 ; python_version < "3"', 'forbidden characters'),
+    ('flask; os_name == "posix"', 'forbidden characters'),
+    ('flask\n-r /etc/passwd', 'forbidden characters'),
+    ('flask==1.0 --hash=sha256:abc', 'not a valid PEP 508'),
+    ('evil pkg', 'not a valid PEP 508'),
+    ('evil pkg-1.0.tar.gz', 'archive or wheel file name'),
+    # Options
     ('-r /etc/passwd', 'pip option'),
+    ('-rrequirements.txt', 'pip option'),
+    ('--requirement=requirements.txt', 'pip option'),
+    ('-e .', 'pip option'),
+    ('--editable=git+https://example.org/x.git', 'pip option'),
     ('--index-url=http://evil', 'pip option'),
-    ('../evil', 'not a valid PEP 508'),
-    ('./pkg', 'not a valid PEP 508'),
-    ('/tmp/pkg.whl', 'not a valid PEP 508'),
+    ('-i http://evil/simple', 'pip option'),
+    ('--find-links /tmp', 'pip option'),
+    # Archive and wheel file names, which pip reads as files of its working directory
+    ('evilpkg-1.0.tar.gz', 'archive or wheel file name'),
+    ('evilpkg-1.0.zip', 'archive or wheel file name'),
+    ('evilpkg-1.0.tar.bz2', 'archive or wheel file name'),
+    ('evilpkg-1.0.tgz', 'archive or wheel file name'),
+    ('evilpkg-1.0.tar.xz', 'archive or wheel file name'),
+    ('evilpkg-1.0.tar', 'archive or wheel file name'),
+    ('EVILPKG-1.0.TAR.GZ', 'archive or wheel file name'),
+    ('x-1.0-py3-none-any.whl', 'archive or wheel file name'),
+    ('evilpkg===1.0.tar.gz', 'archive or wheel file name'),
+    ('evilpkg[extra]-1.0.zip', 'archive or wheel file name'),
+    ('evilpkg===1.0', 'arbitrary equality'),
+    ('evilpkg==1.0.x', 'not a valid PEP 508'),
+    # Paths
+    ('../evil', 'looks like a path'),
+    ('./pkg', 'looks like a path'),
+    ('./evilpkg-1.0.tar.gz', 'looks like a path'),
+    ('/tmp/pkg.whl', 'looks like a path'),
+    ('~/pkg', 'looks like a path'),
+    ('src/pkg', 'looks like a path'),
+    ('pkg\\sub', 'forbidden characters'),
+    # URLs and direct references
+    ('file:///tmp/evilpkg-1.0.tar.gz', 'is a URL'),
+    ('https://example.org/evilpkg-1.0.tar.gz', 'is a URL'),
+    ('git+https://example.org/evil.git', 'is a URL'),
     ('name @ https://example.org/x.whl', 'allow_urls'),
+    ('name@https://example.org/x.whl', 'allow_urls'),
     ('name @ file:///tmp/x.whl', 'allow_urls'),
     ('flask===', 'not a valid PEP 508'),
     ('', 'non-empty string'),
@@ -78,6 +123,19 @@ def test_validate_spec_accepts_requirements():
 def test_validate_spec_refuses_hostile_input(spec, message):
     with pytest.raises(PyDepsError, match=message):
         validate_spec(spec)
+
+
+@pytest.mark.parametrize('spec', [
+    'evil @ file:///tmp/evilpkg-1.0-py3-none-any.whl',
+    'evil @ https://example.org/evilpkg-1.0.tar.gz',
+    'evil @ https://example.org/evilpkg-1.0.zip',
+    'evil @ git+https://example.org/evil.git',
+    'evil @ ftp://example.org/evil-1.0-py3-none-any.whl',
+    'evil @ ../evilpkg-1.0-py3-none-any.whl',
+])
+def test_allowed_urls_are_wheels_over_http_only(spec):
+    with pytest.raises(PyDepsError):
+        validate_spec(spec, allow_urls=True)
 
 
 def test_sources_and_their_validation():
@@ -267,3 +325,148 @@ def test_packaging_missing_is_reported(monkeypatch):
     monkeypatch.setattr(_pydeps, 'HAS_PACKAGING', False)
     with pytest.raises(PyDepsError, match='packaging'):
         validate_spec('flask')
+
+
+# ---------------------------------------------------------------------------
+# Nothing is ever built: no source distribution's build backend runs, in a plan or anywhere else
+# ---------------------------------------------------------------------------
+
+def evil_sdist(folder: pathlib.Path, canary: pathlib.Path, fmt: str = 'tar.gz', name: str = 'evilpkg', version: str = '1.0') -> pathlib.Path:
+    """A real source distribution whose in-tree build backend writes ``canary`` as soon as pip loads it."""
+    base = f'{name}-{version}'
+    backend = textwrap.dedent(f"""
+        import pathlib
+        pathlib.Path({str(canary)!r}).write_text('the build backend ran')
+
+
+        def get_requires_for_build_wheel(config_settings=None):
+            return []
+
+
+        def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+            raise RuntimeError('a build backend ran')
+
+
+        def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+            raise RuntimeError('a build backend ran')
+    """)
+    files = {
+        'pyproject.toml': f'[build-system]\nrequires = []\nbuild-backend = "evil_backend"\nbackend-path = ["."]\n\n'
+                          f'[project]\nname = "{name}"\nversion = "{version}"\n',
+        'evil_backend.py': backend,
+        'setup.py': f'import pathlib\npathlib.Path({str(canary)!r}).write_text("setup.py ran")\n',
+        'PKG-INFO': f'Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n',
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f'{base}.{fmt}'
+    if fmt == 'zip':
+        with zipfile.ZipFile(path, 'w') as archive:
+            for relative, text in files.items():
+                archive.writestr(f'{base}/{relative}', text)
+    else:
+        with tarfile.open(path, {'tar.gz': 'w:gz', 'tar.bz2': 'w:bz2', 'tar.xz': 'w:xz', 'tar': 'w'}[fmt]) as archive:
+            for relative, text in files.items():
+                data = text.encode()
+                info = tarfile.TarInfo(f'{base}/{relative}')
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def evil_dir(tmp_path):
+    """A folder holding a hostile sdist in several formats, the canary it would write, and a source folder next to them."""
+    folder = tmp_path / 'cwd'
+    canary = tmp_path / 'CANARY'
+    for fmt in ('tar.gz', 'zip', 'tar.bz2', 'tar.xz', 'tar'):
+        evil_sdist(folder, canary, fmt)
+    # An unpacked source tree too, as pip would take ./evilpkg or a folder named like the spec.
+    (folder / 'evilpkg').mkdir()
+    for name in ('pyproject.toml', 'setup.py'):
+        with tarfile.open(folder / 'evilpkg-1.0.tar') as archive:
+            member = archive.extractfile(f'evilpkg-1.0/{name}')
+            (folder / 'evilpkg' / name).write_bytes(member.read())
+    (folder / 'evilpkg' / 'evil_backend.py').write_text(f'import pathlib\npathlib.Path({str(canary)!r}).write_text("ran")\n')
+    return folder, canary
+
+
+ARCHIVE_SPECS = ['evilpkg-1.0.tar.gz', 'evilpkg-1.0.zip', 'evilpkg-1.0.tar.bz2', 'evilpkg-1.0.tar.xz', 'evilpkg-1.0.tar',
+                 './evilpkg-1.0.tar.gz', './evilpkg', 'evilpkg===1.0.tar.gz']
+
+
+@pytest.mark.parametrize('spec', ARCHIVE_SPECS)
+def test_plan_refuses_archive_names_and_builds_nothing(venv, evil_dir, spec, monkeypatch):
+    folder, canary = evil_dir
+    monkeypatch.chdir(folder)
+    with pytest.raises(PyDepsError, match='archive or wheel file name|looks like a path'):
+        make_plan(Pip(str(venv)), [spec], Sources(find_links=(str(folder),), no_index=True))
+    assert not canary.exists()
+
+
+@pytest.mark.parametrize('spec', ['evilpkg-1.0.tar.gz', 'evilpkg-1.0.zip', './evilpkg', 'evilpkg'])
+def test_pip_never_sees_the_callers_working_directory(venv, evil_dir, spec, monkeypatch):
+    """With the spec check bypassed, pip still runs from an empty private folder: the caller's files are not there."""
+    folder, canary = evil_dir
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(_pydeps, 'validate_spec', lambda spec, allow_urls=False: spec)
+    empty = folder.parent / 'empty'
+    empty.mkdir()
+    with pytest.raises(PyDepsError):
+        make_plan(Pip(str(venv)), [spec], Sources(find_links=(str(empty),), no_index=True))
+    assert not canary.exists()
+
+
+def test_sdists_in_the_sources_are_never_built(venv, evil_dir, tmp_path, wheels):
+    """A proper name whose only distribution is a source archive: the plan, the install and the snapshot all refuse to build it."""
+    folder, canary = evil_dir
+    pip = Pip(str(venv))
+    sources = Sources(find_links=(str(folder),), no_index=True)
+    with pytest.raises(PyDepsError, match='pip install failed'):
+        make_plan(pip, ['evilpkg==1.0'], sources)
+    assert not canary.exists()
+    # The install of a plan (made elsewhere, or tampered with) refuses to build too.
+    forged = _pydeps.Plan(specs=['evilpkg==1.0'], changes=[_pydeps.Change('evilpkg', None, '1.0', 'install', True)], before={})
+    with pytest.raises(PyDepsError, match='pip install failed'):
+        apply(pip, forged, sources)
+    assert not canary.exists()
+    # A snapshot whose sources hold only the sdist of an installed version does not build its wheel.
+    build_wheel(tmp_path / 'evil-wheel', '1.0', name='evilpkg')
+    install(venv, tmp_path / 'evil-wheel', 'evilpkg==1.0')
+    with pytest.raises(PyDepsError, match='pip wheel failed|no wheel could be stored'):
+        take_snapshot(pip, str(tmp_path / 'snap'), sources)
+    assert not canary.exists()
+    fetching = [argv for argv in pip.commands if argv[5] in ('install', 'wheel')]
+    assert len(fetching) == 3 and all(argv[6:8] == ['--only-binary', ':all:'] for argv in fetching), pip.commands
+
+
+def test_real_installs_are_wheels_only(venv, wheels):
+    pip = Pip(str(venv))
+    sources = Sources(find_links=(str(wheels),), no_index=True)
+    apply(pip, make_plan(pip, ['dihya-demo-ext==1.1.0'], sources), sources)
+    assert pip.freeze() == ['dihya-demo-ext==1.1.0']
+    fetching = [argv for argv in pip.commands if argv[5] in ('install', 'wheel', 'download')]
+    assert len(fetching) == 2 and all(argv[6:8] == ['--only-binary', ':all:'] for argv in fetching)
+
+
+def test_the_runner_uses_an_empty_private_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'evilpkg-1.0.tar.gz').write_text('x')
+    monkeypatch.setenv('PIP_NO_BINARY', ':all:')
+    code = 'import json, os, stat; print(json.dumps([os.getcwd(), os.listdir(), stat.S_IMODE(os.stat(".").st_mode), os.environ.get("PIP_NO_BINARY")]))'
+    rc, out, _err = _pydeps.subprocess_runner([sys.executable, '-c', code], 30)
+    cwd, listing, mode, no_binary = json.loads(out)
+    assert rc == 0 and cwd != str(tmp_path) and listing == [] and mode == 0o700 and no_binary is None
+    assert not os.path.exists(cwd)
+
+
+@pytest.mark.parametrize('packages', [['evilpkg-1.0.tar.gz'], ['x-1.0-py3-none-any.whl'], ['./evilpkg'], ['evilpkg==1.0']])
+def test_module_check_mode_plan_builds_nothing(venv, evil_dir, packages, monkeypatch):
+    from ansible_collections.dihya.ops.plugins.modules import python_deps  # pylint: disable=import-outside-toplevel
+
+    folder, canary = evil_dir
+    monkeypatch.chdir(folder)
+    for action in ('plan', 'apply'):
+        result = run_module(python_deps.main, {'venv': str(venv), 'action': action, 'packages': packages,
+                                                'find_links': [str(folder)], 'no_index': True}, check_mode=True)
+        assert result['failed'] is True, result
+        assert not canary.exists()
