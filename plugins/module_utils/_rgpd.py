@@ -41,7 +41,7 @@ import uuid
 import zipfile
 
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_db import Database, DbError, TableInfo, optional_library, quote
-from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import TEXT_STRATEGIES, ConsentMap, DataMap, Side, TableMap
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import IDENTIFIER, TEXT_STRATEGIES, ConsentMap, DataMap, Side, TableMap
 from ansible_collections.dihya.ops.plugins.module_utils._safe_write import (
     UnsafeDestination, append_open, atomic_write, check_destination, open_dir,
 )
@@ -54,8 +54,20 @@ LEDGER_TABLE = 'dihya_rgpd_erasure_ledger'
 LEDGER_DDL = (
     'CREATE TABLE IF NOT EXISTS {table} ('
     'entry_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, subject TEXT NOT NULL, data_map_version TEXT NOT NULL, '
-    'erased_at TEXT NOT NULL, trace_id TEXT NOT NULL, counts TEXT NOT NULL, replay_of TEXT)'
+    'erased_at TEXT NOT NULL, trace_id TEXT NOT NULL, counts TEXT NOT NULL, replay_of TEXT, fingerprint TEXT, fingerprint_columns TEXT)'
 )
+# Columns added to the in-database ledger table since its first version (added to an older table when missing).
+LEDGER_ADDED_COLUMNS = ('fingerprint', 'fingerprint_columns')
+# The subject row's fingerprint, when the data map names no fingerprint_columns: the first of these the table has.
+DEFAULT_FINGERPRINT_COLUMNS = ('created_at', 'created', 'date_joined', 'inserted_at', 'registered_at', 'signup_at', 'created_on')
+FINGERPRINT_CONTEXT = b'dihya-rgpd-fingerprint/1\x00'
+# What replay says of each ledger entry.
+REPLAY_ERASED, REPLAY_WOULD_ERASE, REPLAY_ABSENT, REPLAY_MISMATCH, REPLAY_UNVERIFIED = 'erased', 'would_erase', 'absent', 'mismatch', 'unverified'
+# Export: the rows fetched at once are bounded by this many bytes of row text (and never more than the adapter's batch);
+# the prefetch queue holds at most this many bytes too.
+EXPORT_BATCH_BYTES = 4 * 1024 * 1024
+# The first fetch of a table takes one row: its size sets the next fetches (a first batch of big rows would be big).
+EXPORT_FIRST_BATCH = 1
 ARCHIVE_FORMAT = 'dihya-rgpd-export/1'
 # Encrypted archive: MAGIC, a 12-byte nonce, the AES-256-GCM ciphertext of the zip file, the 16-byte tag.
 ENCRYPTION_MAGIC = b'DIHYA-RGPD-AESGCM-1\n'
@@ -75,6 +87,25 @@ MIN_KEY_BYTES = 16
 
 _INTEGER = re.compile(r'-?\d{1,19}')
 _PSEUDONYM = re.compile(r'hmac:[0-9a-f]{64}')
+
+# Column names that look like secrets (password hashes, tokens, keys): words of the name (snake_case, camelCase, kebab)...
+_SECRET_WORDS = frozenset(('password', 'passwd', 'pwd', 'passphrase', 'hash', 'hashed', 'digest', 'token', 'secret', 'otp', 'totp', 'hotp',
+                           'mfa', '2fa', 'salt', 'pin', 'apikey', 'credential', 'credentials', 'privatekey', 'nonce'))
+_SECRET_PAIRS = (('api', 'key'), ('private', 'key'), ('access', 'key'), ('secret', 'key'), ('signing', 'key'), ('recovery', 'code'),
+                 ('backup', 'code'), ('reset', 'code'), ('session', 'key'))
+# ... or these anywhere in the name, once lowercased and stripped of separators (``PASSWORDHASH``, ``authtoken``).
+_SECRET_PARTS = ('password', 'passwd', 'secret', 'token', 'apikey', 'privatekey', 'otpsecret')
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a column name looks like it holds a secret (``password_hash``, ``apiToken``, ``OTP_SECRET``, ``salt``...)."""
+    words = [word for word in re.split(r'[^a-z0-9]+', re.sub(r'([a-z0-9])([A-Z])', r'\1_\2', name).lower()) if word]
+    if any(word in _SECRET_WORDS for word in words):
+        return True
+    if any(first in words and second in words for first, second in _SECRET_PAIRS):
+        return True
+    flat = ''.join(words)
+    return any(part in flat for part in _SECRET_PARTS)
 
 
 class RgpdError(Exception):
@@ -119,7 +150,8 @@ def anonymise_value(strategy: str, value: t.Any, key: bytes) -> t.Any:
     """Apply one strategy. Applying it again to its own output gives the same output (so anonymise is idempotent)."""
     if strategy == 'keep' or value is None:
         return value
-    if strategy == 'null':
+    if strategy in ('null', 'secret'):
+        # The engine turns ``secret`` into ``null`` or ``redact`` per column (see Engine._strategies).
         return None
     if strategy == 'redact':
         return REDACTED
@@ -159,17 +191,27 @@ def _csv_value(value: t.Any) -> t.Any:
     return value
 
 
-def _prefetched(batches: t.Iterator[t.Any], depth: int = 2) -> t.Iterator[t.Any]:
+def _prefetched(batches: t.Iterator[t.Any], depth: int = 2, max_bytes: int | None = None,
+                size: t.Callable[[t.Any], int] | None = None) -> t.Iterator[t.Any]:
     """Yield the items of ``batches``, read ahead by a thread holding at most ``depth`` items.
 
+    With ``max_bytes`` and ``size`` (the bytes of an item, called by the reading thread as soon as it has the item),
+    the items waiting in the queue also hold at most ``max_bytes`` (or one item, when a single item is larger).
     The database driver releases the GIL while it waits for the server, so the server produces the next rows while
     this thread encodes and compresses the previous ones. When the
     consumer stops early (an error), the reading thread stops and closes ``batches`` itself before this returns.
     """
-    items: queue.Queue[tuple[str, t.Any]] = queue.Queue(maxsize=depth)
+    items: queue.Queue[tuple[str, t.Any, int]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
+    room = threading.Condition()
+    queued = [0]
 
-    def put(item: tuple[str, t.Any]) -> bool:
+    def put(item: tuple[str, t.Any, int]) -> bool:
+        if max_bytes is not None:
+            with room:
+                while not stop.is_set() and queued[0] and queued[0] + item[2] > max_bytes:
+                    room.wait(0.05)
+                queued[0] += item[2]
         while not stop.is_set():
             try:
                 items.put(item, timeout=0.05)
@@ -181,11 +223,11 @@ def _prefetched(batches: t.Iterator[t.Any], depth: int = 2) -> t.Iterator[t.Any]
     def produce() -> None:
         try:
             for batch in batches:
-                if not put(('batch', batch)):
+                if not put(('batch', batch, size(batch) if size is not None else 0)):
                     return
-            put(('end', None))
+            put(('end', None, 0))
         except BaseException as exc:  # pylint: disable=broad-exception-caught
-            put(('error', exc))
+            put(('error', exc, 0))
         finally:
             close = getattr(batches, 'close', None)
             if close is not None:
@@ -195,15 +237,60 @@ def _prefetched(batches: t.Iterator[t.Any], depth: int = 2) -> t.Iterator[t.Any]
     reader.start()
     try:
         while True:
-            kind, item = items.get()
+            kind, item, nbytes = items.get()
+            if nbytes:
+                with room:
+                    queued[0] -= nbytes
+                    room.notify_all()
             if kind == 'end':
                 return
             if kind == 'error':
                 raise item
             yield item
+            item = None
     finally:
         stop.set()
         reader.join()
+
+
+def _measured(batches: t.Iterator[t.Sequence[t.Sequence[t.Any]]], budget: _ByteBudget) -> t.Iterator[t.Any]:
+    """The batches, each measured by ``budget`` before the next one is fetched."""
+    for rows in batches:
+        budget.measure(rows)
+        yield rows
+        del rows
+
+
+def _row_bytes(row: t.Sequence[t.Any]) -> int:
+    """About how many bytes a fetched row holds (its texts and blobs, plus a little per value)."""
+    return sum(len(value) if isinstance(value, (str, bytes, bytearray, memoryview)) else 16 for value in row) + 64
+
+
+class _ByteBudget:
+    """How many rows to fetch next so that a batch holds about ``budget`` bytes, whatever the size of the rows.
+
+    The first fetch takes ``first`` rows; after that, ``budget`` divided by the largest row seen so far (at least one
+    row, at most ``most``). :meth:`measure` is called on every batch as soon as it is fetched.
+    """
+
+    def __init__(self, budget: int | None = None, first: int | None = None, most: int = DEFAULT_BATCH * 2) -> None:
+        self.budget = EXPORT_BATCH_BYTES if budget is None else budget
+        self.first = EXPORT_FIRST_BATCH if first is None else first
+        self.most = most
+        self.largest = 0
+
+    def __call__(self) -> int:
+        if not self.largest:
+            return self.first
+        return max(1, min(self.most, self.budget // self.largest))
+
+    def measure(self, rows: t.Sequence[t.Sequence[t.Any]]) -> int:
+        total = 0
+        for row in rows:
+            nbytes = _row_bytes(row)
+            total += nbytes
+            self.largest = max(self.largest, nbytes)
+        return total
 
 
 def _csv_line(values: t.Sequence[t.Any]) -> str:
@@ -774,12 +861,14 @@ class Engine:
             for entry in table.sides:
                 if side is not None and entry.column != side:
                     continue
-                # Through the subject row, found by its id and tenant.
+                # Through the subject row, found by its id and tenant. The equality lets the planner use an index on the
+                # column (SQLite would otherwise prefer one on the table's tenant column and read the whole tenant).
+                column = f'{alias}.{quote(entry.column)}'
                 parts.append(
-                    f'{alias}.{quote(entry.column)} IN (SELECT {inner}.{id_column} FROM {self._table(self.map.subject_table)} {inner} '
-                    f'WHERE {inner}.{id_column} = ? AND {inner}.{tenant_column} = ?)'
+                    f'({column} = ? AND {column} IN (SELECT {inner}.{id_column} FROM {self._table(self.map.subject_table)} {inner} '
+                    f'WHERE {inner}.{id_column} = ? AND {inner}.{tenant_column} = ?))'
                 )
-                params.extend((subject.id, subject.tenant))
+                params.extend((subject.id, subject.id, subject.tenant))
             clause = '(' + ' OR '.join(parts) + ')'
         if table.tenant_column is not None:
             clause += f' AND {alias}.{quote(table.tenant_column)} = ?'
@@ -844,6 +933,115 @@ class Engine:
         result['data_map_version'] = self.map.version
         result.update(extra)
         return result
+
+    # -- secret columns, resolved strategies, warnings -----------------------------------------------
+    def _secret_columns(self, table: TableMap) -> set[str]:
+        return {column for column, strategy in table.strategies().items() if strategy == 'secret'}
+
+    def _strategies(self, table: TableMap, side: str | None = None) -> dict[str, str]:
+        """The strategies of ``table`` for ``side``, ``secret`` resolved per column: NULL when nullable, else ``[redacted]``."""
+        strategies = table.strategies(side)
+        columns = self.info[table.name].columns
+        for column, strategy in strategies.items():
+            if strategy == 'secret' and column in columns:
+                strategies[column] = 'redact' if columns[column].notnull else 'null'
+        return strategies
+
+    def check_secrets(self) -> None:
+        """Refuse secret columns that erasure could not clear (NOT NULL and not text) or that identify rows (key columns)."""
+        errors = []
+        for table in self.map.tables.values():
+            info = self.info[table.name]
+            key = set(self._key(table))
+            for column in sorted(self._secret_columns(table)):
+                found = info.columns.get(column)
+                if found is None:
+                    continue
+                if found.notnull and found.kind != 'text':
+                    errors.append(f'tables.{table.name}.columns.{column}: strategy secret on a NOT NULL {found.type} column, which can hold '
+                                  'neither NULL nor [redacted]; make it nullable')
+                if column in key:
+                    errors.append(f'tables.{table.name}.columns.{column}: a key column cannot be secret (exports order rows by it)')
+        if errors:
+            raise RgpdError('the data map does not match the database:\n  - ' + '\n  - '.join(errors))
+
+    def warnings(self) -> list[str]:
+        """What the data map leaves to chance without being wrong: secret-looking columns that are exported, fingerprints."""
+        found = []
+        for table in self.map.tables.values():
+            info = self.info.get(table.name)
+            if info is None:
+                continue
+            strategies = table.strategies()
+            structural = {side.column for side in table.sides} | {table.tenant_column} | set(self._key(table))
+            if table.parent is not None:
+                structural.add(table.parent.column)
+            if table.name == self.map.subject_table:
+                structural |= {self.map.subject_id_column, self.map.subject_tenant_column}
+            for column in info.columns:
+                if column in structural or strategies.get(column) == 'secret' or not looks_secret(column):
+                    continue
+                how = f'mapped with strategy {strategies[column]!r}' if column in strategies else 'not mapped'
+                found.append(f'tables.{table.name}: column {column!r} looks like a secret (password, hash, token, key...) but is {how}, so '
+                             'exports include it; give it the strategy secret (never exported, NULL or [redacted] on erasure and anonymisation)')
+        try:
+            columns = self._fingerprint_columns()
+        except RgpdError as exc:
+            found.append(str(exc))
+            columns = ()
+        if not columns:
+            found.append(f'subject.fingerprint_columns: table {self.map.subject_table!r} has none of the default columns '
+                         f'({", ".join(DEFAULT_FINGERPRINT_COLUMNS)}); name stable columns of the subject row, or replay will refuse these erasures')
+        subject_strategies = self.map.subject.strategies()
+        for column in columns:
+            if subject_strategies.get(column, 'keep') != 'keep':
+                found.append(f'subject.fingerprint_columns: {column!r} is changed by anonymise ({subject_strategies[column]}); replay will '
+                             'report a subject anonymised before its erasure as a mismatch')
+        return found
+
+    # -- fingerprints of erased subjects ---------------------------------------------------------------
+    def _fingerprint_columns(self) -> tuple[str, ...]:
+        """Columns of the subject row whose keyed hash identifies the erased person beyond the id."""
+        columns = self.info[self.map.subject_table].columns
+        declared = getattr(self.map, 'subject_fingerprint_columns', None)
+        if declared is not None:
+            missing = [column for column in declared if column not in columns]
+            if missing:
+                raise RgpdError(f'subject.fingerprint_columns: table {self.map.subject_table!r} has no column '
+                                + ', '.join(repr(column) for column in missing))
+            return tuple(declared)
+        return tuple(column for column in DEFAULT_FINGERPRINT_COLUMNS if column in columns)[:1]
+
+    def _fingerprint(self, columns: t.Sequence[str], values: t.Sequence[t.Any]) -> str:
+        data = json.dumps([[column, None if value is None else _json_value(value)] for column, value in zip(columns, values)],
+                          separators=(',', ':'), ensure_ascii=False)
+        return PSEUDONYM_PREFIX + hmac.new(self.key, FINGERPRINT_CONTEXT + data.encode('utf-8'), hashlib.sha256).hexdigest()
+
+    def _subject_fingerprint(self, subject: Subject, columns: t.Sequence[str]) -> str | None:
+        if not columns:
+            return None
+        where, params = self._match(self.map.subject, 't0', 0, None, subject)
+        selected = ', '.join(f't0.{quote(column)}' for column in columns)
+        rows = self.db.query(self._sql(f'SELECT {selected} FROM {self._table(self.map.subject_table)} t0 WHERE {where}'), params)
+        return self._fingerprint(columns, rows[0]) if rows else None
+
+    # -- unique columns (tombstones must not collide) ----------------------------------------------------
+    def _unique_sets(self, name: str) -> list[set[str | None]]:
+        """The column sets of the table's unique indexes and constraints; None stands for an expression."""
+        if self.db.kind == 'sqlite':
+            rows = self.db.query('SELECT il.name, ii.name FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii WHERE il."unique" = 1',
+                                 (name,))
+        else:
+            rows = self.db.query(self._sql(
+                'SELECT i.indexrelid::text, a.attname FROM pg_index i JOIN pg_class cl ON cl.oid = i.indrelid'
+                ' JOIN pg_namespace n ON n.oid = cl.relnamespace'
+                ' JOIN LATERAL unnest(i.indkey) AS k(attnum) ON true LEFT JOIN pg_attribute a ON a.attrelid = cl.oid AND a.attnum = k.attnum'
+                ' WHERE i.indisunique AND n.nspname = ? AND cl.relname = ?'
+            ), (getattr(self.db, 'schema', 'public'), name))
+        sets: dict[str, set[str | None]] = {}
+        for index, column in rows:
+            sets.setdefault(str(index), set()).add(column)
+        return list(sets.values())
 
     # -- inventory ---------------------------------------------------------------------------------
     def inventory(self, tenant: t.Any, subject_id: t.Any) -> dict[str, t.Any]:
@@ -922,7 +1120,9 @@ class Engine:
         """One pass over the subject's rows of a table: ``<table>.json`` goes straight into the archive while
         ``<table>.csv`` goes to the spool, then into the archive once the JSON member is closed (a zip file is
         written one member at a time). Both are hashed as they are written."""
-        info = self.info[name]
+        # Secret columns (password hashes, tokens) never leave the database: not in the JSON, the CSV or the manifest.
+        secret = self._secret_columns(table)
+        info = dataclasses.replace(self.info[name], columns={column: found for column, found in self.info[name].columns.items() if column not in secret})
         columns = list(info.columns)
         where, params = self._match(table, 't0', 0, None, subject)
         order = ', '.join(f't0.{quote(column)}' for column in self._key(table))
@@ -950,8 +1150,14 @@ class Engine:
             # Rows are small: buffer them so that hashing and compression work on large chunks.
             buffered = io.BufferedWriter(t.cast(io.RawIOBase, writer), WRITE_BUFFER)
             buffered.write(b'[')
-            batches = self.db.stream_batches(query, params)
-            for batch in _prefetched(batches) if self.db.concurrent_reads else batches:
+            # Batches are bounded in bytes, not only in rows: a table of 1 MB rows is read a few rows at a time.
+            budget = _ByteBudget()
+            batches = self.db.stream_batches(query, params, budget)
+            if self.db.concurrent_reads:
+                stream = _prefetched(batches, max_bytes=2 * EXPORT_BATCH_BYTES, size=budget.measure)
+            else:
+                stream = _measured(batches, budget)
+            for batch in stream:
                 if texts is None:
                     objects = [encode(dict(zip(columns, row))) for row in batch]
                     out.writerows([[_csv_value(value) for value in row] for row in batch])
@@ -978,6 +1184,8 @@ class Engine:
                 csv_text.truncate()
                 csv_digest.update(chunk)
                 spool.write(chunk)
+                # Let this batch go before the next one is fetched.
+                batch = objects = lines = values = chunk = None  # type: ignore[assignment]
             buffered.write(b'\n]\n')
             buffered.flush()
             buffered.detach()
@@ -1055,6 +1263,7 @@ class Engine:
     def anonymise(self, tenant: t.Any, subject_id: t.Any) -> dict[str, t.Any]:
         """Pseudonymise the subject's personal columns in place (ids and references are kept)."""
         subject = self.subject(tenant, subject_id)
+        self.check_secrets()
         tables: dict[str, dict[str, t.Any]] = {}
         with self.db.transaction(write=not self.check_mode):
             found = self._exists(subject)
@@ -1063,7 +1272,7 @@ class Engine:
                 table = self.map.tables[name]
                 changed = 0
                 for side in self._side_names(table):
-                    changed += self._rewrite(table, side, table.strategies(side), subject)
+                    changed += self._rewrite(table, side, self._strategies(table, side), subject)
                 tables[name] = {'rows': self._count(table, None, subject), 'anonymised': changed}
         changed_any = any(entry['anonymised'] for entry in tables.values())
         return self._result('anonymise', subject, changed=changed_any, subject_found=found, tables=tables)
@@ -1075,17 +1284,58 @@ class Engine:
         columns = list(self.info[table.name].columns)
         where, params = self._match(table, 't0', 0, None, subject)
         row = self.db.query(self._sql(f'SELECT {", ".join(f"t0.{quote(c)}" for c in columns)} FROM {self._table(table.name)} t0 WHERE {where}'), params)[0]
-        strategies = table.strategies()
+        strategies = self._strategies(table)
         values = {column: anonymise_value(strategies.get(column, 'keep'), value, self.key) for column, value in zip(columns, row)}
         id_column = self.map.subject_id_column
+        token = uuid.uuid4().hex
         if self.info[table.name].columns[id_column].generated:
             del values[id_column]
         else:
-            values[id_column] = f'erased-{uuid.uuid4().hex}'
+            values[id_column] = f'erased-{token}'
+        # The subject row still exists (kept rows point at it until they are repointed), and earlier tombstones too: a column
+        # under a unique constraint that does not hold the id gets a value of this tombstone's own.
+        for unique in self._unique_sets(table.name):
+            if id_column in unique:
+                continue
+            candidates = [column for column in columns if (None in unique or column in unique)
+                          and column not in (id_column, self.map.subject_tenant_column)]
+            changed = False
+            for column in candidates:
+                value = self._tombstone_value(table.name, column, strategies.get(column, 'keep'), values[column], token)
+                changed = changed or value is None or value != values[column]
+                values[column] = value
+            if not changed:
+                raise RgpdError(f'tables.{table.name}: a unique constraint on {", ".join(sorted(str(c) for c in unique))} leaves the tombstone '
+                                'no column it can make its own (NOT NULL and not text); use erasure delete for the subject table')
         statement = self._sql(
             f'INSERT INTO {self._table(table.name)} ({", ".join(quote(c) for c in values)}) VALUES ({", ".join("?" for dummy in values)})'
         )
         return self.db.insert_returning(statement, list(values.values()), id_column)
+
+    def _tombstone_value(self, table: str, column: str, strategy: str, value: t.Any, token: str) -> t.Any:
+        """A value for a tombstone column under a unique constraint, unlike the subject's and every other tombstone's.
+
+        NULL stays NULL (it never collides). Text: ``hmac`` and ``fake`` derive from the tombstone's random token instead of
+        the value, ``mask`` and ``redact`` get the token appended (``a***+<12 hex>@domain`` for an e-mail), a kept or unmapped
+        column becomes ``erased-<token>``. Any other value becomes NULL when the column allows it.
+        """
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if strategy == 'hmac':
+                return pseudonym(f'tombstone\x00{token}', self.key)
+            if strategy == 'fake':
+                digest = hmac.new(self.key, b'fake-tombstone\x00' + token.encode('ascii'), hashlib.sha256).hexdigest()[:12]
+                return f'{FAKE_PREFIX}{digest}@example.invalid' if '@' in value else f'{FAKE_PREFIX}{digest}'
+            if strategy in ('mask', 'redact'):
+                if '@' in value:
+                    local, domain = value.rsplit('@', 1)
+                    return f'{local}+{token[:12]}@{domain}'
+                return f'{value}~{token[:12]}'
+            return f'erased-{token}'
+        if not self.info[table].columns[column].notnull:
+            return None
+        return value
 
     def _erase_rows(self, subject: Subject) -> tuple[dict[str, dict[str, t.Any]], t.Any]:
         tables: dict[str, dict[str, t.Any]] = {}
@@ -1112,19 +1362,36 @@ class Engine:
             else:
                 for side in self._side_names(table):
                     replace = (side, replacement) if side is not None else None
-                    entry['anonymised'] += self._rewrite(table, side, table.strategies(side), subject, replace)
+                    entry['anonymised'] += self._rewrite(table, side, self._strategies(table, side), subject, replace)
             tables[name] = entry
         return tables, replacement
 
-    def erase(self, tenant: t.Any, subject_id: t.Any, ledger_file: str | None = None, replay_of: str | None = None) -> dict[str, t.Any]:
-        """Delete or anonymise every row of the subject in one transaction, children first, and record it in the ledger."""
+    def erase(self, tenant: t.Any, subject_id: t.Any, ledger_file: str | None = None, replay_of: str | None = None,
+              ledger_table: bool = False, expected_fingerprint: str | None = None) -> dict[str, t.Any]:
+        """Delete or anonymise every row of the subject in one transaction, children first, and record it in the ledger.
+
+        The ledger file (and, with ``ledger_table``, the table ``dihya_rgpd_erasure_ledger`` of the same database) records the
+        subject's pseudonym and the fingerprint of its row (a keyed hash of its fingerprint columns). With
+        ``expected_fingerprint`` (replay) nothing is erased unless the row still has that fingerprint.
+        """
         subject = self.subject(tenant, subject_id)
+        self.check_secrets()
+        fingerprint_columns = self._fingerprint_columns()
         entry_id = uuid.uuid4().hex
-        record = {'entry_id': entry_id, 'tenant': subject.tenant_given, 'subject': subject.pseudonym, 'data_map_version': self.map.version,
-                  'erased_at': utcnow(), 'trace_id': self.trace_id, 'replay_of': replay_of}
+        record: dict[str, t.Any] = {
+            'entry_id': entry_id, 'tenant': subject.tenant_given, 'subject': subject.pseudonym, 'data_map_version': self.map.version,
+            'erased_at': utcnow(), 'trace_id': self.trace_id, 'replay_of': replay_of, 'fingerprint': None,
+            'fingerprint_columns': list(fingerprint_columns),
+        }
+
+        def mismatch(fingerprint: str | None) -> bool:
+            return expected_fingerprint is not None and not (fingerprint is not None and hmac.compare_digest(fingerprint, expected_fingerprint))
+
         if self.check_mode:
             with self.db.transaction(write=False):
                 found = self._exists(subject)
+                if found and mismatch(self._subject_fingerprint(subject, fingerprint_columns)):
+                    return self._result('erase', subject, subject_found=True, fingerprint_mismatch=True, tables={})
                 tables, dummy = self._erase_rows(subject) if found else ({}, None)
             return self._result('erase', subject, changed=found, subject_found=found, tables=tables)
         pending = False
@@ -1133,14 +1400,12 @@ class Engine:
                 found = self._exists(subject)
                 if not found:
                     return self._result('erase', subject, subject_found=False, tables={})
+                record['fingerprint'] = self._subject_fingerprint(subject, fingerprint_columns)
+                if mismatch(record['fingerprint']):
+                    return self._result('erase', subject, subject_found=True, fingerprint_mismatch=True, tables={})
                 tables, dummy = self._erase_rows(subject)
-                self.db.execute(LEDGER_DDL.format(table=self._table(LEDGER_TABLE)))
-                self.db.execute(
-                    self._sql(f'INSERT INTO {self._table(LEDGER_TABLE)} (entry_id, tenant, subject, data_map_version, erased_at, trace_id, counts, replay_of)'
-                              ' VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
-                    (entry_id, record['tenant'], record['subject'], record['data_map_version'], record['erased_at'], record['trace_id'],
-                     json.dumps(tables, sort_keys=True), replay_of),
-                )
+                if ledger_table:
+                    self._write_ledger_row(record, tables)
                 if ledger_file is not None:
                     # Written before the commit: an erasure that commits is always in the file.
                     append_ledger_file(ledger_file, {**record, 'state': 'pending'})
@@ -1151,43 +1416,92 @@ class Engine:
             raise
         if ledger_file is not None:
             append_ledger_file(ledger_file, {'entry_id': entry_id, 'state': 'committed'})
-        return self._result('erase', subject, changed=True, subject_found=True, tables=tables, ledger_entry_id=entry_id)
+        return self._result('erase', subject, changed=True, subject_found=True, tables=tables, ledger_entry_id=entry_id,
+                            fingerprint_recorded=record['fingerprint'] is not None)
+
+    def _write_ledger_row(self, record: t.Mapping[str, t.Any], tables: t.Mapping[str, t.Any]) -> None:
+        """The in-database ledger entry (only when asked: the table lives in the application's schema and backups)."""
+        table = self._table(LEDGER_TABLE)
+        self.db.execute(LEDGER_DDL.format(table=table))
+        existing = self.db.introspect([LEDGER_TABLE]).get(LEDGER_TABLE)
+        for column in LEDGER_ADDED_COLUMNS:
+            if existing is not None and column not in existing.columns:
+                self.db.execute(f'ALTER TABLE {table} ADD COLUMN {quote(column)} TEXT')
+        self.db.execute(
+            self._sql(f'INSERT INTO {table} (entry_id, tenant, subject, data_map_version, erased_at, trace_id, counts, replay_of, fingerprint,'
+                      ' fingerprint_columns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+            (record['entry_id'], record['tenant'], record['subject'], record['data_map_version'], record['erased_at'], record['trace_id'],
+             json.dumps(tables, sort_keys=True), record['replay_of'], record['fingerprint'], json.dumps(record['fingerprint_columns'])),
+        )
 
     # -- replay ------------------------------------------------------------------------------------
-    def find_by_pseudonym(self, tenant: t.Any, wanted: str) -> t.Any:
-        """The id of the subject of ``tenant`` whose pseudonym is ``wanted`` (every id of the tenant is tried), or None."""
+    def _find_subject(self, tenant: t.Any, wanted: str, columns: t.Sequence[str] = ()) -> tuple[t.Any, str | None]:
+        """The id of the subject of ``tenant`` whose pseudonym is ``wanted`` (every id of the tenant is tried) and the
+        fingerprint of its row over ``columns``; (None, None) when there is none."""
         resolved = self._resolve_tenant(tenant)
         id_column, tenant_column = quote(self.map.subject_id_column), quote(self.map.subject_tenant_column)
-        query = self._sql(f'SELECT {id_column} FROM {self._table(self.map.subject_table)} WHERE {tenant_column} = ?')
+        selected = ', '.join([id_column, *(quote(column) for column in columns)])
+        query = self._sql(f'SELECT {selected} FROM {self._table(self.map.subject_table)} WHERE {tenant_column} = ?')
         with self.db.transaction(write=False):
-            for (candidate,) in self.db.stream(query, (resolved,)):
-                if hmac.compare_digest(pseudonym(candidate, self.key), wanted):
-                    return candidate
-        return None
+            for row in self.db.stream(query, (resolved,)):
+                if hmac.compare_digest(pseudonym(row[0], self.key), wanted):
+                    return row[0], (self._fingerprint(columns, row[1:]) if columns else None)
+        return None, None
 
-    def replay(self, ledger_file: str, tenant: t.Any = None) -> dict[str, t.Any]:
-        """Erase again every subject of the ledger file found in the database (after a backup restore)."""
+    def find_by_pseudonym(self, tenant: t.Any, wanted: str) -> t.Any:
+        """The id of the subject of ``tenant`` whose pseudonym is ``wanted``, or None."""
+        return self._find_subject(tenant, wanted)[0]
+
+    def replay(self, ledger_file: str, tenant: t.Any = None, allow_unverified: bool = False, ledger_table: bool = False) -> dict[str, t.Any]:
+        """Erase again every subject of the ledger file found in the database (after a backup restore).
+
+        A row is erased again only when it has the erased subject's pseudonym *and* fingerprint: a person who got the
+        same id later is reported as ``mismatch`` and left alone. Entries written without a fingerprint are reported as
+        ``unverified`` and left alone, unless ``allow_unverified``. In check mode each entry to erase lists its rows.
+        """
         entries = read_ledger_file(ledger_file)
-        done: set[tuple[str, str]] = set()
+        subject_columns = self.info[self.map.subject_table].columns
+        done: set[tuple[str, str, str]] = set()
         replayed = []
         for entry in entries:
             if entry.get('state') == 'aborted' or 'subject' not in entry:
                 continue
             if tenant is not None and entry.get('tenant') != str(tenant):
                 continue
-            pair = (str(entry.get('tenant')), str(entry['subject']))
-            if pair in done:
+            recorded = entry.get('fingerprint') if isinstance(entry.get('fingerprint'), str) and entry.get('fingerprint') else None
+            columns = entry.get('fingerprint_columns')
+            if recorded is not None and not (isinstance(columns, list) and columns and all(isinstance(c, str) and IDENTIFIER.fullmatch(c) for c in columns)):
+                recorded, columns = None, []
+            key = (str(entry.get('tenant')), str(entry['subject']), str(recorded))
+            if key in done:
                 continue
-            done.add(pair)
-            subject_id = self.find_by_pseudonym(entry['tenant'], entry['subject'])
-            item: dict[str, t.Any] = {'entry_id': entry['entry_id'], 'tenant': entry['tenant'], 'subject': entry['subject'], 'found': subject_id is not None}
-            if subject_id is not None:
-                outcome = self.erase(entry['tenant'], subject_id, ledger_file=ledger_file, replay_of=entry['entry_id'])
-                item.update(tables=outcome['tables'], ledger_entry_id=outcome.get('ledger_entry_id'))
+            done.add(key)
+            item: dict[str, t.Any] = {'entry_id': entry['entry_id'], 'tenant': entry['tenant'], 'subject': entry['subject'],
+                                      'erased_at': entry.get('erased_at')}
+            missing = [column for column in columns if column not in subject_columns] if recorded is not None else []
+            subject_id, fingerprint = self._find_subject(entry['tenant'], entry['subject'], columns if recorded is not None and not missing else ())
+            item['found'] = subject_id is not None
+            if subject_id is None:
+                item['status'] = REPLAY_ABSENT
+            elif recorded is None and not allow_unverified:
+                item.update(status=REPLAY_UNVERIFIED, reason='the ledger entry has no fingerprint: nothing proves this row is the erased person')
+            elif recorded is not None and missing:
+                item.update(status=REPLAY_MISMATCH, reason=f'the subject table no longer has the fingerprint columns {", ".join(missing)}')
+            elif recorded is not None and not (fingerprint is not None and hmac.compare_digest(fingerprint, recorded)):
+                item.update(status=REPLAY_MISMATCH, reason='the row with this id is not the erased person (its fingerprint differs)')
+            else:
+                outcome = self.erase(entry['tenant'], subject_id, ledger_file=ledger_file, replay_of=entry['entry_id'], ledger_table=ledger_table,
+                                     expected_fingerprint=recorded)
+                if outcome.get('fingerprint_mismatch'):
+                    item.update(status=REPLAY_MISMATCH, reason='the row changed while replay looked at it (its fingerprint differs)')
+                else:
+                    item.update(status=REPLAY_WOULD_ERASE if self.check_mode else REPLAY_ERASED, tables=outcome['tables'],
+                                ledger_entry_id=outcome.get('ledger_entry_id'))
             replayed.append(item)
-        changed = any(item['found'] for item in replayed)
-        return self._result('replay', None, changed=changed, entries=len(entries), replayed=replayed,
-                            erased=sum(1 for item in replayed if item['found']))
+        erased = sum(1 for item in replayed if item['status'] in (REPLAY_ERASED, REPLAY_WOULD_ERASE))
+        return self._result('replay', None, changed=erased > 0, entries=len(entries), replayed=replayed, erased=erased,
+                            mismatched=sum(1 for item in replayed if item['status'] == REPLAY_MISMATCH),
+                            unverified=sum(1 for item in replayed if item['status'] == REPLAY_UNVERIFIED))
 
     # -- consent -----------------------------------------------------------------------------------
     def consent_status(self, consent: ConsentMap, subject: Subject) -> dict[str, dict[str, t.Any]]:
@@ -1266,18 +1580,21 @@ def run(engine: Engine, operation: str, **params: t.Any) -> dict[str, t.Any]:
     if operation == 'anonymise':
         return engine.anonymise(params['tenant'], params['subject_id'])
     if operation == 'erase':
-        return engine.erase(params['tenant'], params['subject_id'], params.get('ledger_file'))
+        if not params.get('ledger_file') and not params.get('ledger_table'):
+            raise RgpdError('erase needs the erasure ledger file (ledger_file), or ledger_table: true for the ledger table in the database')
+        return engine.erase(params['tenant'], params['subject_id'], params.get('ledger_file'), ledger_table=bool(params.get('ledger_table')))
     if operation == 'consent':
         return engine.consent(params['tenant'], params['subject_id'], params.get('consent_action') or 'status', params.get('purpose'),
                               params.get('source'), params.get('at'))
     if operation == 'replay':
         if not params.get('ledger_file'):
             raise RgpdError('replay needs the erasure ledger file (ledger_file)')
-        return engine.replay(params['ledger_file'], params.get('tenant'))
+        return engine.replay(params['ledger_file'], params.get('tenant'), allow_unverified=bool(params.get('replay_unverified')),
+                             ledger_table=bool(params.get('ledger_table')))
     raise RgpdError(f'unknown operation {operation!r} (expected one of {", ".join(OPERATIONS)})')
 
 
 __all__ = [
     'CONSENT_ACTIONS', 'DbError', 'Engine', 'LEDGER_TABLE', 'OPERATIONS', 'RgpdError', 'anonymise_value', 'check_schema',
-    'clean_stale_temp_files', 'decrypt_archive', 'new_trace_id', 'parse_encryption_key', 'pseudonym', 'read_ledger_file', 'run',
+    'clean_stale_temp_files', 'decrypt_archive', 'looks_secret', 'new_trace_id', 'parse_encryption_key', 'pseudonym', 'read_ledger_file', 'run',
 ]

@@ -198,7 +198,10 @@ class Database:
             yield from rows
 
     def stream_batches(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[list[tuple[t.Any, ...]]]:
-        """Yield the rows of a query a list of at most ``batch`` rows at a time."""
+        """Yield the rows of a query a list of at most ``batch`` rows at a time.
+
+        ``batch`` may also be a function, called before each fetch, giving the number of rows to fetch next.
+        """
         raise NotImplementedError
 
     def prepare_bulk_read(self) -> None:
@@ -356,7 +359,7 @@ class SQLiteDatabase(Database):
             cursor = self.connection.execute(text, tuple(params))
             try:
                 while True:
-                    rows = cursor.fetchmany(batch)
+                    rows = cursor.fetchmany(batch() if callable(batch) else batch)
                     if not rows:
                         return
                     yield rows
@@ -522,10 +525,10 @@ class PostgresDatabase(Database):
         try:
             # A named cursor is a server-side cursor: rows come over in batches of ``batch``.
             with self.connection.cursor(name=f'dihya_rgpd_{self.cursors}') as cursor:
-                cursor.itersize = batch
+                cursor.itersize = batch() if callable(batch) else batch
                 cursor.execute(self.sql(text), tuple(params))
                 while True:
-                    rows = cursor.fetchmany(batch)
+                    rows = cursor.fetchmany(batch() if callable(batch) else batch)
                     if not rows:
                         return
                     yield rows

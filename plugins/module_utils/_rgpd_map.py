@@ -22,7 +22,8 @@ import typing as t
 
 FORMAT_VERSION = 1
 
-STRATEGIES = ('hmac', 'mask', 'null', 'redact', 'fake', 'keep')
+# ``secret``: a password hash, token or key: never exported; NULL on erasure and anonymisation ([redacted] when NOT NULL).
+STRATEGIES = ('hmac', 'mask', 'null', 'redact', 'fake', 'keep', 'secret')
 # Strategies that write a text value, so they need a text column.
 TEXT_STRATEGIES = frozenset(('hmac', 'mask', 'redact', 'fake'))
 ERASURES = ('delete', 'anonymise')
@@ -32,7 +33,7 @@ ERASURES = ('delete', 'anonymise')
 IDENTIFIER = re.compile(r'[A-Za-z_][A-Za-z0-9_]{0,62}')
 
 _TOP_KEYS = frozenset(('version', 'subject', 'tables', 'consent', 'retention', 'tenant_lookup', 'format'))
-_SUBJECT_KEYS = frozenset(('table', 'id_column', 'tenant_column'))
+_SUBJECT_KEYS = frozenset(('table', 'id_column', 'tenant_column', 'fingerprint_columns'))
 _TABLE_KEYS = frozenset(('subject_columns', 'parent', 'tenant_column', 'erasure', 'columns', 'key', 'retention'))
 _SIDE_KEYS = frozenset(('columns',))
 _PARENT_KEYS = frozenset(('table', 'column', 'references'))
@@ -123,6 +124,9 @@ class DataMap:
     consent: ConsentMap | None
     tenant_lookup: TenantLookup | None
     retention: str | None
+    # Stable columns of the subject row (its creation time...) whose keyed hash the erasure ledger keeps, so that a
+    # replay recognises the erased person and not someone who got the same id later. None: the engine's default.
+    subject_fingerprint_columns: tuple[str, ...] | None = None
 
     @property
     def subject(self) -> TableMap:
@@ -369,6 +373,13 @@ def load_data_map(data: t.Any) -> DataMap:
     subject_table = check.identifier('subject.table', subject.get('table'))
     id_column = check.identifier('subject.id_column', subject.get('id_column', 'id'))
     tenant_column = check.identifier('subject.tenant_column', subject.get('tenant_column'))
+    fingerprint_columns: tuple[str, ...] | None = None
+    if subject.get('fingerprint_columns') is not None:
+        raw_fingerprint = subject['fingerprint_columns']
+        if not isinstance(raw_fingerprint, list):
+            check.add('subject.fingerprint_columns', 'must be a list of column names of the subject table')
+        else:
+            fingerprint_columns = tuple(check.identifier('subject.fingerprint_columns', column) for column in raw_fingerprint)
     tables: dict[str, TableMap] = {}
     raw_tables = check.mapping('tables', top.get('tables'))
     if not raw_tables:
@@ -400,6 +411,7 @@ def load_data_map(data: t.Any) -> DataMap:
         consent=consent,
         tenant_lookup=lookup,
         retention=retention,
+        subject_fingerprint_columns=fingerprint_columns,
     )
 
 

@@ -241,7 +241,7 @@ def test_erase_removes_every_trace_and_keeps_other_peoples_data(backend, tmp_pat
         planned = engine(db, check_mode=True).erase('acme', subject, ledger_file=ledger)
     assert backend.dump() == before and not os.path.exists(ledger)
     with backend.open() as db:
-        result = engine(db).erase('acme', subject, ledger_file=ledger)
+        result = engine(db).erase('acme', subject, ledger_file=ledger, ledger_table=True)
         assert {name: entry['rows'] for name, entry in result['tables'].items()} == {name: entry['rows'] for name, entry in planned['tables'].items()}
         assert engine(db).inventory('acme', subject)['total_rows'] == 0
         again = engine(db).erase('acme', subject, ledger_file=ledger)
@@ -366,7 +366,7 @@ def test_replay_after_backup_restore(backend, tmp_path):
     assert planned['changed'] is True and planned['erased'] == 2
     assert backend.references_to(subject)
     with backend.open() as db:
-        replayed = engine(db).replay(ledger)
+        replayed = engine(db).replay(ledger, ledger_table=True)
         assert replayed['erased'] == 2 and replayed['changed'] is True
         assert replayed['replayed'][0]['entry_id'] == first['ledger_entry_id'] and replayed['replayed'][0]['found'] is True
         assert engine(db).inventory('acme', subject)['total_rows'] == 0
@@ -390,6 +390,10 @@ def test_replay_skips_aborted_entries_and_other_tenants(backend, tmp_path):
     with backend.open() as db:
         assert engine(db).replay(ledger, tenant='globex')['replayed'] == []
         result = engine(db).replay(ledger, tenant='acme')
+    assert [item['entry_id'] for item in result['replayed']] == ['e2'] and result['erased'] == 0
+    assert result['replayed'][0]['status'] == 'unverified' and result['unverified'] == 1
+    with backend.open() as db:
+        result = engine(db).replay(ledger, tenant='acme', allow_unverified=True)
     assert [item['entry_id'] for item in result['replayed']] == ['e2'] and result['erased'] == 1
     with pytest.raises(RgpdError, match='cannot read ledger file'):
         _rgpd.read_ledger_file(str(tmp_path / 'missing.jsonl'))

@@ -88,10 +88,10 @@ def test_inventory_export_erase_replay(backend, tmp_path):
 def test_audit_events_are_written_for_success_and_failure(sqlite_db, tmp_path):
     log = str(tmp_path / 'audit.log')
     audit = {'audit_log': log, 'audit_key': AUDIT_KEY, 'audit_user': 'dpo@example.com', 'trace_id': 'cd' * 16}
-    result = run(args(sqlite_db, 'erase', **audit))
+    result = run(args(sqlite_db, 'erase', ledger_file=str(tmp_path / 'ledger.jsonl'), **audit))
     assert result['trace_id'] == 'cd' * 16
     run(args(sqlite_db, 'inventory', **audit), check_mode=True)  # check mode writes no audit event
-    failed = run(args(sqlite_db, 'erase', subject_id="'; DROP TABLE users; --", **audit))
+    failed = run(args(sqlite_db, 'erase', subject_id="'; DROP TABLE users; --", ledger_file=str(tmp_path / 'ledger.jsonl'), **audit))
     assert failed['failed'] is True and 'must be an integer' in failed['msg']
     records = audit_records(log)
     assert [(record['event']['action'], record['event']['category'], record['event']['outcome']) for record in records] == [
