@@ -25,6 +25,11 @@ description:
     changed, duration and, for a failed task without C(no_log), its C(msg) truncated to 512 characters. Module arguments and
     results are never recorded. A task name or failure message that contains a value decrypted from Ansible Vault (vars files,
     group and host variables, extra-variable files, inline C(!vault) values) is replaced by its untemplated form or left out.
+  - What counts as containing a Vault value of 8 characters or more - any run of 8 of its characters, in any letter case or
+    reversed, or such a run JSON-, Python- or URL-escaped, as hexadecimal digits, or base64-encoded (standard or URL-safe, alone
+    or inside a longer text such as C(user:password)). A shorter Vault value is caught only whole (the value, or its base64, hex,
+    JSON or URL encoding). Other transformations (hashes, other encodings, encryption, a value split in pieces shorter than 8
+    characters, variables that are not from Vault) are not recognised - use C(no_log) on tasks that handle secrets.
   - Without a key (neither O(key) nor O(key_file)) the plugin warns once and disables itself; it never writes unkeyed records.
   - Once read, C(DIHYA_AUDIT_KEY) and C(DIHYA_AUDIT_PSEUDONYM_KEY) are removed from the environment of C(ansible-playbook), so
     that tasks run with a local connection do not inherit them.

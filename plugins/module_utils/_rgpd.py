@@ -414,14 +414,16 @@ def parse_encryption_key(value: str | bytes) -> bytes:
 
 
 def decrypt_archive(source: str, destination: str, key: str | bytes) -> None:
-    """Decrypt an encrypted export into ``destination`` (a zip file); the plaintext is kept only if the tag verifies."""
+    """Decrypt an encrypted export into ``destination`` (a zip file); the plaintext is kept only if the tag verifies.
+
+    ``destination`` must not exist (nothing is ever written over or through what is there, see ``_safe_write``).
+    """
     raw_key = parse_encryption_key(key)
     ciphers = optional_library('cryptography.hazmat.primitives.ciphers', 'archive decryption')
     size = os.path.getsize(source)
     header = len(ENCRYPTION_MAGIC) + NONCE_SIZE
     if size < header + TAG_SIZE:
         raise RgpdError(f'{source} is not an encrypted export (too short)')
-    partial = destination + '.partial'
     with open(source, 'rb') as handle:
         if handle.read(len(ENCRYPTION_MAGIC)) != ENCRYPTION_MAGIC:
             raise RgpdError(f'{source} is not an encrypted export (bad header)')
@@ -433,17 +435,19 @@ def decrypt_archive(source: str, destination: str, key: str | bytes) -> None:
         decryptor.authenticate_additional_data(ENCRYPTION_MAGIC)
         remaining = size - header - TAG_SIZE
         try:
-            with open(partial, 'wb') as out:
-                os.chmod(partial, 0o600)
+            # A temporary file, linked to destination only once the tag verified.
+            with atomic_write(os.path.abspath(destination), mode=0o600) as out:
                 while remaining:
                     chunk = handle.read(min(remaining, 1 << 20))
                     remaining -= len(chunk)
                     out.write(decryptor.update(chunk))
                 decryptor.finalize()
+        except UnsafeDestination as exc:
+            raise RgpdError(f'destination {exc}') from None
+        except OSError:
+            raise
         except Exception as exc:
-            os.unlink(partial)
             raise RgpdError(f'{source}: decryption failed (wrong key or damaged file)') from exc
-    os.replace(partial, destination)
 
 
 def file_sha256(path: str) -> str:

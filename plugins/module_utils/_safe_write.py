@@ -24,6 +24,8 @@ snapshots' files, reports) goes through this module. The rule:
     with or without ``force``.
 
   The directory is fsynced after the rename; on any error the temporary file is removed.
+* :func:`move_no_replace` moves a finished file to a new name the same way (hard link, then unlink): it
+  never replaces anything that is at the new name.
 * :func:`append_open` opens an append-only file (a ledger, a log) that is the collection's by design:
   created if missing, an existing regular file is appended to, anything else is refused; the open never
   follows a symbolic link and never blocks on a FIFO.

@@ -215,6 +215,8 @@ options:
       - Directory of the spool, created with mode 0700. Defaults to O(path) followed by C(.spool).
       - An absolute path (see O(path)); an empty value is refused.
       - Use the same spool directory in every task that writes to the same sinks, so each run also sends what earlier runs left.
+      - Every spooled record is a new file that never replaces anything (a record the sink refused moves to C(rejected/) the same
+        way); no directory of the spool, nor any directory above it, may be a symbolic link.
     type: path
   delivery_timeout:
     description:
@@ -234,6 +236,8 @@ options:
         C(dihya_audit_delivery_pending{sink,type}), C(dihya_audit_delivery_rejected{sink,type}) and
         C(dihya_audit_delivery_last_success_timestamp_seconds{sink,type}). Counters continue from the previous file.
       - Use one file per O(spool_dir). Nothing is written when O(sinks) is empty.
+      - Only a regular file (the previous metrics file) is ever replaced; a symbolic link, a directory, a FIFO or a device
+        at this path, or a symbolic link among its directories, is refused.
       - An absolute path (see O(path)).
     type: path
 notes:

@@ -230,6 +230,8 @@ options:
     description:
       - File to write the results to, in the Prometheus text format, for the node_exporter textfile collector (which only reads C(*.prom) files).
       - The file is replaced atomically with mode C(0644) on every run outside check mode. Its directory must exist.
+      - Only a regular file (the previous metrics file) is ever replaced. A symbolic link, a directory, a FIFO or a device at
+        this path, or a symbolic link among its directories, is refused (a warning in check mode).
       - 'Gauges: C(dihya_health_check_up), C(dihya_health_check_duration_seconds) and C(dihya_health_check_last_success_timestamp_seconds),
         labelled C(check), C(type) and C(tenant); and C(dihya_health_check_healthy), labelled C(tenant).'
       - A failing check keeps the last-success timestamp found in the previous file; it is V(0) if the check never passed.

@@ -6,6 +6,7 @@ loopback port nothing listens on, to get an unreachable result.
 
 from __future__ import annotations
 
+import base64
 import getpass
 import json
 import os
@@ -14,6 +15,7 @@ import secrets
 import socket
 import subprocess
 import sys
+from urllib.parse import quote
 
 import pytest
 
@@ -173,6 +175,36 @@ def test_vault_value_in_failure_message_and_task_name_is_withheld(scene):
     assert _audit.verify(str(scene["log"]), KEY.encode()).ok
 
 
+def shown_forms(canary: str) -> dict[str, str]:
+    """What audit_callback_transforms.yml shows of the canary, computed here the way its filters compute it."""
+    return {
+        "slice": canary[3:17], "upper": canary.upper(), "upper_slice": canary[5:19].upper(), "reversed": canary[::-1],
+        "b64": base64.b64encode(canary.encode()).decode(), "b64_slice": base64.b64encode(canary[1:13].encode()).decode(),
+        "b64_basic_auth": base64.b64encode(f"admin:{canary}".encode()).decode(), "hex": canary.encode().hex(),
+        "url": quote(f"token={canary}&x=1"), "json": json.dumps({"password": canary}),
+    }
+
+
+@pytest.mark.parametrize("form", ["slice", "b64_basic_auth", "upper_slice", "hex"])
+def test_parts_and_encodings_of_a_vault_value_are_withheld(scene, form):
+    env = ansible_env(scene, DIHYA_AUDIT_KEY=KEY)
+    proc = playbook(scene, "audit_callback_transforms.yml", "--limit", "web-1", "-e", f"audit_form={form}", env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    shown = shown_forms(scene["canary"])
+    for name, value in shown.items():
+        assert value in output, f"the playbook did not show the {name} form: the test would prove nothing"
+    text = scene["log"].read_text(encoding="utf-8")
+    for name, value in shown.items():
+        for piece in (value, value[2:10], value[-10:-2], scene["canary"][4:12]):
+            assert piece not in text, (name, piece)
+    tasks = [record for record in events(scene["log"]) if record["event"]["action"] == "ansible.task"]
+    assert [record["labels"]["status"] for record in tasks] == ["failed"] * 3
+    assert {record["dihya"]["details"].get("msg") for record in tasks} <= {WITHHELD, "One or more items failed", "plain message"}
+    assert tasks[1]["labels"]["task"] == "Task named after {{ audit_shown[audit_form] }}"
+    assert _audit.verify(str(scene["log"]), KEY.encode()).ok
+
+
 def test_context_from_options_and_extra_trace_id(scene):
     trace = secrets.token_hex(16)
     env = ansible_env(scene, DIHYA_AUDIT_KEY=KEY, DIHYA_AUDIT_USER="ci-bot", DIHYA_AUDIT_TENANT="globex", DIHYA_AUDIT_PSEUDONYMISE="false",
@@ -213,6 +245,77 @@ def test_short_key_disables_the_callback(scene):
     assert proc.returncode == 0, output
     assert "the audit callback is disabled" in output and "k3y-tiny" not in output
     assert not scene["log"].exists()
+
+
+@pytest.mark.parametrize("log_path", ["audit.log", "{tmp}/audit/../audit.log", ""])
+def test_callback_refuses_a_log_path_that_is_not_absolute(scene, log_path):
+    work = scene["tmp"] / "work"
+    (work / "audit").mkdir(parents=True)
+    env = ansible_env(scene, DIHYA_AUDIT_KEY=KEY, DIHYA_AUDIT_LOG_PATH=log_path.format(tmp=work))
+    argv = [str(BIN / "ansible-playbook"), "-i", str(scene["inventory"]), "--limit", "web-1", "--vault-password-file", str(scene["password"]),
+            "-e", f"audit_vault_file={scene['vault_vars']}", str(PLAYBOOKS / "audit_callback.yml")]
+    proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert output.count("the audit callback is disabled") == 1 and "log_path must" in output, output
+    assert sorted(path.name for path in work.rglob("*")) == ["audit"]
+
+
+# audit_verify on logs that hold crash fragments, through ansible-playbook ------------------------------------------------
+
+def crash_log(folder: pathlib.Path, variant: str) -> tuple[pathlib.Path, int]:
+    """A log written by the engine, with the fragments a crash or a full disk leaves; (path, number of fragments)."""
+    folder.mkdir()
+    path = folder / "audit.log"
+    settings = _audit.AuditSettings(key=KEY.encode())
+    log = _audit.AuditLog(str(path), settings)
+
+    def append(count: int) -> None:
+        log.append([_audit.build_event(action="test.crash", category="ops", outcome="success", settings=settings,
+                                       details={"n": index}) for index in range(count)])
+
+    append(5)
+    first = path.read_bytes().split(b"\n")[0]
+    if variant == "fragment-200":
+        path.write_bytes(path.read_bytes() + path.read_bytes()[:200])
+        return path, 1
+    if variant == "two-fragments":
+        path.write_bytes(path.read_bytes() + first[:200] + b"\n" + first[:1])
+        return path, 2
+    # A crash, writes resumed, a rotation, a crash again in the new file.
+    path.write_bytes(path.read_bytes() + first[:len(first) - 1])
+    append(3)
+    path.rename(folder / "audit.log.1")
+    append(2)
+    path.write_bytes(path.read_bytes() + first[:50])
+    return path, 2
+
+
+@pytest.mark.parametrize("variant", ["fragment-200", "two-fragments", "resumed-rotated-and-tail"])
+def test_audit_verify_accepts_crash_fragments_without_deprecation(tmp_path, variant):
+    log, fragments = crash_log(tmp_path / "logs", variant)
+    before = {name.name: name.read_bytes() for name in log.parent.iterdir()}
+    result_file = tmp_path / "registered.json"
+    env = clean_env()
+    env.update(ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_DEPRECATION_WARNINGS="True", ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
+    argv = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
+            "-e", json.dumps({"audit_log": str(log), "audit_key": KEY, "audit_fragments": fragments, "audit_result_file": str(result_file)}),
+            str(PLAYBOOKS / "audit_verify_crash.yml")]
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "DEPRECATION" not in output and "deprecat" not in output.lower(), output
+    assert "Module failed" not in output and "Event.msg" not in output, output
+    assert output.count("truncated record (crash)") >= fragments, output  # shown as warnings (Ansible shows a repeated one once)
+    assert KEY not in output
+    registered = json.loads(result_file.read_text())
+    assert len(registered) == 2
+    for result in registered:
+        assert result["ok"] is True and result["failed"] is False and len(result["notes"]) == fragments
+        assert all(note["reason"].startswith("truncated record (crash)") for note in result["notes"])
+    assert {name.name: name.read_bytes() for name in log.parent.iterdir() if not name.name.endswith(".lock")} == {
+        name: data for name, data in before.items() if not name.endswith(".lock")}
 
 
 # The audit operation: playbooks/audit.yml ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 
 """Every writer of the collection against every kind of thing at its destination.
 
-Writers: the rgpd export archive (with and without force, check mode too), the erasure ledger file, the health
+Writers: the rgpd export archive (with and without force, check mode too) and its decryption, the erasure ledger file, the health
 and audit-delivery metrics files, the audit spool (records, rejected records and their reasons) and the
 python_deps snapshot folder. Each is tried against nothing, a regular file, a character device, a FIFO, a socket,
 symbolic links (to a file, to a directory, dangling) and a directory; what is refused is left exactly as it was.
@@ -143,6 +143,25 @@ def test_rgpd_module_force_option(tmp_path, sqlite_template):
     assert done['changed'] and (tmp_path / 'old.zip').read_bytes()[:2] == b'PK'
     fifo = run_module(module.main, {**base, 'dest': str(tmp_path / 'fifo.zip'), 'force': True})
     assert fifo['failed'] and 'is a FIFO' in fifo['msg'] and stat.S_ISFIFO(os.lstat(tmp_path / 'fifo.zip').st_mode)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_rgpd_decrypt_archive(backend, place, tmp_path, kind):
+    """decrypt_archive writes a new file only: whatever is at its destination stays as it was."""
+    key = '22' * 32
+    encrypted = tmp_path / 'export.zip.enc'
+    with backend.open(read_only=True) as db:
+        Engine(db, load_data_map_file(DEMO_DATA_MAP), KEY).export('acme', 3, str(encrypted), encryption_key=key)
+    thing = place(kind, 'plain.zip')
+    before = thing.state()
+    if kind == 'missing':
+        _rgpd.decrypt_archive(str(encrypted), str(thing.path), key)
+        assert thing.path.read_bytes()[:2] == b'PK' and stat.S_IMODE(os.lstat(thing.path).st_mode) == 0o600
+    else:
+        with pytest.raises(RgpdError, match=FOUND[kind]):
+            _rgpd.decrypt_archive(str(encrypted), str(thing.path), key)
+        assert thing.state() == before
+    assert leftovers(thing.path.parent, 'plain.zip') == []
 
 
 # ---------------------------------------------------------------------------
