@@ -440,7 +440,8 @@ def update_dependencies_restart(box: Box, name: str, value: bool) -> None:
     pid_before = box.supervisorctl("pid", "web")
     services = [{"name": "web", "manager": "supervisor", "unit": "web"}]
     _ok(box.play("update_dependencies", name, str(value).lower(), {
-        "update_dependencies_pip_audit": "never", "update_dependencies_osv_dirs": [str(OSV)], "update_dependencies_packages": [f"{EXT}==1.1.0"], "update_dependencies_find_links": [str(box.wheels)],
+        "update_dependencies_pip_audit": "never", "update_dependencies_osv_dirs": [str(OSV)],
+        "update_dependencies_packages": [f"{EXT}==1.1.0"], "update_dependencies_find_links": [str(box.wheels)],
         "update_dependencies_no_index": True, "update_dependencies_health_deadline": 20,
         "dihya_backend_services": services, "dihya_backend_supervisorctl": str(BIN / "supervisorctl"),
         "dihya_backend_supervisor_config": str(box.supervisor_config)}))

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterable, Iterator
 
 import jinja2
-import jinja2.nodes as nodes
+from jinja2 import nodes
 import yaml
 
 # Keys whose value is a bare Jinja expression (or a list of them) rather than a template.
