@@ -474,17 +474,17 @@ _URL_USERINFO = re.compile(r'(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*@')
 
 
 def url_secrets(url: t.Any) -> tuple[str, ...]:
-    """The user name and password held in ``url`` (raw and percent-decoded), longest first."""
+    """The password held in ``url``'s user information (raw and percent-decoded), longest first.
+
+    The user name is left out: it is not a secret, and masking a short one everywhere would garble the output.
+    """
     if not isinstance(url, str) or '@' not in url:
         return ()
-    try:
-        parts = urllib.parse.urlsplit(url)
-        found = {parts.username or '', parts.password or ''}
-    except ValueError:
-        found = set()
-    userinfo = url.split('://', 1)[-1].split('/', 1)[0].rpartition('@')[0]
-    found.update(userinfo.split(':', 1))
-    found.update(urllib.parse.unquote(item) for item in list(found))
+    userinfo = url.split('://', 1)[-1].split('/', 1)[0].split('?', 1)[0].split('#', 1)[0].rpartition('@')[0]
+    if ':' not in userinfo:
+        return ()
+    password = userinfo.split(':', 1)[1]
+    found = {password, urllib.parse.unquote(password)}
     return tuple(sorted((item for item in found if item), key=len, reverse=True))
 
 
@@ -639,7 +639,13 @@ class HttpConfig:
     ssl_context: ssl.SSLContext | None
 
 
-HTTP_OPTIONS = frozenset(('url', 'method', 'status_codes', 'body_regex', 'json_field', 'json_value', 'headers', 'body', 'validate_certs', 'ca_path'))
+HTTP_OPTIONS = frozenset(('url', 'url_username', 'url_password', 'method', 'status_codes', 'body_regex', 'json_field', 'json_value', 'headers', 'body',
+                          'validate_certs', 'ca_path'))
+
+URL_CREDENTIALS_REFUSED = (
+    'url must not hold a user name or password, which the task output would show: '
+    'give them as url_username and url_password, or as an Authorization header in headers (both are hidden from the output)'
+)
 
 
 def parse_http(options: t.Mapping[str, t.Any], kind: str = 'http') -> HttpConfig:
@@ -649,9 +655,14 @@ def parse_http(options: t.Mapping[str, t.Any], kind: str = 'http') -> HttpConfig
         raise CheckConfigError(f'url must be a string (got {type(url).__name__})')
     try:
         parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise CheckConfigError(f'malformed url: {mask_url_credentials(str(exc), url_secrets(url))}') from exc
+    if '@' in parts.netloc:
+        raise CheckConfigError(URL_CREDENTIALS_REFUSED)
+    try:
         port = parts.port
     except ValueError as exc:
-        raise CheckConfigError(f'malformed url: {exc}') from exc
+        raise CheckConfigError(f'malformed url: {mask_url_credentials(str(exc), url_secrets(url))}') from exc
     scheme = parts.scheme.lower()
     if scheme not in ('http', 'https'):
         raise CheckConfigError(f"url must use the http or https scheme (got {parts.scheme or 'none'!r})")
@@ -673,8 +684,15 @@ def parse_http(options: t.Mapping[str, t.Any], kind: str = 'http') -> HttpConfig
         raise CheckConfigError(f'status_codes must be a non-empty list of HTTP status codes between 100 and 599 (got {status_codes!r})')
 
     headers = _parse_headers(_opt(options, 'headers', {}))
-    if parts.username is not None and not any(name.lower() == 'authorization' for name, _value in headers):
-        credentials = f'{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or "")}'
+    username, password = options.get('url_username'), options.get('url_password')
+    if password is not None and username is None:
+        raise CheckConfigError('url_password needs url_username')
+    if username is not None:
+        if any(name.lower() == 'authorization' for name, _value in headers):
+            raise CheckConfigError('give either url_username and url_password or an Authorization header, not both')
+        if not isinstance(username, str) or ':' in username or any(ord(char) < 32 for char in username + str(password or '')):
+            raise CheckConfigError('url_username must be a string without colons or control characters')
+        credentials = f'{username}:{password or ""}'
         headers += (('Authorization', 'Basic ' + base64.b64encode(credentials.encode('utf-8')).decode('ascii')),)
     if not any(name.lower() == 'user-agent' for name, _value in headers):
         headers += (('User-Agent', USER_AGENT),)

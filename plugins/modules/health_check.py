@@ -74,8 +74,20 @@ options:
       url:
         description:
           - URL to request. Required for V(http) and V(https) checks.
-          - Must use the C(http) or C(https) scheme and name a host. User and password in the URL are sent with basic authentication.
+          - Must use the C(http) or C(https) scheme and name a host.
+          - A user name or password in the URL (C(http://user:password@host/)) is refused, since module arguments are shown
+            at C(-vvv) and a URL cannot be hidden without hiding the whole URL. Give the credentials as O(checks[].url_username)
+            and O(checks[].url_password), or as an C(Authorization) header in O(checks[].headers); both are hidden from the output.
           - Health checks go straight to the target and ignore proxy environment variables. Redirects are not followed.
+        type: str
+      url_username:
+        description:
+          - User name sent with HTTP basic authentication to O(checks[].url). Must not contain a colon.
+          - Cannot be combined with an C(Authorization) header in O(checks[].headers).
+        type: str
+      url_password:
+        description:
+          - Password sent with HTTP basic authentication, with O(checks[].url_username). Hidden from the output.
         type: str
       method:
         description:
@@ -399,8 +411,10 @@ from ansible_collections.dihya.ops.plugins.module_utils._health import (
     HTTP_METHODS,
     CheckSpec,
     duplicate_names,
+    mask_url_credentials,
     run_checks,
     summarize,
+    url_secrets,
     validate_run_options,
 )
 from ansible_collections.dihya.ops.plugins.module_utils._metrics import (
@@ -418,6 +432,8 @@ CHECK_OPTIONS = dict(
     timeout=dict(type='float'),
     latency_budget=dict(type='float'),
     url=dict(type='str'),
+    url_username=dict(type='str'),
+    url_password=dict(type='str', no_log=True),
     method=dict(type='str', choices=list(HTTP_METHODS)),
     status_codes=dict(type='list', elements='int'),
     body_regex=dict(type='str'),
@@ -490,6 +506,10 @@ def main():
     )
     params = module.params
     metrics_path = params['metrics_path']
+    # A URL's user information is refused by the check, but the module's arguments are echoed back (at -vvv):
+    # hide it there too, and wherever else it could appear.
+    for check in params['checks']:
+        module.no_log_values.update(url_secrets(check.get('url')))
 
     errors = validate_run_options(
         timeout=params['timeout'], concurrency=params['concurrency'], retries=params['retries'], delay=params['delay'], deadline=params['deadline'],
@@ -499,7 +519,7 @@ def main():
     specs = build_specs(params['checks'], params['timeout'])
     duplicates = duplicate_names(specs)
     if duplicates:
-        errors.append(f"check names must be unique; repeated: {', '.join(duplicates)}")
+        errors.append(f"check names must be unique; repeated: {', '.join(mask_url_credentials(name) for name in duplicates)}")
     if errors:
         module.fail_json(msg='; '.join(errors))
 

@@ -166,12 +166,45 @@ class TestHttp:
         )
         assert result.healthy, result.message
 
-    def test_default_user_agent_and_basic_auth_from_url(self, http_server):
-        url = f'http://user:p%40ss@127.0.0.1:{http_server.port}/echo'
-        result = check('http', url=url, json_field='headers.authorization', json_value='Basic dXNlcjpwQHNz')
+    def test_default_user_agent_and_basic_auth(self, http_server):
+        url = http_server.url('/echo')
+        auth = {'url_username': 'user', 'url_password': 'p@ss'}
+        result = check('http', url=url, json_field='headers.authorization', json_value='Basic dXNlcjpwQHNz', **auth)
         assert result.healthy, result.message
-        assert check('http', url=url, json_field='headers.user-agent', json_value='dihya.ops.health_check').healthy
+        assert check('http', url=url, json_field='headers.authorization', json_value='Basic dXNlcjo=', url_username='user').healthy
+        assert check('http', url=url, json_field='headers.user-agent', json_value='dihya.ops.health_check', **auth).healthy
         assert check('http', url=url, headers={'User-Agent': 'probe/1'}, json_field='headers.user-agent', json_value='probe/1').healthy
+
+    @pytest.mark.parametrize('options, message', [
+        ({'url_password': 'x'}, 'url_password needs url_username'),
+        ({'url_username': 'a:b'}, 'url_username must be a string without colons'),
+        ({'url_username': 'a', 'url_password': 'x\ny'}, 'without colons or control characters'),
+        ({'url_username': 'a', 'headers': {'authorization': 'Bearer t'}}, 'not both'),
+    ])
+    def test_basic_auth_options(self, http_server, options, message):
+        assert_error(check('http', url=http_server.url('/echo'), **options), message)
+
+    @pytest.mark.parametrize('url', [
+        'http://user:Url-Pa55word@127.0.0.1:{port}/echo',
+        'http://user:Url%2DPa55word@127.0.0.1:{port}/echo',
+        'https://user:Url-Pa55word@127.0.0.1:{port}/echo',
+        'http://:Url-Pa55word@127.0.0.1:{port}/echo',
+        'http://Url-Pa55word@127.0.0.1:{port}/echo',
+        'http://user:Url-Pa55word@[::1]:{port}/echo',
+        'HTTP://user:Url-Pa55word@127.0.0.1:{port}/echo?x=@',
+        'http://user:Url-Pa55word@127.0.0.1:{port}',
+        'http://user:Url-Pa55word@127.0.0.1:notaport/',
+    ])
+    def test_credentials_in_the_url_are_refused_and_masked(self, http_server, url):
+        url = url.format(port=http_server.port)
+        result, other = run_checks([CheckSpec(f'api {url}', 'http', {'url': url}), CheckSpec('other', 'https', {'url': url})])
+        assert_error(result, 'url must not hold a user name or password')
+        assert_error(other, 'url must not hold a user name or password')
+        assert 'url_username and url_password' in result.message
+        text = json.dumps(result.to_dict())
+        assert 'Url-Pa55word' not in text and 'Url%2DPa55word' not in text
+        assert re.match(r'api (?i:https?)://\*{8}@', result.name), result.name
+        assert result.message == _health.URL_CREDENTIALS_REFUSED
 
     def test_head_request(self, http_server):
         result = check('http', url=http_server.url('/ok'), method='HEAD')

@@ -6,9 +6,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import pathlib
+import shutil
+import socket
 import stat
+import subprocess
+import sys
+import threading
+import time
 import uuid
 
 import pytest
@@ -335,3 +343,196 @@ def test_argument_spec_matches_the_engine():
     assert documented == set(COMMON_OPTIONS).union(*OPTIONS_BY_TYPE.values())
     assert health_check.CHECK_OPTIONS['dsn']['no_log'] is True
     assert health_check.CHECK_OPTIONS['headers']['no_log'] is True
+    assert health_check.CHECK_OPTIONS['url_password']['no_log'] is True
+
+
+# ---------------------------------------------------------------------------
+# Credentials in URLs never reach the output
+# ---------------------------------------------------------------------------
+
+SECRET = 'Vvv-Secret-77'
+
+
+def test_url_credentials_are_refused_and_hidden_everywhere(http_server, tmp_path, capsys):
+    """The real exit_json: the password is in no result, no message, no name, no invocation echo, no metrics file."""
+    url = f'http://user:{SECRET}@127.0.0.1:{http_server.port}/echo'
+    metrics = tmp_path / 'health.prom'
+    args = {'metrics_path': str(metrics), 'fail_on_unhealthy': True, 'checks': [
+        {'name': f'api {url}', 'type': 'http', 'url': url},
+        {'name': 'encoded', 'type': 'http', 'url': url.replace('-', '%2D')},
+        {'name': 'ok', 'type': 'http', 'url': http_server.url('/ok')},
+    ]}
+    with set_module_args(args):
+        with pytest.raises(SystemExit):
+            health_check.main()
+    output = capsys.readouterr().out
+    assert SECRET not in output and SECRET.replace('-', '%2D') not in output
+    result = json.loads(output)
+    assert result['failed'] is True
+    assert [check['status'] for check in result['checks']] == ['error', 'error', 'ok']
+    assert 'url_username and url_password' in result['checks'][0]['message']
+    assert result['failed_checks'][0].startswith('api http://********@')
+    assert SECRET not in metrics.read_text() and 'http://********@' in metrics.read_text()
+
+
+def test_basic_authentication_options_are_hidden(http_server, capsys):
+    expected = 'Basic ' + base64.b64encode(f'user:{SECRET}'.encode()).decode()
+    args = {'checks': [{'name': 'api', 'type': 'http', 'url': http_server.url('/echo'), 'url_username': 'user', 'url_password': SECRET,
+                        'json_field': 'headers.authorization', 'json_value': expected}]}
+    with set_module_args(args):
+        with pytest.raises(SystemExit):
+            health_check.main()
+    output = capsys.readouterr().out
+    assert SECRET not in output
+    result = json.loads(output)
+    assert result['healthy'] is True, result
+    assert result['invocation']['module_args']['checks'][0]['url_password'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
+
+
+def test_restart_gate_settings_are_bounded_by_the_deadline():
+    """The restart gate's own settings (30 retries, 1 s apart) against a server that trickles headers: the deadline holds."""
+    stopped = threading.Event()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+    threads = []
+
+    def serve(connection):
+        with connection:
+            try:
+                connection.recv(4096)
+                connection.sendall(b'HTTP/1.1 200 OK\r\n')
+                for index in range(99):
+                    if stopped.wait(0.5):
+                        return
+                    connection.sendall(f'X-Pad-{index}: 1\r\n'.encode())
+            except OSError:
+                return
+
+    def accept():
+        while not stopped.is_set():
+            try:
+                connection, _address = listener.accept()
+            except OSError:
+                continue
+            thread = threading.Thread(target=serve, args=(connection,), daemon=True)
+            threads.append(thread)
+            thread.start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        started = time.monotonic()
+        result = run({'checks': [{'name': 'http_health', 'type': 'http', 'url': f'http://127.0.0.1:{listener.getsockname()[1]}/healthz',
+                                  'timeout': 2}], 'retries': 30, 'delay': 1, 'deadline': 4})
+        assert time.monotonic() - started < 4 + 1.5
+        assert result['healthy'] is False
+        assert result['checks'][0]['message'].startswith('deadline exceeded while reading the status line and headers')
+    finally:
+        stopped.set()
+        listener.close()
+        acceptor.join(5)
+        for thread in threads:
+            thread.join(5)
+
+
+PLAYBOOK = """
+- name: URL credentials at -vvv
+  hosts: localhost
+  gather_facts: false
+  vars_files:
+    - secret.yml
+  vars:
+    dihya_backend_health_url: "http://127.0.0.1:{{ port }}/echo"
+  tasks:
+    - name: A URL with a password is refused
+      dihya.ops.health_check:
+        checks:
+          - name: api
+            type: http
+            url: "http://user:{{ secret }}@127.0.0.1:{{ port }}/echo"
+      register: refused
+
+    - name: The refusal says what to use instead
+      ansible.builtin.assert:
+        that:
+          - refused.checks[0].status == 'error'
+          - "'url_username' in refused.checks[0].message"
+
+    - name: Basic authentication through the hidden options
+      dihya.ops.health_check:
+        checks:
+          - name: api
+            type: http
+            url: "http://127.0.0.1:{{ port }}/echo"
+            url_username: user
+            url_password: "{{ secret }}"
+            json_field: headers.authorization
+            json_value: "Basic {{ ('user:' ~ secret) | b64encode }}"
+        fail_on_unhealthy: true
+
+    - name: The check_health role with credentials in its URL
+      block:
+        - name: Run the role
+          ansible.builtin.include_role:
+            name: dihya.ops.check_health
+          vars:
+            check_health_url: "http://user:{{ secret }}@127.0.0.1:{{ port }}/echo"
+            check_health_json_field: ""
+            check_health_services: []
+            check_health_disk_paths: []
+            check_health_db_url: ""
+            check_health_metrics_path: ""
+            check_health_tenant: t
+      rescue:
+        - name: Note the refusal
+          ansible.builtin.set_fact:
+            role_refused: true
+
+    - name: The role refused the URL
+      ansible.builtin.assert:
+        that: role_refused | default(false)
+
+    - name: The check_health role with basic authentication
+      ansible.builtin.include_role:
+        name: dihya.ops.check_health
+      vars:
+        check_health_url: "http://127.0.0.1:{{ port }}/echo"
+        check_health_url_username: user
+        check_health_url_password: "{{ secret }}"
+        check_health_json_field: headers.authorization
+        check_health_json_value: "Basic {{ ('user:' ~ secret) | b64encode }}"
+        check_health_services: []
+        check_health_disk_paths: []
+        check_health_db_url: ""
+        check_health_metrics_path: ""
+        check_health_tenant: t
+"""
+
+
+@pytest.mark.parametrize('verbosity', ['-vvv', '-vvvvv'])
+def test_ansible_playbook_never_prints_the_url_password(http_server, tmp_path, verbosity):
+    """A real ansible-playbook run on localhost at high verbosity: stdout and stderr never hold the password."""
+    (tmp_path / 'play.yml').write_text(PLAYBOOK)
+    # The secret comes from a vars file, as from Vault (-e values are printed back at -vvvvv by ansible-playbook itself).
+    (tmp_path / 'secret.yml').write_text(f'secret: {SECRET}\n')
+    (tmp_path / 'ansible.cfg').write_text('[defaults]\nstdout_callback = ansible.builtin.default\nretry_files_enabled = false\n')
+    (tmp_path / 'hosts').write_text(f'localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n')
+    collections = pathlib.Path(__file__).resolve().parents[4] / '.cache' / 'collections'
+    if not collections.is_dir():
+        collections = pathlib.Path(health_check.__file__).resolve().parents[5]
+    env = {
+        'PATH': os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', '/usr/bin:/bin'),
+        'HOME': str(tmp_path), 'ANSIBLE_CONFIG': str(tmp_path / 'ansible.cfg'),
+        'ANSIBLE_COLLECTIONS_PATH': str(collections), 'ANSIBLE_LOCAL_TEMP': str(tmp_path / 'tmp'),
+        'ANSIBLE_REMOTE_TEMP': str(tmp_path / 'remote-tmp'), 'ANSIBLE_NOCOLOR': '1', 'LANG': 'C.UTF-8',
+    }
+    playbook = shutil.which('ansible-playbook', path=env['PATH'])
+    completed = subprocess.run([playbook, verbosity, '-i', str(tmp_path / 'hosts'), str(tmp_path / 'play.yml'),
+                                '-e', f'port={http_server.port}'],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False, env=env)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-4000:]
+    assert 'ok=' in completed.stdout and 'failed=0' in completed.stdout
+    assert SECRET not in output
