@@ -715,6 +715,15 @@ def check_schema(db: Database, data_map: DataMap) -> dict[str, TableInfo]:
             column(table.name, name, f'{where}.key')
         if not (table.key or info[table.name].primary_key):
             errors.append(f'{where}: the table has no primary key; give key: [columns identifying a row]')
+        elif table.key and all(name in info[table.name].columns for name in table.key):
+            # Rows are updated by key: a key that is not unique (an id unique only per tenant) would change the rows of
+            # another subject, or another tenant, sharing it.
+            unique = {info[table.name].primary_key, *info[table.name].unique} - {()}
+            if not any(set(candidate) <= set(table.key) for candidate in unique):
+                errors.append(
+                    f'{where}.key: ({", ".join(table.key)}) does not identify one row: no primary key or unique key of {table.name} is made of '
+                    'these columns, so an update by key could change rows of another subject or tenant; give the primary key or a unique key'
+                )
     if subject.name in info and subject.erasure == 'anonymise':
         id_info = info[subject.name].columns.get(data_map.subject_id_column)
         if id_info is not None and not (id_info.generated or id_info.kind == 'text'):

@@ -144,8 +144,14 @@ REFUSALS = {
     'unique index on the id and another column': (
         'CREATE TABLE users (id INTEGER NOT NULL, tenant_id TEXT NOT NULL, email TEXT); CREATE UNIQUE INDEX users_id_email ON users (id, email);'
         'CREATE TABLE posts (id INTEGER PRIMARY KEY, author_id INTEGER, body TEXT);',
-        {'users': {**USERS, 'key': ['id', 'tenant_id']}, 'posts': {'subject_columns': ['author_id']}}, None, None,
+        {'users': {**USERS, 'key': ['id', 'email']}, 'posts': {'subject_columns': ['author_id']}}, None, None,
         ["tables.posts: cannot prove each row's tenant: users.id is not unique on its own (the key is no primary key)"],
+    ),
+    'update key unique only per tenant': (
+        'CREATE TABLE users (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, email TEXT);'
+        'CREATE TABLE posts (id INTEGER NOT NULL, tenant_id TEXT NOT NULL, author_id INTEGER, body TEXT, PRIMARY KEY (id, tenant_id));',
+        {'users': USERS, 'posts': {'subject_columns': ['author_id'], 'tenant_column': 'tenant_id', 'key': ['id'], 'columns': {'body': 'hmac'}}},
+        None, None, ['tables.posts.key: (id) does not identify one row: no primary key or unique key of posts is made of these columns'],
     ),
     'tenant lookup key not unique': (
         'CREATE TABLE tenants (id INTEGER PRIMARY KEY, slug TEXT); CREATE TABLE users (id INTEGER PRIMARY KEY, tenant_id INTEGER, email TEXT);',
@@ -412,3 +418,20 @@ def test_a_cycle_through_a_kept_table_is_ordered(empty):
     assert result['tables']['posts']['anonymised'] == 1 and result['tables']['users']['tombstone'] is True
     assert empty.query('SELECT body FROM posts WHERE id = 2') == [('y',)] and empty.query('SELECT count(*) FROM users WHERE id = 42') == [(0,)]
     assert empty.query("SELECT body FROM posts WHERE id = 1") == [('[redacted]',)]
+
+
+@pytest.mark.parametrize('key', [None, ['tenant_id', 'id'], ['id', 'tenant_id', 'author_id']])
+def test_updates_by_key_change_only_the_requested_tenants_rows(empty, key):
+    """Post ids repeat across tenants: rows rewritten value by value (hmac) are updated by a key that includes the tenant."""
+    script(empty, COMPOSITE_SECOND + 'CREATE TABLE posts (id INTEGER NOT NULL, tenant_id TEXT NOT NULL, author_id INTEGER, body TEXT, '
+           'PRIMARY KEY (id, tenant_id));'
+           "INSERT INTO users VALUES (42, 'acme', 'a@acme'), (42, 'globex', 'b@globex');"
+           "INSERT INTO posts VALUES (1, 'acme', 42, 'acme post'), (1, 'globex', 42, 'globex post'), (2, 'globex', 42, 'globex 2')")
+    posts = {'subject_columns': ['author_id'], 'tenant_column': 'tenant_id', 'columns': {'body': 'hmac'}, **({'key': key} if key else {})}
+    mapping = data_map({'users': USERS, 'posts': posts})
+    globex = empty.query("SELECT * FROM posts WHERE tenant_id = 'globex' ORDER BY id")
+    with empty.open() as db:
+        assert Engine(db, mapping, KEY).anonymise('acme', 42)['tables']['posts']['anonymised'] == 1
+    assert empty.query("SELECT * FROM posts WHERE tenant_id = 'globex' ORDER BY id") == globex
+    assert empty.query("SELECT body FROM posts WHERE tenant_id = 'acme'")[0][0].startswith('hmac:')
+    assert empty.query("SELECT email FROM users WHERE tenant_id = 'globex'") == [('b@globex',)]
