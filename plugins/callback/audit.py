@@ -315,15 +315,18 @@ class SecretFilter:
             return True
         if not self._folded or len(text) < SECRET_WINDOW:
             return False
-        based = self._based
-        if based and any(text[start:start + SECRET_WINDOW] in based for start in range(len(text) - SECRET_WINDOW + 1)):
+        if _any_window(text, SECRET_WINDOW, self._based):
             return True
         folded_text = text.casefold()
-        folded = self._folded
-        if any(folded_text[start:start + SECRET_WINDOW] in folded for start in range(len(folded_text) - SECRET_WINDOW + 1)):
-            return True
-        hexed, width = self._hexed, 2 * SECRET_WINDOW
-        return any(folded_text[start:start + width] in hexed for start in range(len(folded_text) - width + 1))
+        return _any_window(folded_text, SECRET_WINDOW, self._folded) or _any_window(folded_text, 2 * SECRET_WINDOW, self._hexed)
+
+
+def _any_window(text: str, width: int, windows: frozenset[str]) -> bool:
+    """Whether one of the ``width``-character slices of ``text`` is in ``windows`` (the loop runs in C: map, slice, isdisjoint)."""
+    count = len(text) - width + 1
+    if count <= 0 or not windows:
+        return False
+    return not windows.isdisjoint(map(text.__getitem__, map(slice, range(count), range(width, width + count))))
 
 
 def _windows(text: str, width: int) -> set[str]:
