@@ -884,10 +884,11 @@ def parse_process(options: t.Mapping[str, t.Any]) -> ProcessConfig:
 
 def probe_process(config: ProcessConfig, timeout: float) -> Outcome:
     """Dispatch to the pidfile, process name or supervisor probe."""
+    budget = Budget(timeout)
     if config.pidfile is not None:
-        return _probe_pidfile(config.pidfile)
+        return t.cast(Outcome, bounded_call(lambda: _probe_pidfile(t.cast(str, config.pidfile)), budget, f'while reading {config.pidfile}'))
     if config.process_name is not None:
-        return _probe_process_name(config.process_name)
+        return t.cast(Outcome, bounded_call(lambda: _probe_process_name(t.cast(str, config.process_name)), budget, 'while listing the processes'))
     return _probe_supervisor(config, timeout)
 
 
@@ -984,10 +985,10 @@ def parse_disk(options: t.Mapping[str, t.Any]) -> DiskConfig:
     return DiskConfig(path=path, min_free_bytes=min_bytes, min_free_percent=min_percent)
 
 
-def probe_disk(config: DiskConfig, timeout: float) -> Outcome:  # pylint: disable=unused-argument
-    """Compare the space available to unprivileged users with the thresholds."""
+def probe_disk(config: DiskConfig, timeout: float) -> Outcome:
+    """Compare the space available to unprivileged users with the thresholds (a hung file system cannot hold the check)."""
     try:
-        stats = os.statvfs(config.path)
+        stats = bounded_call(lambda: os.statvfs(config.path), Budget(timeout), f'while reading the file system of {config.path}')
     except FileNotFoundError:
         return Outcome(False, f'path {config.path} does not exist', {'path': config.path})
     free = stats.f_bavail * stats.f_frsize

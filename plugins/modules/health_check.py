@@ -66,6 +66,7 @@ options:
       timeout:
         description:
           - Seconds this check may take, overriding the top-level O(timeout). Must be greater than 0.
+          - It bounds the whole attempt, not each network read; see O(timeout).
         type: float
       latency_budget:
         description:
@@ -191,12 +192,19 @@ options:
         description:
           - Database to query. Required for V(sql) checks.
           - V(sqlite:///absolute/path/to/file.db) opens an existing SQLite file read-only; a missing file makes the check fail and is never created.
-          - V(postgresql://user:password@host:port/dbname) connects with psycopg in a read-only session.
+          - V(postgresql://user:password@host:port/dbname) connects with psycopg in a read-only session; the connection attempt
+            is bounded by the check's timeout too (libpq's own connect timeout is whole seconds).
           - The value is hidden from the output, and the password never appears in messages.
         type: str
       query:
         description:
           - Query to run. Defaults to V(SELECT 1).
+          - Must be a single C(SELECT), C(WITH) or C(VALUES) statement (a trailing C(;) and comments are fine); anything else,
+            several statements included, is reported with RV(checks[].status=error) and never sent.
+          - The query cannot write, whatever it says. SQLite runs it on a read-only (C(mode=ro)) connection with C(query_only)
+            and an authorizer that denies everything but reads (no C(ATTACH), C(VACUUM INTO), pragmas, writes, transactions or
+            C(load_extension)). PostgreSQL runs it in a read-only session and transaction, one statement only, with a
+            C(statement_timeout) and C(lock_timeout) of the time left; use a database role without superuser rights.
         type: str
       expect:
         description:
@@ -205,6 +213,10 @@ options:
   timeout:
     description:
       - Default number of seconds each check may take. Must be greater than 0.
+      - The limit holds for the whole attempt, every phase included (name resolution, connect, TLS handshake, sending, status line,
+        headers, body, database connection and query): each phase waits only for the time left, so a peer that sends a byte at a time
+        cannot stretch it. A check cut short fails with a message naming the phase and the limit, for example
+        C(deadline exceeded while reading the status line and headers (timeout 5 s)).
     type: float
     default: 5
   concurrency:
@@ -237,6 +249,7 @@ options:
       - Seconds the whole run may take. Must be greater than 0.
       - Every attempt's timeout is cut to the time left, no retry starts after the deadline,
         and a check that could not start in time fails with a message saying so.
+      - A check cut by the deadline fails with C(deadline exceeded <phase> (run deadline N s)).
     type: float
   metrics_path:
     description:
@@ -249,8 +262,9 @@ options:
       - A failing check keeps the last-success timestamp found in the previous file; it is V(0) if the check never passed.
     type: path
 notes:
-  - Checks run in threads of the module process on the target. A check that hangs in the kernel (for example on a dead network file system)
-    can delay the end of the task past O(timeout) and O(deadline).
+  - Checks run in threads of the module process on the target. Blocking calls that take no timeout of their own (name resolution,
+    the PostgreSQL connect, C(statvfs) and pidfile reads that a dead network file system can hang) run in a bounded helper thread,
+    so the check still ends at its timeout; such a helper thread is left behind until the module exits.
 seealso:
   - name: node_exporter textfile collector
     description: How node_exporter picks up metrics written to files.

@@ -1472,3 +1472,18 @@ def test_describe_error(exc, text):
 
 def test_outcome_defaults():
     assert Outcome(True, 'fine').details == {}
+
+
+@pytest.mark.parametrize('check_type, options, phase', [
+    ('disk', {'path': '/', 'min_free_bytes': 1}, 'while reading the file system of /'),
+    ('process', {'pidfile': '/run/hung.pid'}, 'while reading /run/hung.pid'),
+])
+def test_file_system_calls_that_hang_are_bounded(monkeypatch, check_type, options, phase):
+    """statvfs or a read on a dead network file system blocks in the kernel; the check still ends at its timeout."""
+    real_statvfs, real_read = _health.os.statvfs, _health._read_text
+    monkeypatch.setattr(_health.os, 'statvfs', lambda path: time.sleep(3) or real_statvfs(path))
+    monkeypatch.setattr(_health, '_read_text', lambda path, limit=4096: time.sleep(3) or real_read(path, limit))
+    started = time.monotonic()
+    [result] = run_checks([CheckSpec('hung', check_type, options, timeout=0.3)])
+    assert time.monotonic() - started < 0.3 + MARGIN
+    assert result.message == f'deadline exceeded {phase} (timeout 0.3 s)'
