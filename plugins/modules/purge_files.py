@@ -14,14 +14,14 @@ description:
   - Removes files older than O(age) below each directory of O(paths), optionally filtered by name and size,
     and optionally removes the directories left empty.
   - Every directory in O(paths) must lie inside one of O(allowed_roots) once symbolic links and C(..) are resolved.
-    System directories are refused themselves, whatever O(allowed_roots) says: C(/), C(/etc), C(/boot), C(/dev), C(/proc),
+    System directories are refused themselves, whatever O(allowed_roots) says, namely C(/), C(/etc), C(/boot), C(/dev), C(/proc),
     C(/sys), C(/run), C(/root), C(/home), C(/srv), C(/opt), C(/mnt), C(/media), C(/bin), C(/sbin), every C(/lib*), C(/usr) and
     every directory directly in C(/usr) or C(/usr/local) (C(/usr/bin), C(/usr/lib), C(/usr/local/bin)...), C(/var), C(/var/lib),
     C(/var/log), C(/var/spool), C(/var/mail), C(/var/backups), C(/var/opt) and C(/var/local). They are compared by name and by
     identity (device and inode), so on a merged-C(/usr) system C(/bin) and C(/usr/bin) are both refused, by any name.
     Directories below them, such as C(/var/tmp/app), are fine.
   - A directory in O(paths) that is one of O(protected_paths), or that contains one, is refused unless O(force=true).
-  - Every path is validated, and its directories opened, before anything is removed: if any path is refused, nothing is removed.
+  - Every path is validated, and its directories opened, before anything is removed, so if any path is refused, nothing is removed.
   - Symbolic links are never followed. A symbolic link given in O(paths) is refused; a symbolic link met during the walk is
     left alone (or, with O(file_type=any), removed itself when it matches, never its target).
   - Each allowed root is opened once, one component at a time from C(/) with C(O_NOFOLLOW), and each path is opened the same
@@ -33,7 +33,7 @@ description:
     by a symbolic link while the module runs cannot redirect a removal outside the tree; such a directory is reported in
     RV(errors) and skipped.
   - The walk stays on the file system of each path in O(paths); mount points below it, bind mounts included, are not entered.
-  - Paths that overlap (the same directory twice, or one inside another) are walked once: each file is counted once.
+  - Paths that overlap (the same directory twice, or one inside another) are walked once, so each file is counted once.
   - The module does not build a list of the files in memory, so it can purge very large trees. It only returns counts,
     the first O(sample_size) removed paths and at most 50 errors.
   - The directories in O(paths) themselves are never removed. A directory in O(paths) that does not exist is reported with

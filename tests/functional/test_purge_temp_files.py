@@ -71,3 +71,25 @@ def test_paths_outside_the_allowed_roots_are_refused(fleet, tmp_path):
     assert proc.returncode != 0
     assert "allowed_roots" in output and "Traceback" not in output
     assert victim.exists()
+
+
+def test_backend_folders_are_refused_and_nothing_is_removed(fleet):
+    """The backend root itself (code, database, virtual environment inside) and its protected folders are refused."""
+    host = "dihya-demo-1"
+    root = fleet.root(host)
+    junk = root / "tmp" / "old-junk"
+    junk.parent.mkdir(parents=True, exist_ok=True)
+    junk.write_text("x")
+    os.utime(junk, (OLD, OLD))
+    database = sorted((root / "data").glob("*.db"))
+    assert database, "the demo backend has a database"
+    for paths, check in (([str(root)], "--check"), ([str(root) + "/"], None), ([str(root / "tmp"), str(root / "data")], None),
+                         ([str(root / "tmp"), str(root / "app") + "/."], "--check"), ([str(root / "venv")], None)):
+        args = ["--limit", host, "-e", '{"purge_temp_files_paths": ' + str(paths).replace("'", '"') + "}"]
+        proc = fleet.playbook("playbooks/purge_temp_files.yml", *args, *([check] if check else []))
+        output = proc.stdout + proc.stderr
+        assert proc.returncode != 0, output
+        assert "protected path" in output and "Traceback" not in output
+        assert ".git" not in output and "dihya.db" not in output.replace(str(root / "data"), "")
+        assert junk.exists() and all(path.exists() for path in database)
+        assert (root / "venv" / "bin").is_dir() and (root / "app").is_dir()
