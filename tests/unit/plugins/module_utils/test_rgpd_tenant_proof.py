@@ -275,13 +275,14 @@ def test_a_proven_map_touches_only_the_requested_tenant(empty, case, tmp_path):
     assert empty.query("SELECT count(*) FROM users WHERE tenant_id = 'globex'") == [(1,)]
 
 
-def test_a_table_created_between_the_check_and_the_erase_is_named(empty):
+@pytest.mark.parametrize('action', ['', 'ON DELETE RESTRICT'])
+def test_a_table_created_between_the_check_and_the_erase_is_named(empty, action):
     """A foreign key the schema check could not see (the table came later) fails the erase with the table's name."""
     script(empty, REPRO_SCHEMA.replace('PRIMARY KEY (id, tenant_id)', 'PRIMARY KEY (id)').replace("(42, 'globex', 'b')", "(43, 'globex', 'b')"))
     mapping = data_map({'users': USERS, 'posts': {'subject_columns': ['author_id']}})
     with empty.open() as db:
         rgpd = Engine(db, mapping, KEY)
-        script(empty, 'CREATE TABLE "user-notes" (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users (id)); '
+        script(empty, f'CREATE TABLE "user-notes" (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users (id) {action}); '
                      'INSERT INTO "user-notes" VALUES (1, 42), (2, 42), (3, 43)')
         before = empty.dump()
         with pytest.raises((DbError, RgpdError)) as caught:
