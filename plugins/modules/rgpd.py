@@ -343,9 +343,10 @@ consent:
 replayed:
   description:
     - One item per ledger entry looked at by replay, with C(entry_id), C(tenant), C(subject), C(erased_at), C(found) and C(status).
-    - C(status) is C(erased) (C(would_erase) in check mode, with C(tables), the rows per table), C(absent) (nobody has the
-      pseudonym: already erased), C(mismatch) (the row with the id is someone else: nothing erased) or C(unverified) (the entry
-      has no fingerprint: nothing erased); C(reason) explains the last two.
+    - >-
+      C(status) is C(erased) (C(would_erase) in check mode, with C(tables), the rows per table), C(absent) (nobody has the
+      pseudonym, already erased), C(mismatch) (the row with the id is someone else, nothing erased) or C(unverified) (the entry
+      has no fingerprint, nothing erased); C(reason) explains the last two.
   returned: for replay
   type: list
   elements: dict

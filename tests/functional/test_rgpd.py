@@ -68,6 +68,10 @@ def busiest(fleet, host, skip=()):
     return next(row[0] for row in rows if row[0] not in skip)
 
 
+def ledger_file(fleet, host):
+    return fleet.sandbox / "dihya-ops-state" / host / "rgpd" / "erasure-ledger.jsonl"
+
+
 def fingerprint(fleet, host):
     path = database(fleet, host)
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
@@ -92,11 +96,11 @@ def rgpd(fleet, tmp_path):
     """Run playbooks/rgpd.yml with the demo data map, a fresh export key and the given variables (written to a 0600 file)."""
     key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
-    def play(variables, *args):
+    def play(variables, *args, env=None):
         extra = tmp_path / f"vars-{secrets.token_hex(4)}.json"
         extra.touch(mode=0o600)
         extra.write_text(json.dumps({"rgpd_data_map": str(DATA_MAP), "rgpd_export_key": key, **variables}))
-        proc = fleet.playbook("playbooks/rgpd.yml", "-e", f"@{extra}", *args)
+        proc = fleet.playbook("playbooks/rgpd.yml", "-e", f"@{extra}", *args, env=env)
         output = proc.stdout + proc.stderr
         assert "Traceback" not in output, output
         assert key not in output
@@ -172,7 +176,7 @@ def test_refusals_unconfirmed_erase_unknown_tenant_hostile_subject(fleet, rgpd):
     output = " ".join(proc.stdout.split())
     assert proc.returncode != 0
     assert all(stats["failed"] == 1 for stats in recap(proc.stdout).values()), proc.stdout
-    assert f'Refused: erasing subject "{victim}" of tenant acme cannot be undone' in output
+    assert re.search(r"Refused: erasing subject hmac:[0-9a-f]{64} of tenant acme cannot be undone", output)
     assert "confirm with -e rgpd_confirm_erase=true" in output
     assert 'Refused: tenant "initech" is not served by dihya-demo-2 (dihya_backend_tenants: acme, globex)' in output
     assert "dihya.ops.rgpd inventory failed: subject_id must be an integer" in output
@@ -198,8 +202,11 @@ def test_erase_then_inventory_finds_nothing_and_the_app_stays_healthy(fleet, rgp
     assert query(fleet, host, "SELECT count(*) FROM users")[0][0] == users_before
     assert query(fleet, host, "SELECT count(*) FROM messages")[0][0] == messages_before
     assert query(fleet, host, "PRAGMA foreign_key_check") == []
-    ledger = fleet.root(host) / "rgpd" / "erasure-ledger.jsonl"
+    # The ledger sits in the collection's own state folder, outside the backend's folders and database.
+    ledger = ledger_file(fleet, host)
     assert ledger.stat().st_mode & 0o777 == 0o600
+    assert not (fleet.root(host) / "rgpd" / "erasure-ledger.jsonl").exists()
+    assert query(fleet, host, "SELECT count(*) FROM sqlite_master WHERE name = 'dihya_rgpd_erasure_ledger'") == [(0,)]
     assert '"state":"committed"' in ledger.read_text() and f'"{user}"' not in ledger.read_text()
 
     inventory = rgpd({"rgpd_operation": "inventory", "rgpd_tenant": "acme", "rgpd_subject_id": str(user)}, "--limit", host)
@@ -209,3 +216,90 @@ def test_erase_then_inventory_finds_nothing_and_the_app_stays_healthy(fleet, rgp
     assert summaries(inventory.stdout)["Inventory", "acme"] == dict.fromkeys(SUBJECT_ROWS, 0)
     assert sum(footprint_before.values()) > 5
     assert all(fleet.healthz(name)[0] == 200 for name in ("dihya-demo-1", "dihya-demo-2", "dihya-demo-3"))
+
+
+# ---------------------------------------------------------------------------
+# no clear subject id in any output or audit record
+# ---------------------------------------------------------------------------
+
+DISTINCT_ID = "987654321"
+CONTROLLER_KEY = "functional-controller-audit-key-rgpd-0123456789"
+
+
+def host_audit_text(fleet, host):
+    log = fleet.root(host) / "audit" / "audit.log"
+    return log.read_text() if log.exists() else ""
+
+
+def test_refusals_never_show_the_clear_subject_id(fleet, rgpd, tmp_path):
+    controller_log = tmp_path / "controller-audit.log"
+    env = dict(fleet.env, ANSIBLE_CALLBACKS_ENABLED="dihya.ops.audit", DIHYA_AUDIT_KEY=CONTROLLER_KEY,
+               DIHYA_AUDIT_LOG_PATH=str(controller_log))
+    hosts = ("dihya-demo-1", "dihya-demo-2", "dihya-demo-3")
+    audit_before = {host: len(host_audit_text(fleet, host)) for host in hosts}
+    outputs = []
+    for requests in (
+        {   # an unconfirmed erase, a tenant the host does not serve, a subject id that is not an integer
+            "dihya-demo-1": {"rgpd_operation": "erase", "rgpd_tenant": "acme", "rgpd_subject_id": DISTINCT_ID, "rgpd_confirm_erase": False},
+            "dihya-demo-2": {"rgpd_operation": "inventory", "rgpd_tenant": "initech", "rgpd_subject_id": DISTINCT_ID, "rgpd_confirm_erase": False},
+            "dihya-demo-3": {"rgpd_operation": "erase", "rgpd_tenant": "acme", "rgpd_subject_id": f"{DISTINCT_ID}; DROP TABLE users",
+                             "rgpd_confirm_erase": True},
+        },
+        {   # requests that run, about nobody: a confirmed erase, an export and an anonymisation
+            "dihya-demo-1": {"rgpd_operation": "erase", "rgpd_tenant": "acme", "rgpd_subject_id": DISTINCT_ID, "rgpd_confirm_erase": True},
+            "dihya-demo-2": {"rgpd_operation": "export", "rgpd_tenant": "acme", "rgpd_subject_id": DISTINCT_ID, "rgpd_confirm_erase": False},
+            "dihya-demo-3": {"rgpd_operation": "anonymise", "rgpd_tenant": "globex", "rgpd_subject_id": DISTINCT_ID, "rgpd_confirm_erase": False},
+        },
+    ):
+        proc = rgpd(per_host(requests), "-v", env=env)
+        outputs.append(proc.stdout + proc.stderr)
+    assert "Refused: erasing subject hmac:" in outputs[0] and "is not served by dihya-demo-2" in outputs[0]
+    assert "subject_id must be an integer" in outputs[0]
+    assert "subject_found: false" in " ".join(outputs[1].split()) or "subject_found" in outputs[1]
+    controller = controller_log.read_text()
+    assert '"rgpd.' in controller or "Refuse" in controller, controller[:2000]
+    new_host_records = {host: host_audit_text(fleet, host)[audit_before[host]:] for host in hosts}
+    assert all('"rgpd.finished"' in text or "rgpd.finished" in text for text in new_host_records.values()), new_host_records
+    for where, text in (("stdout", outputs[0]), ("stdout", outputs[1]), ("controller trail", controller), *new_host_records.items()):
+        assert DISTINCT_ID not in text, where
+
+
+# ---------------------------------------------------------------------------
+# replay through the role: confirmation, check-mode list, reused ids
+# ---------------------------------------------------------------------------
+
+def write(fleet, host, sql, *params):
+    conn = sqlite3.connect(database(fleet, host), timeout=30)
+    try:
+        with conn:
+            conn.execute(sql, params)
+    finally:
+        conn.close()
+
+
+def test_replay_asks_for_confirmation_and_leaves_a_newcomer_with_a_reused_id_alone(fleet, rgpd):
+    host = "dihya-demo-3"
+    write(fleet, host, "INSERT INTO users (tenant_id, name, email, created_at) VALUES (1, 'Lone', 'lone-replay@example.com', '2025-01-01T00:00:00Z')")
+    lone = query(fleet, host, "SELECT max(id) FROM users")[0][0]
+    erase = rgpd({"rgpd_operation": "erase", "rgpd_tenant": "acme", "rgpd_subject_id": str(lone), "rgpd_confirm_erase": True}, "--limit", host)
+    assert erase.returncode == 0, erase.stdout + erase.stderr
+    # A new person signs up and gets the same id (SQLite: max(id) + 1).
+    write(fleet, host, "INSERT INTO users (tenant_id, name, email, created_at) VALUES (1, 'Newcomer', 'newcomer@example.com', '2026-02-01T00:00:00Z')")
+    assert query(fleet, host, "SELECT max(id) FROM users")[0][0] == lone
+    before = fingerprint(fleet, host)
+
+    refused = rgpd({"rgpd_operation": "replay", "rgpd_tenant": "acme"}, "--limit", host)
+    assert refused.returncode != 0
+    assert "Refused: replaying the erasure ledger" in " ".join(refused.stdout.split()) and "rgpd_confirm_erase=true" in refused.stdout
+
+    planned = rgpd({"rgpd_operation": "replay", "rgpd_tenant": "acme"}, "--check", "--limit", host)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    text = " ".join(planned.stdout.split())
+    assert "Would replay the erasure ledger on tenant acme: 0 to erase again, 1 mismatch and 0 unverified left alone" in text, text
+    assert "status: mismatch" in text or "'status': 'mismatch'" in text or '"status": "mismatch"' in text
+
+    confirmed = rgpd({"rgpd_operation": "replay", "rgpd_tenant": "acme", "rgpd_confirm_erase": True}, "--limit", host)
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert "Replayed the erasure ledger on tenant acme: 0 erased again, 1 mismatch" in " ".join(confirmed.stdout.split())
+    assert fingerprint(fleet, host)[0] == before[0]
+    assert query(fleet, host, "SELECT name, email FROM users WHERE id = ?", lone) == [("Newcomer", "newcomer@example.com")]
