@@ -645,3 +645,18 @@ def test_write_error_leaves_a_recoverable_tail(tmp_path):
     write(path, 1)
     report = verify(str(path), KEY)
     assert report.ok and report.records == 3 and not report.truncated_tail
+
+
+@pytest.mark.parametrize(('tail', 'bad_line'), [
+    (b'{"@timestamp\n{"a\nnot a record', 5),          # two cut writes, then a line no writer leaves
+    (b'{"@timestamp\ngarbage\n{"a', 4),                # something else between cut writes
+    (b'{\n{"x\n\x00\x00\n[1, 2', 6),                  # valid-looking fragments, then a JSON array start
+    (b'{"a\n\n{"b', 4),                                 # an empty line: no writer leaves one
+])
+def test_lines_after_the_last_record_must_all_be_cut_writes(tmp_path, tail, bad_line):
+    path = tmp_path / 'audit.log'
+    write(path, 2)
+    with open(path, 'ab') as handle:
+        handle.write(tail)
+    report = verify(str(path), KEY)
+    assert report.error == {'file': str(path), 'line': bad_line, 'reason': 'not a valid audit record (incomplete or altered line)'}
