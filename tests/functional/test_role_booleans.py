@@ -16,6 +16,7 @@ import dataclasses
 import datetime
 import http.server
 import ipaddress
+import contextlib
 import json
 import os
 import pathlib
@@ -37,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ansible_collections.dihya.ops.plugins.module_utils import _rgpd
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.pydeps_utils import install, make_venv
 from conftest import BIN, ROOT
 from wheelbuilder import build_all, build_wheel
@@ -49,6 +51,7 @@ PLAYBOOK = ROOT / "tests" / "functional" / "playbooks" / "role_booleans.yml"
 DATA_MAP = ROOT / "docs" / "examples" / "rgpd-datamap-demo.yml"
 OSV = ROOT / "tests" / "fixtures" / "osv"
 EXT = "dihya-demo-ext"
+PSEUDONYM_KEY = "role-booleans-pseudonym-key-0123"
 WHEEL = "dihya_demo_ext-{}-py3-none-any.whl"
 # The collection's own roles (tests/demo_backend is the test fleet, not part of the collection).
 BOOLEANS = check_role_booleans.boolean_variables(sorted(p for p in (ROOT / "roles").iterdir() if p.is_dir()))
@@ -200,7 +203,7 @@ def _host_model(root: pathlib.Path, http_port: int) -> dict:
         "dihya_backend_tenants": ["acme"],
         "dihya_backend_services": [],
         "dihya_backend_rgpd_data_map": str(DATA_MAP),
-        "dihya_backend_pseudonym_key": "role-booleans-pseudonym-key-0123",
+        "dihya_backend_pseudonym_key": PSEUDONYM_KEY,
         "dihya_backend_rgpd_export_dir": str(root / "rgpd" / "exports"),
         "dihya_backend_rgpd_ledger_file": str(root / "rgpd-ledger" / "erasure-ledger.jsonl"),
     }
@@ -311,6 +314,22 @@ def operation_audit(box: Box, name: str, value: bool) -> None:
         assert not log.exists()
 
 
+def purge_temp_files_force(box: Box, name: str, value: bool) -> None:
+    protected = box.root() / "kept"
+    protected.mkdir(exist_ok=True)
+    stale = protected / "stale-file"
+    stale.write_text("stale")
+    old = time.time() - 30 * 86400
+    os.utime(stale, (old, old))
+    proc = box.play("purge_temp_files", name, str(value).lower(),
+                    {"purge_temp_files_paths": [str(protected)], "purge_temp_files_protected_paths": [str(protected)]})
+    if value:
+        _ok(proc)
+    else:
+        assert "force" in _failed(proc)
+    assert stale.exists() is not value
+
+
 def purge_temp_files_remove_empty_dirs(box: Box, name: str, value: bool) -> None:
     tmp = box.root() / "tmp"
     old = time.time() - 30 * 86400
@@ -333,21 +352,64 @@ def rgpd_fetch_remove_remote(box: Box, name: str, value: bool) -> None:
     assert len(list(exports.glob("rgpd-export-*.zip"))) == (0 if value else 1)
 
 
+def _query(box: Box, sql: str, *params: t.Any) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(box.db)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _user_exists(box: Box, user: int) -> bool:
+    return _query(box, "SELECT count(*) FROM users WHERE id = ?", user) == [(1,)]
+
+
 def rgpd_confirm_erase(box: Box, name: str, value: bool) -> None:
     shutil.copy(box.pristine_db, box.db)
-
-    def subject_exists() -> bool:
-        with sqlite3.connect(box.db) as conn:
-            return conn.execute("SELECT count(*) FROM users WHERE id = 2").fetchone()[0] == 1
-
-    assert subject_exists()
+    assert _user_exists(box, 2)
     proc = box.play("rgpd", name, str(value).lower(), {"rgpd_operation": "erase", "rgpd_tenant": "acme", "rgpd_subject_id": "2"})
     if value:
         _ok(proc)
-        assert not subject_exists()
     else:
         assert "Refused" in _failed(proc)
-        assert subject_exists()
+    assert _user_exists(box, 2) is not value
+
+
+def rgpd_force(box: Box, name: str, value: bool) -> None:
+    # The archive's name is pinned (an extra variable outranks the role's fact) onto an existing regular file.
+    archive = box.root() / "rgpd" / "exports" / "pinned-export.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    archive.write_text("an earlier file\n")
+    proc = box.play("rgpd", name, str(value).lower(), {"rgpd_operation": "export", "rgpd_tenant": "acme", "rgpd_subject_id": "1",
+                                                       "rgpd_fetch_dir": "", "_rgpd_archive": str(archive)})
+    if value:
+        _ok(proc)
+        assert archive.read_bytes().startswith(b"PK"), "the export replaced the regular file"
+    else:
+        output = _failed(proc)
+        assert "is an existing file; refusing to write through or over it" in " ".join(output.split()), output
+        assert archive.read_text() == "an earlier file\n"
+
+
+def rgpd_ledger_table(box: Box, name: str, value: bool) -> None:
+    shutil.copy(box.pristine_db, box.db)
+    _ok(box.play("rgpd", name, str(value).lower(), {"rgpd_operation": "erase", "rgpd_tenant": "acme", "rgpd_subject_id": "2",
+                                                    "rgpd_confirm_erase": True}))
+    assert not _user_exists(box, 2)
+    tables = {row[0] for row in _query(box, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert ("dihya_rgpd_erasure_ledger" in tables) is value, tables
+    if value:
+        assert _query(box, "SELECT count(*) FROM dihya_rgpd_erasure_ledger") == [(1,)]
+
+
+def rgpd_replay_unverified(box: Box, name: str, value: bool) -> None:
+    # A ledger entry without a fingerprint (written before fingerprints existed) names user 3 by its id's pseudonym only.
+    shutil.copy(box.pristine_db, box.db)
+    ledger = box.base / "replay-ledger" / "erasure-ledger.jsonl"
+    shutil.rmtree(ledger.parent, ignore_errors=True)
+    ledger.parent.mkdir(mode=0o700)
+    _rgpd.append_ledger_file(str(ledger), {"entry_id": "legacy", "tenant": "acme", "subject": _rgpd.pseudonym(3, PSEUDONYM_KEY.encode()),
+                                           "state": "committed"})
+    _ok(box.play("rgpd", name, str(value).lower(), {"rgpd_operation": "replay", "rgpd_tenant": "acme", "rgpd_confirm_erase": True,
+                                                    "rgpd_ledger_file": str(ledger)}))
+    assert _user_exists(box, 3) is not value
 
 
 def rgpd_once_per_database(box: Box, name: str, value: bool) -> None:
@@ -453,8 +515,9 @@ def update_dependencies_restart(box: Box, name: str, value: bool) -> None:
 
 EFFECTS: dict[str, t.Callable[[Box, str, bool], None]] = {
     check.__name__: check for check in (
-        check_health_validate_certs, check_health_fail_on_unhealthy, operation_audit, purge_temp_files_remove_empty_dirs,
-        rgpd_fetch_remove_remote, rgpd_confirm_erase, rgpd_once_per_database, rotate_logs_compress, rotate_logs_dateext,
+        check_health_validate_certs, check_health_fail_on_unhealthy, operation_audit, purge_temp_files_force,
+        purge_temp_files_remove_empty_dirs, rgpd_fetch_remove_remote, rgpd_confirm_erase, rgpd_force, rgpd_ledger_table,
+        rgpd_replay_unverified, rgpd_once_per_database, rotate_logs_compress, rotate_logs_dateext,
         rotate_logs_copytruncate, rotate_logs_force, update_dependencies_upgrade, update_dependencies_no_index,
         update_dependencies_allow_urls, update_dependencies_restart)
 }

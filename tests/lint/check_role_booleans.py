@@ -8,8 +8,8 @@ therefore go through the ``bool`` filter (``NAME | bool``, or ``NAME | default(x
 
 The boolean variables are the options of ``type: bool`` of every entry point of every
 role's ``meta/argument_specs.yml``, and the boolean values of ``defaults/main.yml``.
-Scanned: tasks, handlers, vars and defaults of every role, its templates, and the
-playbooks.  In YAML, the values of ``when``, ``changed_when``, ``failed_when``, ``until``
+Scanned: tasks, handlers, vars and defaults of every role, its templates, the
+playbooks, and the demo fleet's and Molecule's playbooks.  In YAML, the values of ``when``, ``changed_when``, ``failed_when``, ``until``
 and ``that`` are bare Jinja expressions; every other string is a template.  Expressions
 are parsed with Jinja2 (not matched with regular expressions), so ``not NAME``,
 ``NAME and other``, ``a if NAME else b``, ``{{ NAME }}`` and ``{% if NAME %}`` are all
@@ -152,7 +152,8 @@ def files_to_check(root: pathlib.Path, roles: Iterable[pathlib.Path]) -> tuple[l
             yaml_files.extend(sorted(role.glob(pattern)))
         for pattern in TEMPLATE_GLOBS:
             templates.extend(sorted(role.glob(pattern)))
-    yaml_files.extend(sorted((root / "playbooks").glob("*.yml")))
+    for pattern in ("playbooks/*.yml", "tests/demo_backend/*.yml", "molecule/*/*.yml"):
+        yaml_files.extend(sorted(root.glob(pattern)))
     return list(dict.fromkeys(yaml_files)), list(dict.fromkeys(templates))
 
 
