@@ -209,6 +209,7 @@ MSG_LIMIT = 512
 SECRET_MIN_LENGTH = 4
 # A Vault value at least this long is withheld when any run of this many of its characters shows, or a common encoding of such a run.
 SECRET_WINDOW = 8
+SEEN_LIMIT = 4096
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 WITHHELD = "(message withheld: it contains a Vault value)"
 
@@ -306,11 +307,22 @@ class SecretFilter:
         self._hexed = frozenset(hexed)
         self._based = frozenset(based)
         self._exact = tuple(sorted(exact, key=len))
+        # Task names come back for every host: remember the answers for the texts seen last.
+        self._seen: dict[str, bool] = {}
 
     def search(self, text: str) -> bool:
         """Whether ``text`` shows a Vault value (or a part or an encoding of one)."""
         if not text:
             return False
+        found = self._seen.get(text)
+        if found is None:
+            found = self._search(text)
+            if len(self._seen) >= SEEN_LIMIT:
+                self._seen.clear()
+            self._seen[text] = found
+        return found
+
+    def _search(self, text: str) -> bool:
         if any(value in text for value in self._exact):
             return True
         if not self._folded or len(text) < SECRET_WINDOW:

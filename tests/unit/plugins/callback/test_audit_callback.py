@@ -582,3 +582,14 @@ def test_parts_and_encodings_in_names_messages_and_item_labels_are_withheld(monk
     assert records[2]["labels"]["task"] == "(name withheld: it contains a Vault value)"
     assert records[2]["dihya"]["details"]["msg"] == "One or more items failed"
     assert _audit.verify(str(tmp_path / "logs" / "audit.log"), KEY.encode()).ok
+
+
+def test_answers_are_remembered_within_a_bound(monkeypatch):
+    """A task name comes back for every host: the answer is remembered, for a bounded number of texts."""
+    monkeypatch.setattr(audit, "SEEN_LIMIT", 3)
+    secret = SECRETS["plain"]
+    matcher = audit.SecretFilter({secret})
+    texts = [f"task {index}" for index in range(5)] + [f"task {secret[2:12]}"]
+    for dummy in range(2):
+        assert [matcher.search(text) for text in texts] == [False] * 5 + [True]
+        assert len(matcher._seen) <= 3
