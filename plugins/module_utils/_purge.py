@@ -139,7 +139,8 @@ def resolve_path(path: str, allowed_roots: t.Sequence[str]) -> str:
     """Validate a top-level path and return it with every symbolic link resolved.
 
     Raise :class:`PurgeError` with a message for humans if the path must not be purged.
-    A path that does not exist is returned as resolved; :meth:`Purger.purge` reports it as missing.
+    This checks names only; :meth:`Purger.prepare` then opens the path from its allowed root and checks identities.
+    A path that does not exist is returned as resolved; :meth:`Purger.run` reports it as missing.
     """
     if not allowed_roots:
         raise PurgeError('allowed_roots must list at least one directory')
@@ -386,11 +387,6 @@ class Target:
     # Identity of each component below the root, in order; empty when the path does not exist.
     chain: tuple[Identity, ...] = ()
     exists: bool = True
-
-    @property
-    def identity(self) -> Identity | None:
-        """The identity of the directory itself (None when it does not exist or is the root: see :attr:`chain`)."""
-        return self.chain[-1] if self.chain else None
 
 
 def _protected_identities(protected_paths: t.Sequence[str]) -> tuple[list[tuple[str, str]], dict[Identity, str], dict[Identity, str]]:
