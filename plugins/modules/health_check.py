@@ -214,7 +214,7 @@ options:
     description:
       - Default number of seconds each check may take. Must be greater than 0.
       - The limit holds for the whole attempt, every phase included (name resolution, connect, TLS handshake, sending, status line,
-        headers, body, database connection and query): each phase waits only for the time left, so a peer that sends a byte at a time
+        headers, body, database connection and query); each phase waits only for the time left, so a peer that sends a byte at a time
         cannot stretch it. A check cut short fails with a message naming the phase and the limit, for example
         C(deadline exceeded while reading the status line and headers (timeout 5 s)).
     type: float

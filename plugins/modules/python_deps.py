@@ -23,8 +23,8 @@ description:
     environment holds them. Nothing to change means no pip install at all.
   - O(action=rollback) reinstalls offline (C(--no-index)) from O(snapshot_dir) every package whose version differs from the
     snapshot, uninstalls the packages the snapshot does not have, then checks that C(pip freeze) equals the snapshot.
-  - Package specifications are validated as PEP 508 requirements and passed to pip in their canonical form: a name,
-    optional extras and version specifiers with PEP 440 versions. Options (C(-r), C(-e), C(--index-url)), shell
+  - Package specifications are validated as PEP 508 requirements and passed to pip in their canonical form (a name,
+    optional extras and version specifiers with PEP 440 versions). Options (C(-r), C(-e), C(--index-url)), shell
     metacharacters, environment markers, local paths, anything shaped like an archive or wheel file name
     (C(evilpkg-1.0.tar.gz), C(x-1.0-py3-none-any.whl)), arbitrary equality (C(===)) and URLs are refused; URLs of wheels
     only with O(allow_urls).
