@@ -716,20 +716,22 @@ def test_swap_race_in_a_thread(tmp_path):
                 os.rename(mid, real)
                 os.rename(link, mid)  # mid is now the link
                 swaps.append(1)
+                time.sleep(0.0005)
                 os.rename(mid, link)
                 os.rename(real, mid)  # mid is the real directory again
                 link.unlink()
             except FileNotFoundError:
                 pass
+            time.sleep(0.0005)  # let the walk run between swaps (the GIL)
 
     deadline = time.monotonic() + 3
     outcomes = {'purged': 0, 'reported': 0, 'refused': 0}
     rounds = 0
     while rounds < 3 or (time.monotonic() < deadline and rounds < 30):
         rounds += 1
-        plant(root / 'big' / 'x', [f'f{index}' for index in range(300)])
-        plant(root / 'big' / 'y', [f'f{index}' for index in range(300)])
-        make(root / 'mid' / 'sub' / 'junk') if (root / 'mid').is_dir() and not (root / 'mid').is_symlink() else (root / 'mid').mkdir(exist_ok=True)
+        plant(root / 'big' / 'x', [f'f{index}' for index in range(200)])
+        plant(root / 'big' / 'y', [f'f{index}' for index in range(200)])
+        make(root / 'mid' / 'sub' / 'junk')  # mid is the real directory between rounds
         thread = threading.Thread(target=swapper)
         stop.clear()
         thread.start()
