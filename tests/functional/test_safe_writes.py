@@ -195,3 +195,19 @@ def test_restart_marker_that_is_not_a_regular_file_stops_the_host_before_the_res
         assert fleet.gunicorn_pid(host) == pid, "nothing was restarted"
     finally:
         marker.unlink()
+
+
+def test_fetch_refuses_a_tenant_folder_that_is_a_symbolic_link(fleet, export, tmp_path):
+    """The tenant's folder on the controller is the role's own: a link there would send the archive elsewhere."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    tenant_dir = tmp_path / "fetch" / "acme"
+    tenant_dir.rmdir()
+    tenant_dir.symlink_to(elsewhere)
+    names = {host: f"tenant-link-{secrets.token_hex(3)}.zip.enc" for host in HOSTS}
+    proc, archives, dummy = export(names)
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, output
+    assert f"{tenant_dir} on the controller is a symbolic link; refusing to fetch through it" in output
+    assert os.listdir(elsewhere) == [] and os.readlink(tenant_dir) == str(elsewhere)
+    assert all(path.read_bytes().startswith(MAGIC) for path in archives.values()), "the archives stay on the hosts"
