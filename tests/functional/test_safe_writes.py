@@ -146,7 +146,7 @@ def test_fetch_with_force_replaces_only_a_regular_file_and_never_writes_through(
 def test_the_host_archive_name_is_never_written_over_without_force_nor_through_with_it(fleet, export, tmp_path):
     names = {host: f"host-{secrets.token_hex(3)}.zip.enc" for host in HOSTS}
     host_cases = {HOSTS[0]: "file", HOSTS[1]: "fifo", HOSTS[2]: "symlink"}
-    victims = fleet.sandbox / f"victims-{secrets.token_hex(3)}"
+    victims = tmp_path / "victims"
     for host, kind in host_cases.items():
         path = fleet.root(host) / "rgpd" / "exports" / names[host]
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
