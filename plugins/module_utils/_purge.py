@@ -241,6 +241,8 @@ _AT_EMPTY_PATH = 0x1000
 STATX_ATTR_IMMUTABLE = 0x10
 STATX_ATTR_APPEND = 0x20
 STATX_ATTR_MOUNT_ROOT = 0x2000
+# An immutable or append-only entry cannot be removed, whoever asks.
+_UNREMOVABLE = STATX_ATTR_IMMUTABLE | STATX_ATTR_APPEND
 _STATX_BUFFER_SIZE = 256
 _STATX_ATTRIBUTES_OFFSET = 8
 _STATX_ATTRIBUTES_MASK_OFFSET = 56
@@ -260,21 +262,34 @@ def _load_statx() -> t.Any:
 _STATX = _load_statx()
 
 
-def entry_attributes(dir_fd: int, name: str) -> int:
-    """The statx(2) attributes (immutable, append-only, mount root...) of ``name`` in ``dir_fd``, links not followed.
+class AttributeReader:
+    """Read statx(2) attributes (immutable, append-only, mount root...) of entries, links not followed.
 
-    ``name`` may be ``''`` for the directory ``dir_fd`` itself. Only attributes the file system reports are set;
-    ``0`` where the C library has no statx or the call fails.
+    Each reader owns its buffer (one per :class:`Purger`, which is not shared between threads): check mode
+    calls it once per file it would remove, so it allocates nothing per call.
     """
-    if _STATX is None:
-        return 0
-    buffer = ctypes.create_string_buffer(_STATX_BUFFER_SIZE)
-    flags = _AT_SYMLINK_NOFOLLOW | _AT_STATX_DONT_SYNC | (_AT_EMPTY_PATH if not name else 0)
-    if _STATX(dir_fd, os.fsencode(name), flags, 0, buffer) != 0:
-        return 0
-    attributes = int.from_bytes(buffer.raw[_STATX_ATTRIBUTES_OFFSET:_STATX_ATTRIBUTES_OFFSET + 8], 'little')
-    supported = int.from_bytes(buffer.raw[_STATX_ATTRIBUTES_MASK_OFFSET:_STATX_ATTRIBUTES_MASK_OFFSET + 8], 'little')
-    return attributes & supported
+
+    def __init__(self) -> None:
+        self._buffer = ctypes.create_string_buffer(_STATX_BUFFER_SIZE)
+        self._attributes = ctypes.c_uint64.from_buffer(self._buffer, _STATX_ATTRIBUTES_OFFSET)
+        self._supported = ctypes.c_uint64.from_buffer(self._buffer, _STATX_ATTRIBUTES_MASK_OFFSET)
+
+    def __call__(self, dir_fd: int, name: str) -> int:
+        """The attributes of ``name`` in ``dir_fd`` (``''``: the directory itself) that the file system reports.
+
+        ``0`` where the C library has no statx or the call fails.
+        """
+        if _STATX is None:
+            return 0
+        flags = _AT_SYMLINK_NOFOLLOW | _AT_STATX_DONT_SYNC | (0 if name else _AT_EMPTY_PATH)
+        if _STATX(dir_fd, os.fsencode(name), flags, 0, self._buffer) != 0:
+            return 0
+        return self._attributes.value & self._supported.value
+
+
+def entry_attributes(dir_fd: int, name: str) -> int:
+    """The statx(2) attributes of ``name`` in ``dir_fd`` (see :class:`AttributeReader`)."""
+    return AttributeReader()(dir_fd, name)
 
 
 def _has_fowner() -> bool:
@@ -463,6 +478,7 @@ class Purger:
         # Directories walked so far and the depth left below each (None: unlimited); only when paths overlap.
         self._visited: dict[Identity, int | None] | None = None
         self._fowner = _has_fowner()
+        self._attributes = AttributeReader()
         self._euid = os.geteuid()
 
     def __enter__(self) -> Purger:
@@ -653,7 +669,7 @@ class Purger:
         try:
             fd = fds[-1]
             info = os.fstat(fd)
-            deny = self._denied(parent_fd, name, fd, entry_attributes(fd, '')) if self.spec.check_mode else None
+            deny = self._denied(parent_fd, name, fd, self._attributes(fd, '')) if self.spec.check_mode else None
             self._enter(fd, target.resolved, 0, info.st_dev, summary, info, deny)
         except OSError as exc:
             self._error(target.resolved, describe_error(exc), summary)
@@ -731,6 +747,10 @@ class Purger:
         check_mode = self.spec.check_mode
         is_regular = stat.S_ISREG
         is_dir = stat.S_ISDIR
+        read_attributes = self._attributes
+        # Check mode: in a sticky directory of another user, only our own entries can be removed (without CAP_FOWNER).
+        sticky = check_mode and dir_info.st_mode & stat.S_ISVTX and not self._fowner and dir_info.st_uid != self._euid
+        euid = self._euid
         with os.scandir(dir_fd) as entries:
             for entry in entries:
                 name = entry.name
@@ -754,7 +774,12 @@ class Purger:
                     empty = False
                     continue
                 if check_mode:
-                    refused = deny or self._entry_denied(dir_fd, name, info, dir_info)
+                    if deny:
+                        refused = deny
+                    elif sticky and info.st_uid != euid:
+                        refused = _EPERM
+                    else:
+                        refused = _EPERM if read_attributes(dir_fd, name) & _UNREMOVABLE else None
                     if refused:
                         self._error(_join(dir_path, name), refused, summary)
                         empty = False
@@ -844,7 +869,7 @@ class Purger:
         if identity in self._guarded:
             self._error(path, f'not descended: it is {self._guarded[identity]}, which is never purged', summary)
             return False
-        attributes = entry_attributes(dir_fd, name)
+        attributes = self._attributes(dir_fd, name)
         if attributes & STATX_ATTR_MOUNT_ROOT:
             # A mount point on the same device (a bind mount): another file system as far as the walk goes.
             summary.other_filesystems += 1
@@ -912,7 +937,7 @@ class Purger:
 
     def _entry_denied(self, dir_fd: int, name: str, info: os.stat_result, dir_info: os.stat_result) -> str | None:
         """The error removing one entry of a directory that allows removals would fail with, or None."""
-        return self._sticky_denied(info, dir_info) or self._attributes_denied(entry_attributes(dir_fd, name))
+        return self._sticky_denied(info, dir_info) or self._attributes_denied(self._attributes(dir_fd, name))
 
     def _sticky_denied(self, info: os.stat_result, dir_info: os.stat_result) -> str | None:
         """In a sticky directory only the owner of an entry or of the directory (or CAP_FOWNER) may remove it."""
@@ -924,7 +949,7 @@ class Purger:
 
     @staticmethod
     def _attributes_denied(attributes: int) -> str | None:
-        return _EPERM if attributes & (STATX_ATTR_IMMUTABLE | STATX_ATTR_APPEND) else None
+        return _EPERM if attributes & _UNREMOVABLE else None
 
     # -- helpers -------------------------------------------------------------
 
