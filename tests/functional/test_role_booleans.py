@@ -427,10 +427,10 @@ def rgpd_once_per_database(box: Box, name: str, value: bool) -> None:
         assert stats["box2"]["failed"] == 1 and "shares its database" not in output, output
 
 
-def _logrotate_config(box: Box, name: str, value: bool) -> set[str]:
+def _logrotate_config(box: Box, name: str, value: bool | str) -> set[str]:
     config = box.root() / "etc" / "logrotate.conf"
     config.unlink(missing_ok=True)
-    _ok(box.play("rotate_logs", name, str(value).lower()))
+    _ok(box.play("rotate_logs", name, value if isinstance(value, str) else str(value).lower()))
     return {line.strip() for line in config.read_text().splitlines()}
 
 
@@ -536,6 +536,34 @@ def test_boolean_given_as_a_string_has_its_effect(box, name, value):
     if check is None:
         pytest.fail(f"{name} (role {BOOLEANS[name]}) is a boolean without an effect check: add one to EFFECTS")
     check(box, name, value == "true")
+
+
+# ansible-core 2.19's role validation accepts y, t, n and f as booleans, but its bool filter knows only
+# yes/no, on/off, 1/0 and true/false (any case): it reads y and t as false (with a deprecation warning).
+KNOWN_GAP = pytest.mark.xfail(strict=True, reason="ansible-core 2.19: the bool filter reads 'y' and 't' as false")
+
+
+@pytest.mark.parametrize("spelling", ["no", "off", "0", "False", "NO", "n", "f", "yes", "on", "1", "TRUE", "Yes",
+                                      pytest.param("y", marks=KNOWN_GAP), pytest.param("t", marks=KNOWN_GAP)])
+def test_every_spelling_of_a_boolean_is_read_as_the_role_validation_reads_it(box, spelling):
+    # -e NAME=<spelling> is a string; the role must read it as the validation at role entry does.
+    value = spelling.lower() in ("yes", "on", "1", "true", "y", "t")
+    lines = _logrotate_config(box, "rotate_logs_copytruncate", spelling)
+    assert ("copytruncate" in lines, "create" in lines) == (value, not value), lines
+
+
+def _first_boolean_of_each_role() -> list[tuple[str, str]]:
+    firsts: dict[str, str] = {}
+    for name, role in sorted(BOOLEANS.items()):
+        firsts.setdefault(role, name)
+    return sorted(firsts.items())
+
+
+@pytest.mark.parametrize(("role", "name"), _first_boolean_of_each_role())
+def test_a_value_that_is_not_a_boolean_is_refused_at_role_entry(box, role, name):
+    variables = {"operation_name": "check_health"} if role == "operation" else {}
+    output = _failed(box.play(role, name, "perhaps", variables, "--check"))
+    assert f"argument '{name}' is of type str and we were unable to convert to bool" in " ".join(output.split()), output
 
 
 # ---------------------------------------------------------------------------
