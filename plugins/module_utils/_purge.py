@@ -545,6 +545,7 @@ class Purger:
             except PurgeError as exc:
                 problems.append(str(exc))
         if problems:
+            self.close()
             raise PurgeError('; '.join(problems))
         found = [target for target in targets if target.exists]
         identities = [target.chain[-1] if target.chain else self._roots[target.root].identity for target in found]
