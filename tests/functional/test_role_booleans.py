@@ -567,9 +567,10 @@ def test_a_value_that_is_not_a_boolean_is_refused_at_role_entry(box, role, name)
     assert f"argument '{name}' is of type str and we were unable to convert to bool" in " ".join(output.split()), output
 
 
-@pytest.mark.parametrize("spelling", ["y", "t", "n", "f", "maybe"])
-@pytest.mark.parametrize(("role", "name"), [item for item in _first_boolean_of_each_role() if item[0] != "operation"]
-                         + [("rotate_logs", "operation_audit")])
+@pytest.mark.parametrize(("role", "name", "spelling"), [
+    (role, name, spelling) for role, name in _first_boolean_of_each_role() if role != "operation" for spelling in ("y", "t")
+] + [("rotate_logs", "rotate_logs_force", spelling) for spelling in ("n", "f", "maybe")]
+  + [("rotate_logs", "operation_audit", spelling) for spelling in ("y", "maybe")])
 def test_the_playbooks_refuse_spellings_the_roles_would_misread(box, role, name, spelling):
     config = box.root() / "etc" / "logrotate.conf"
     config.unlink(missing_ok=True)
