@@ -166,3 +166,22 @@ def test_hostile_package_spec_is_refused(fleet, update, tmp_path):
     assert proc.returncode != 0
     assert 'forbidden characters' in output and 'Traceback' not in output
     assert not canary.exists() and update['freeze']() == freeze
+
+
+@pytest.mark.parametrize('packages', [['evilpkg-1.0.tar.gz'], ['./evilpkg-1.0.zip'], ['evilpkg==1.0']])
+def test_check_mode_never_builds_a_source_distribution(fleet, update, tmp_path, packages):
+    """A hostile sdist in the sources, whose build backend would write a canary: the plan refuses it, in check mode and not."""
+    from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.test_pydeps import evil_sdist  # pylint: disable=import-outside-toplevel
+
+    canary = tmp_path / 'CANARY'
+    for fmt in ('tar.gz', 'zip'):
+        evil_sdist(tmp_path / 'evil', canary, fmt)
+    freeze, pids = update['freeze'](), fleet.pids()
+    for args in (('--check',), ()):
+        proc = update['run'](packages, *args, update_dependencies_find_links=[str(tmp_path / 'evil')])
+        output = proc.stdout + proc.stderr
+        assert proc.returncode != 0, output
+        assert 'Traceback' not in output
+        assert re.search(r'archive or wheel file name|looks like a path|No matching distribution', output), output
+        assert not canary.exists()
+    assert update['freeze']() == freeze and fleet.pids() == pids
