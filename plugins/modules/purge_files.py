@@ -32,8 +32,8 @@ description:
   - The walk goes through directory file descriptors and opens every directory with C(O_NOFOLLOW), so a directory replaced
     by a symbolic link while the module runs cannot redirect a removal outside the tree; such a directory is reported in
     RV(errors) and skipped.
-  - The walk stays on the file system of each path in O(paths); mount points below it (bind mounts included) and critical or protected directories met there under another name
-    are not entered.
+  - The walk stays on the file system of each path in O(paths); mount points below it (bind mounts included) and critical
+    or protected directories met there under another name are not entered.
   - Paths that overlap (the same directory twice, or one inside another) are walked once, so each file is counted once.
   - The module does not build a list of the files in memory, so it can purge very large trees. It only returns counts,
     the first O(sample_size) removed paths and at most 50 errors.

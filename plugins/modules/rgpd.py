@@ -17,8 +17,9 @@ description:
   - V(export) writes a zip archive with one JSON and one CSV file per table and a C(manifest.json) (pseudonymised
     subject id, data map version, row counts, SHA-256 of each file, time, trace id). Rows are streamed in batches bounded
     in bytes (a few rows at a time when rows are large), so memory grows neither with their number nor with their size.
-    Columns the data map marks C(secret) (password hashes, tokens, keys) are never exported. The archive is written under a temporary name in the destination directory, fsynced and
-    renamed, with mode C(0600); it can be encrypted with AES-256-GCM.
+    Columns the data map marks C(secret) (password hashes, tokens, keys) are never exported. The archive is written under
+    a temporary name in the destination directory, fsynced and renamed, with mode C(0600); it can be encrypted with
+    AES-256-GCM.
   - V(anonymise) replaces the subject's personal columns by irreversible, deterministic values (HMAC pseudonyms, masks,
     redaction, fakes or NULL), keeping ids.
   - V(erase) deletes or anonymises every row of the subject in one transaction, children first, and records the erasure,

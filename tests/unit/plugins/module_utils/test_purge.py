@@ -577,8 +577,8 @@ def test_a_missing_path_anywhere_is_reported_not_an_error(tmp_path, position, mi
 
 def victim_tree(victim):
     """A directory shaped like / and like the purged path, full of old files that must survive."""
-    precious = [make(victim / name) for name in ('precious', 'b/precious', 'b/c/precious', 'c/precious', 'a/b/c/precious',
-                                                  'etc/passwd', 'b/c/etc/shadow')]
+    names = ('precious', 'b/precious', 'b/c/precious', 'c/precious', 'a/b/c/precious', 'etc/passwd', 'b/c/etc/shadow')
+    precious = [make(victim / name) for name in names]
     for directory in sorted({path.parent for path in precious}, key=lambda path: -len(path.parts)):
         age_dir(directory)
     return precious

@@ -466,7 +466,7 @@ def test_module_check_mode_plan_builds_nothing(venv, evil_dir, packages, monkeyp
     folder, canary = evil_dir
     monkeypatch.chdir(folder)
     for action in ('plan', 'apply'):
-        result = run_module(python_deps.main, {'venv': str(venv), 'action': action, 'packages': packages,
-                                                'find_links': [str(folder)], 'no_index': True}, check_mode=True)
+        args = {'venv': str(venv), 'action': action, 'packages': packages, 'find_links': [str(folder)], 'no_index': True}
+        result = run_module(python_deps.main, args, check_mode=True)
         assert result['failed'] is True, result
         assert not canary.exists()

@@ -393,8 +393,8 @@ def test_secret_that_erasure_could_not_clear_is_refused(backend):
     backend.script('CREATE TABLE pins (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, owner BIGINT NOT NULL, pin INTEGER NOT NULL)')
     me, data_map = _logins_schema(backend)
     data = {'version': 'pins-1', 'subject': {'table': 'logins', 'id_column': 'id', 'tenant_column': 'tenant'},
-            'tables': {'logins': {'subject_columns': ['id'], 'columns': {'password_hash': 'secret', 'api_token': 'secret', 'resetToken': 'secret',
-                                                                       'otp_secret': 'secret'}},
+            'tables': {'logins': {'subject_columns': ['id'],
+                                  'columns': {'password_hash': 'secret', 'api_token': 'secret', 'resetToken': 'secret', 'otp_secret': 'secret'}},
                        'login_keys': {'subject_columns': ['login_id'], 'tenant_column': 'tenant', 'columns': {'ApiKey': 'secret'}},
                        'pins': {'subject_columns': ['owner'], 'tenant_column': 'tenant', 'columns': {'pin': 'secret'}}}}
     before = backend.dump()

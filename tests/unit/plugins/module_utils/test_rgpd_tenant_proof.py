@@ -283,7 +283,7 @@ def test_a_table_created_between_the_check_and_the_erase_is_named(empty, action)
     with empty.open() as db:
         rgpd = Engine(db, mapping, KEY)
         script(empty, f'CREATE TABLE "user-notes" (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users (id) {action}); '
-                     'INSERT INTO "user-notes" VALUES (1, 42), (2, 42), (3, 43)')
+               'INSERT INTO "user-notes" VALUES (1, 42), (2, 42), (3, 43)')
         before = empty.dump()
         with pytest.raises((DbError, RgpdError)) as caught:
             rgpd.erase('acme', 42)
@@ -297,13 +297,13 @@ def test_a_table_created_between_the_check_and_the_erase_is_named(empty, action)
 
 def test_a_deferred_foreign_key_failing_at_commit_is_named(empty):
     script(empty, 'CREATE TABLE users (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, email TEXT);'
-                 'CREATE TABLE posts (id INTEGER PRIMARY KEY, author_id INTEGER, body TEXT);'
-                 "INSERT INTO users VALUES (42, 'acme', 'a'); INSERT INTO posts VALUES (1, 42, 'x');")
+           'CREATE TABLE posts (id INTEGER PRIMARY KEY, author_id INTEGER, body TEXT);'
+           "INSERT INTO users VALUES (42, 'acme', 'a'); INSERT INTO posts VALUES (1, 42, 'x');")
     mapping = data_map({'users': USERS, 'posts': {'subject_columns': ['author_id']}})
     with empty.open() as db:
         rgpd = Engine(db, mapping, KEY)
         script(empty, 'CREATE TABLE Sessions (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users (id) DEFERRABLE INITIALLY DEFERRED);'
-                     'INSERT INTO Sessions VALUES (1, 42)')
+               'INSERT INTO Sessions VALUES (1, 42)')
         before = empty.dump()
         with pytest.raises((DbError, RgpdError)) as caught:
             rgpd.erase('acme', 42)
@@ -366,11 +366,11 @@ def test_mapped_tables_are_compared_as_the_database_compares_names(empty):
     """SQLite: a table created as "Posts" is the mapped posts. PostgreSQL: a foreign key to "Users" is not one to users."""
     if empty.kind == 'sqlite':
         script(empty, 'CREATE TABLE Users (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, email TEXT);'
-                     'CREATE TABLE "Posts" (id INTEGER PRIMARY KEY, author_id INTEGER REFERENCES USERS (id), body TEXT);'
-                     "INSERT INTO users VALUES (42, 'acme', 'a'); INSERT INTO posts VALUES (1, 42, 'x')")
+               'CREATE TABLE "Posts" (id INTEGER PRIMARY KEY, author_id INTEGER REFERENCES USERS (id), body TEXT);'
+               "INSERT INTO users VALUES (42, 'acme', 'a'); INSERT INTO posts VALUES (1, 42, 'x')")
     else:
         script(empty, BASE + 'CREATE TABLE "Users" (id INTEGER PRIMARY KEY); CREATE TABLE "Other" (id INTEGER PRIMARY KEY, u INTEGER REFERENCES "Users" (id));'
-                     "INSERT INTO users VALUES (42, 'acme', 'a'); INSERT INTO posts VALUES (1, 42, 'x')")
+               "INSERT INTO users VALUES (42, 'acme', 'a'); INSERT INTO posts VALUES (1, 42, 'x')")
     with empty.open() as db:
         rgpd = Engine(db, data_map({'users': USERS, 'posts': {'subject_columns': ['author_id']}}), KEY)
         assert rgpd.order == ['posts', 'users']

@@ -249,8 +249,8 @@ BAD_PATHS = [
 
 
 @pytest.mark.parametrize('option', ['path', 'spool_dir', 'metrics_path', 'ca_path'])
-@pytest.mark.parametrize(('value', 'message'), BAD_PATHS, ids=['relative', 'dot-slash', 'tilde-unknown-user', 'empty', 'dotdot-inside',
-                                                              'dotdot-last', 'nul'])
+@pytest.mark.parametrize(('value', 'message'), BAD_PATHS,
+                         ids=['relative', 'dot-slash', 'tilde-unknown-user', 'empty', 'dotdot-inside', 'dotdot-last', 'nul'])
 @pytest.mark.parametrize('check_mode', [False, True])
 def test_paths_must_be_absolute(tmp_path, monkeypatch, option, value, message, check_mode):
     """Every path option: refused with a message naming it, before anything is written, in the module's working directory too."""
