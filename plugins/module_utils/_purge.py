@@ -823,20 +823,31 @@ class Purger:
                 self.skipped_symlinks += 1
                 summary.skipped_symlinks += 1
             return False
+        refused = (deny or self._entry_denied(dir_fd, name, info, dir_info)) if self.spec.check_mode else None
+        removed = self._remove(os.unlink, dir_fd, name, path, refused, summary)
+        if removed:
+            self._count_file(path, 0, summary)
+        return removed is not False
+
+    def _remove(self, remove: t.Callable[..., None], dir_fd: int, name: str, path: str, refused: str | None,
+                summary: PathSummary) -> bool | None:
+        """Remove one entry with ``remove`` (unlink or rmdir), or in check mode tell whether it would go.
+
+        ``refused`` is check mode's prediction of the kernel's refusal. Returns True when the entry was
+        removed (or would be), False when it was refused (the error is recorded), None when it was already gone.
+        """
         if self.spec.check_mode:
-            refused = deny or self._entry_denied(dir_fd, name, info, dir_info)
             if refused:
                 self._error(path, refused, summary)
                 return False
-        else:
-            try:
-                os.unlink(name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                return True
-            except OSError as exc:
-                self._error(path, describe_error(exc), summary)
-                return False
-        self._count_file(path, 0, summary)
+            return True
+        try:
+            remove(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._error(path, describe_error(exc), summary)
+            return False
         return True
 
     def _count_file(self, path: str, size: int, summary: PathSummary) -> None:
@@ -898,23 +909,13 @@ class Purger:
             os.close(child_fd)
         if not (empty and self.spec.remove_empty_dirs and self._old(info)) or identity in self._keep:
             return False
-        if self.spec.check_mode:
-            refused = deny or self._sticky_denied(info, dir_info) or self._attributes_denied(attributes)
-            if refused:
-                self._error(path, refused, summary)
-                return False
-        else:
-            try:
-                os.rmdir(name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                return True
-            except OSError as exc:
-                self._error(path, describe_error(exc), summary)
-                return False
-        self.dirs_removed += 1
-        summary.dirs_removed += 1
-        self._record(path + '/')
-        return True
+        refused = (deny or self._sticky_denied(info, dir_info) or self._attributes_denied(attributes)) if self.spec.check_mode else None
+        removed = self._remove(os.rmdir, dir_fd, name, path, refused, summary)
+        if removed:
+            self.dirs_removed += 1
+            summary.dirs_removed += 1
+            self._record(path + '/')
+        return removed is not False
 
     # -- check mode's view of what the kernel would refuse ---------------------
 
