@@ -30,27 +30,9 @@ from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.safe_write_ut
     NOT_REGULAR,
     PRECIOUS,
     leftovers,
-    make,
 )
 
 NEW = b'new content\n'
-
-
-@pytest.fixture
-def place(tmp_path):
-    """A writer's folder and a victims' folder next to it; yields a function that puts a kind at ``out/dest``."""
-    out = tmp_path / 'out'
-    out.mkdir()
-    made = []
-
-    def put(kind):
-        thing = make(kind, out / 'dest', tmp_path / 'victims')
-        made.append(thing)
-        return thing
-
-    yield put
-    for thing in made:
-        thing.close()
 
 
 # ---------------------------------------------------------------------------

@@ -45,23 +45,6 @@ RESULTS = [CheckResult('healthz', 'http', True, 'ok', 'HTTP 200', latency_second
 FORCES = pytest.mark.parametrize('force', [False, True], ids=['no-force', 'force'])
 
 
-@pytest.fixture
-def place(tmp_path):
-    """Puts a kind of thing at ``out/<name>``; symbolic links point into ``victims/``."""
-    out = tmp_path / 'out'
-    out.mkdir()
-    made = []
-
-    def put(kind, name='dest'):
-        thing = make(kind, out / name, tmp_path / 'victims')
-        made.append(thing)
-        return thing
-
-    yield put
-    for thing in made:
-        thing.close()
-
-
 def accepted(kind, force):
     return kind == 'missing' or (kind == 'file' and force)
 
