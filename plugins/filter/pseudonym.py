@@ -42,20 +42,18 @@ _value:
   sample: hmac:7b1ed00969f79b63df2b372f40d7b1e9edbe129f1d1f3b64276b4fe1149d6c9c
 """
 
-import hashlib
-import hmac
-
 from ansible.errors import AnsibleFilterError
+
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd import pseudonym as _engine_pseudonym
 
 MIN_KEY_LENGTH = 16
 
 
 def pseudonym(value, key):
-    """``hmac:`` and the HMAC-SHA256 hex digest of ``value``'s text keyed with ``key``."""
+    """``hmac:`` and the HMAC-SHA256 hex digest of ``value``'s text keyed with ``key``: the RGPD engine's pseudonym."""
     if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
         raise AnsibleFilterError(f'dihya.ops.pseudonym: the key must be a string of at least {MIN_KEY_LENGTH} characters')
-    text = value if isinstance(value, str) else str(value)
-    return 'hmac:' + hmac.new(key.encode('utf-8'), text.encode('utf-8'), hashlib.sha256).hexdigest()
+    return _engine_pseudonym(value, key.encode('utf-8'))
 
 
 class FilterModule:
