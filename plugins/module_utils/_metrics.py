@@ -71,6 +71,41 @@ def check_metrics_path(path: str) -> None:
         raise MetricsError(f'the directory of metrics_path does not exist: {directory}') from None
 
 
+class _Module(t.Protocol):
+    """The part of ``AnsibleModule`` that :func:`preflight` uses."""
+
+    check_mode: bool
+
+    def warn(self, warning: str) -> None: ...
+
+    def fail_json(self, msg: str, **kwargs: t.Any) -> t.NoReturn: ...
+
+
+def preflight(module: _Module, path: str | None, **outcome: t.Any) -> None:
+    """What every module writing a metrics file checks before it works; fails the module (with ``outcome``) if it cannot write.
+
+    No ``path``: nothing to check. The library must be importable, even in check mode (the real run would need
+    it). A name not ending in ``.prom`` gets a warning: the node_exporter textfile collector ignores it. A
+    destination that cannot be written fails the module, except in check mode where it is a warning: the
+    directory may be created by an earlier task of the real run.
+    """
+    if not path:
+        return
+    if not HAS_PROMETHEUS_CLIENT:
+        # Imported here: module_utils that only write metrics files do not depend on Ansible.
+        from ansible.module_utils.basic import missing_required_lib
+
+        module.fail_json(msg=missing_required_lib('prometheus_client'), exception=PROMETHEUS_CLIENT_IMPORT_ERROR, **outcome)
+    if not path.endswith('.prom'):
+        module.warn(f'metrics_path {path} does not end in .prom; the node_exporter textfile collector ignores such files')
+    try:
+        check_metrics_path(path)
+    except MetricsError as exc:
+        if not module.check_mode:
+            module.fail_json(msg=str(exc), **outcome)
+        module.warn(f'{exc} (it must exist when the task runs outside check mode)')
+
+
 def write_textfile(path: str, registry: t.Any, mode: int = FILE_MODE) -> None:
     """Write the exposition text of ``registry`` to ``path`` atomically, with permissions ``mode`` whatever the umask.
 
