@@ -26,8 +26,9 @@ import typing as t
 import urllib.parse
 
 MASK = '********'
-SQLITE = 'sqlite'
-POSTGRESQL = 'postgresql'
+Kind = t.Literal['sqlite', 'postgresql']
+SQLITE: t.Final = 'sqlite'
+POSTGRESQL: t.Final = 'postgresql'
 FORMS = 'sqlite:///ABSOLUTE/PATH, an absolute path, postgresql://... or libpq key=value pairs'
 
 _CONNINFO = re.compile(r'\s*[A-Za-z_]+\s*=')
@@ -42,7 +43,7 @@ class DbUrlError(ValueError):
 class DbUrl:
     """A parsed database URL: a SQLite file (``path``) or a PostgreSQL connection string (``dsn``)."""
 
-    kind: t.Literal['sqlite', 'postgresql']
+    kind: Kind
     path: str | None = None
     dsn: str | None = dataclasses.field(default=None, repr=False)
     secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
@@ -50,7 +51,7 @@ class DbUrl:
     @property
     def identity(self) -> str:
         """A digest naming the database without revealing it (for audit records and metrics)."""
-        return hashlib.sha256((self.path if self.kind == SQLITE else self.dsn or '').encode('utf-8', 'surrogatepass')).hexdigest()
+        return hashlib.sha256(((self.path if self.kind == SQLITE else self.dsn) or '').encode('utf-8', 'surrogatepass')).hexdigest()
 
     def scrub(self, text: str) -> str:
         """``text`` with every spelling of the URL's password replaced by ``********``."""
