@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite of dihya.ops on this machine:
-#   lint      ansible-lint (production profile), changelog fragments, plugin and role docs, argument_specs vs defaults
+#   lint      ansible-lint (production profile), changelog fragments, plugin and role docs, argument_specs vs defaults, mypy, ruff
 #   unit      pytest on plugins/ with coverage (>= 90 %)
 #   sanity    ansible-test sanity, offline, with no ignore file
 #   functional  playbooks against a real demo fleet (gunicorn + supervisord), built-collection install
@@ -29,11 +29,23 @@ export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 ANSIBLE_NOCOLOR=1
 export DIHYA_TEST_SANDBOX="${DIHYA_TEST_SANDBOX:-${TMPDIR:-/tmp}/dihya-ops-test-$(id -u)}"
 
 stage_lint() {
-  ansible-lint --strict &&
-    antsibull-changelog lint &&
-    antsibull-docs lint-collection-docs --plugin-docs . &&
-    python tests/lint/check_argument_specs.py &&
-    python tests/lint/check_role_booleans.py
+  # Every check runs, so that one report lists all of them; the stage fails if any failed.
+  # mypy (strict) and ruff take their configuration, and mypy its list of packages, from pyproject.toml.
+  local check failed=()
+  local checks=(
+    "ansible-lint --strict"
+    "antsibull-changelog lint"
+    "antsibull-docs lint-collection-docs --plugin-docs ."
+    "python tests/lint/check_argument_specs.py"
+    "python tests/lint/check_role_booleans.py"
+    "mypy"
+    "ruff check --no-fix ."
+  )
+  for check in "${checks[@]}"; do
+    printf -- '--- %s\n' "$check"
+    $check || failed+=("$check")
+  done
+  [ ${#failed[@]} -eq 0 ] || { printf 'lint: failed: %s\n' "${failed[@]}" >&2; return 1; }
 }
 
 stage_unit() {
