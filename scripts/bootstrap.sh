@@ -2,6 +2,8 @@
 # Prepare this checkout to run: a virtual environment with the pinned Python
 # packages, the Debian packages listed in bindep.txt, and the collection made
 # visible to Ansible as dihya.ops.  Safe and fast to run again.
+# The test profile also creates .cache/galaxy-importer-venv, galaxy-importer
+# with its own pins (requirements/galaxy-importer.txt), for the publishing test.
 #
 #   scripts/bootstrap.sh [run|test]     (default: run)
 set -euo pipefail
@@ -15,6 +17,11 @@ python="${DIHYA_PYTHON:-python3}"
 req="$root/requirements/$profile.txt"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# pipq VENV ARGS...: a quiet pip install into VENV.
+pipq() {
+  local target="$1"; shift
+  "$target/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 
 # 1. Python virtual environment with pinned packages.  A stamp holding the
 #    hash of the requirement files skips pip when nothing changed.
@@ -23,13 +30,31 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 stamp="$venv/.dihya-$profile.sha256"
-want="$(cat "$root"/requirements/*.txt "$req" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$root"/requirements/run.txt "$root"/requirements/test.txt "$req" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing pinned Python packages ($profile)"
-  pipq() { "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
-  pipq --upgrade pip
-  pipq -r "$req"
+  pipq "$venv" --upgrade pip
+  pipq "$venv" -r "$req"
   echo "$want" > "$stamp"
+fi
+
+# 1b. galaxy-importer (test profile) in a virtual environment of its own: its
+#     pins conflict with the test tooling's.  Same stamp logic.
+if [ "$profile" = test ]; then
+  importer_venv="${DIHYA_IMPORTER_VENV:-$root/.cache/galaxy-importer-venv}"
+  importer_req="$root/requirements/galaxy-importer.txt"
+  if [ ! -x "$importer_venv/bin/python" ]; then
+    log "creating virtual environment $importer_venv"
+    "$python" -m venv "$importer_venv"
+  fi
+  importer_stamp="$importer_venv/.dihya-importer.sha256"
+  importer_want="$(sha256sum < "$importer_req" | cut -d' ' -f1)"
+  if [ "$(cat "$importer_stamp" 2>/dev/null)" != "$importer_want" ]; then
+    log "installing pinned galaxy-importer"
+    pipq "$importer_venv" --upgrade pip
+    pipq "$importer_venv" -r "$importer_req"
+    echo "$importer_want" > "$importer_stamp"
+  fi
 fi
 
 # 2. Debian packages from bindep.txt that are missing.
