@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing as t
 from pathlib import Path
 
 import yaml
@@ -119,12 +120,21 @@ def write_timed_callback(directory: Path) -> Path:
     """The stopwatch plugin, with the documentation (hence the options) of dihya.ops.audit under its own name."""
     source = (ROOT / 'plugins' / 'callback' / 'audit.py').read_text(encoding='utf-8')
     documentation = next(node.value.value for node in ast.parse(source).body
-                         if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', None) == 'DOCUMENTATION')
+                         if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', None) == 'DOCUMENTATION'
+                         and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str))
     documentation = documentation.replace('\nname: audit\n', f'\nname: {TIMED_NAME}\n', 1)
     plugins = directory / 'callback_plugins'
     plugins.mkdir()
     (plugins / f'{TIMED_NAME}.py').write_text(TIMED_CALLBACK % (repr(documentation), TIMED_NAME, TIMES_ENV), encoding='utf-8')
     return plugins
+
+
+class RunTimes(t.NamedTuple):
+    """One run: wall-clock and CPU seconds, and with the callback what the stopwatch plugin measured inside it."""
+
+    wall: float
+    cpu: float
+    inside: dict[str, float]
 
 
 class BenchmarkError(Exception):
@@ -181,7 +191,7 @@ class Runner:
             'DIHYA_AUDIT_FLUSH_INTERVAL': str(flush_interval),
         }
 
-    def run(self, audited: bool, expected_records: int) -> tuple[float, float, dict]:
+    def run(self, audited: bool, expected_records: int) -> RunTimes:
         """Wall-clock and CPU (user + system, all processes of the run) times of one run, and with the callback the time
         spent in it (from the stopwatch plugin), after checking its audit log."""
         self.runs += 1
@@ -199,7 +209,7 @@ class Runner:
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if completed.returncode != 0:
             raise BenchmarkError(f'ansible-playbook exited with {completed.returncode}\n{tail(completed.stdout)}\n{tail(completed.stderr)}')
-        inside: dict = {}
+        inside: dict[str, float] = {}
         if audited:
             report = _audit.verify(str(log), self.key.encode())
             if not report.ok or report.records != expected_records:
@@ -207,7 +217,7 @@ class Runner:
             if not times.exists():
                 raise BenchmarkError(f'the stopwatch plugin wrote no times\n{tail(completed.stdout)}\n{tail(completed.stderr)}')
             inside = json.loads(times.read_text(encoding='utf-8'))
-        return wall, cpu, inside
+        return RunTimes(wall, cpu, inside)
 
 
 def tail(text: str, lines: int = 30) -> str:
@@ -236,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
               f'{os.cpu_count()} CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f}')
         runner.run(False, expected)
         runner.run(True, expected)
-        plain: list[tuple[float, float, dict]] = []
-        audited: list[tuple[float, float, dict]] = []
+        plain: list[RunTimes] = []
+        audited: list[RunTimes] = []
         for dummy in range(args.repeat):
             plain.append(runner.run(False, expected))
             audited.append(runner.run(True, expected))
@@ -250,9 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    for label, index in (('wall-clock', 0), ('CPU time', 1)):
-        without = [run[index] for run in plain]
-        with_callback = [run[index] for run in audited]
+    for label, without, with_callback in (('wall-clock', [run.wall for run in plain], [run.wall for run in audited]),
+                                          ('CPU time', [run.cpu for run in plain], [run.cpu for run in audited])):
         base, audit_median = statistics.median(without), statistics.median(with_callback)
         overhead = (audit_median - base) / base * 100
         best = (min(with_callback) - min(without)) / min(without) * 100
@@ -260,12 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f'  without the callback: median {base:.2f} s  (runs: {", ".join(f"{value:.2f}" for value in without)})')
         print(f'  with the callback:    median {audit_median:.2f} s  (runs: {", ".join(f"{value:.2f}" for value in with_callback)})')
         print(f'  per record:           {(audit_median - base) / expected * 1000:+.2f} ms for {expected} records')
-        verdict = f', goal <= {GOAL_PERCENT:.0f} %: {"met" if overhead <= GOAL_PERCENT else "NOT met"}' if index == 0 else ''
+        verdict = f', goal <= {GOAL_PERCENT:.0f} %: {"met" if overhead <= GOAL_PERCENT else "NOT met"}' if label == 'wall-clock' else ''
         print(f'  overhead:             {overhead:+.1f} % of the medians (best runs: {best:+.1f} %){verdict}')
-    inside = [run[2] for run in audited]
+    inside = [run.inside for run in audited]
     spent = statistics.median(item['seconds'] for item in inside)
     spent_cpu = statistics.median(item['cpu_seconds'] for item in inside)
-    base = statistics.median(run[0] for run in plain)
+    base = statistics.median(run.wall for run in plain)
     print('inside the runs with the callback (its handlers and its writes, timed in ansible-playbook):')
     runs = ', '.join(f"{item['seconds']:.3f}" for item in inside)
     print(f'  time:                 median {spent:.3f} s  (runs: {runs}), '

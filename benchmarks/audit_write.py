@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+import typing as t
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / ".cache" / "collections"))
@@ -38,7 +39,7 @@ KEY = b"benchmark-chain-key-0123456789ab"
 RATIO_GOAL = 0.5
 
 
-def events(settings: AuditSettings, count: int) -> list[dict]:
+def events(settings: AuditSettings, count: int) -> list[dict[str, t.Any]]:
     """Typical events: a pseudonymised user, a tenant, a route, a few labels and details."""
     return [
         build_event(action="restart_services.finished", category="ops", outcome="success", settings=settings,
@@ -62,7 +63,7 @@ def plain(path: pathlib.Path, lines: list[bytes]) -> float:
         os.close(fd)
 
 
-def audit(path: pathlib.Path, settings: AuditSettings, batch: list[dict], size: int) -> float:
+def audit(path: pathlib.Path, settings: AuditSettings, batch: list[dict[str, t.Any]], size: int) -> float:
     log = AuditLog(str(path), settings)
     started = time.perf_counter()
     for start in range(0, len(batch), size):

@@ -1,6 +1,9 @@
 # Copyright (c) Dihya ops maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module utility is PRIVATE to the collection. It can change at any time.
+
 """Talk to supervisord through ``supervisorctl``, argv only.
 
 Program names are validated before anything runs and every command is an
@@ -24,7 +27,7 @@ STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FA
 STOPPED_STATES = frozenset(("STOPPED", "EXITED", "FATAL"))
 
 # argv -> (rc, stdout, stderr)
-Runner = t.Callable[[t.List[str]], t.Tuple[int, str, str]]
+Runner = t.Callable[[list[str]], tuple[int, str, str]]
 
 
 class SupervisorError(Exception):

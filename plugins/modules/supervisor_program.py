@@ -136,7 +136,8 @@ def main() -> None:
         module.fail_json(msg=f"supervisord configuration {config} does not exist or is not readable", name=name)
 
     def runner(argv: list[str]) -> tuple[int, str, str]:
-        return module.run_command(argv, use_unsafe_shell=False, environ_update={"LC_ALL": "C"})
+        rc, out, err = module.run_command(argv, use_unsafe_shell=False, environ_update={"LC_ALL": "C"})
+        return int(rc), str(out), str(err)
 
     ctl = Supervisorctl(runner, executable, config)
     result = {"name": name, "changed": False}

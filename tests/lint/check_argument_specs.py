@@ -15,11 +15,12 @@ from __future__ import annotations
 import pathlib
 import re
 import sys
+import typing as t
 
 import yaml
 
 
-def _documented_default(spec: dict, default: object) -> bool:
+def _documented_default(spec: dict[str, t.Any], default: object) -> bool:
     """A templated default that the docs schema cannot hold (a list of dicts) may be described instead.
 
     The description must then name, as C(...), every variable the default reads.
@@ -58,7 +59,7 @@ def check_role(role: pathlib.Path) -> list[str]:
     return problems
 
 
-def _boolean_drifts(role: str, name: str, spec: dict, defaults: dict) -> list[str]:
+def _boolean_drifts(role: str, name: str, spec: dict[str, t.Any], defaults: dict[str, t.Any]) -> list[str]:
     """A boolean option is typed bool and its defaults are booleans, not strings that look like them."""
     problems: list[str] = []
     boolean_default = isinstance(spec.get("default"), bool) or isinstance(defaults.get(name), bool)

@@ -9,7 +9,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ MAX_MESSAGE_LENGTH = 4000
 
 def utcnow() -> str:
     """Current time in the format stored in the database."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _tenant(slug: str) -> sqlite3.Row:

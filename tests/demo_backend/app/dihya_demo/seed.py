@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import unicodedata
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
@@ -165,8 +165,8 @@ PRODUCTS = (
 )
 CONSENT_SOURCES = ("signup_form", "preference_center", "cookie_banner", "support_request", "import")
 
-EPOCH = datetime(2022, 1, 1, tzinfo=timezone.utc)
-HORIZON = datetime(2025, 6, 30, tzinfo=timezone.utc)
+EPOCH = datetime(2022, 1, 1, tzinfo=UTC)
+HORIZON = datetime(2025, 6, 30, tzinfo=UTC)
 
 
 def _ts(moment: datetime) -> str:
