@@ -203,7 +203,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.parsing.vault import EncryptedString, VaultHelper, is_encrypted_file
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.dihya.ops.plugins.module_utils import _audit
+from ansible_collections.dihya.ops.plugins.module_utils import _audit, _ids
 
 MSG_LIMIT = 512
 SECRET_MIN_LENGTH = 4
@@ -253,7 +253,7 @@ def resolve_context(extra_vars: t.Mapping[str, t.Any] | None, *, user: str | Non
                         "is not a trace id of 32 hexadecimal digits; it is ignored")
     return {
         "user": resolved_user, "user_source": source, "tenant": resolved_tenant,
-        "trace_id": resolved_trace or _audit.new_trace_id(), "trace_id_source": trace_source,
+        "trace_id": resolved_trace or _ids.new_trace_id(), "trace_id_source": trace_source,
         "labels": labels, "warnings": warnings,
     }
 

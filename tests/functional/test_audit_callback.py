@@ -125,7 +125,7 @@ def test_run_is_audited_per_task_and_host_without_secrets(scene):
 
     settings = _audit.AuditSettings(key=KEY.encode())
     for record in records:
-        assert record["user"]["id"] == _audit.pseudonym("alice", settings)
+        assert record["user"]["id"] == settings.pseudonym("alice")
         assert "alice" not in json.dumps(record)
         assert record["organization"]["id"] == "acme"
         assert record["labels"]["awx_job_id"] == "42"
@@ -367,7 +367,7 @@ def test_audit_playbook_records_hostile_values_verbatim_once(backend):
     assert record["dihya"]["details"] == hostile["details"]
     assert record["labels"] == hostile["labels"]
     assert record["trace"]["id"] == TRACE
-    assert record["user"]["id"] == _audit.pseudonym(hostile["user"], _audit.AuditSettings(key=KEY.encode()))
+    assert record["user"]["id"] == _audit.AuditSettings(key=KEY.encode()).pseudonym(hostile["user"])
     assert KEY not in proc.stdout + proc.stderr
     assert f"trace id {TRACE}" in proc.stdout
     assert _audit.verify(str(backend["log"]), KEY.encode()).ok

@@ -237,7 +237,7 @@ def test_a_whole_run_is_recorded(monkeypatch, tmp_path):
     assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700
     assert [record["event"]["action"] for record in records] == ["ansible.run.start"] + ["ansible.task"] * 5 + ["ansible.run.end"]
     assert len({record["trace"]["id"] for record in records}) == 1
-    assert {record["user"]["id"] for record in records} == {_audit.pseudonym("alice", _audit.AuditSettings(key=KEY.encode()))}
+    assert {record["user"]["id"] for record in records} == {_audit.AuditSettings(key=KEY.encode()).pseudonym("alice")}
     assert {record["organization"]["id"] for record in records} == {"globex"}
     start = records[0]
     assert start["labels"] == {"awx_job_id": "9", "playbook": "site.yml"}
@@ -315,7 +315,7 @@ def test_key_files_in_vault_are_decrypted_with_the_run_secrets(monkeypatch, tmp_
     callback.v2_playbook_on_stats(stats())
     assert "DIHYA_AUDIT_KEY" not in os.environ and "DIHYA_AUDIT_PSEUDONYM_KEY" not in os.environ
     assert _audit.verify(str(tmp_path / "logs" / "audit.log"), KEY.encode()).records == 2
-    expected = _audit.pseudonym("alice", _audit.AuditSettings(key=KEY.encode(), pseudonym_key=b"pseudonym-key-of-the-backend"))
+    expected = _audit.AuditSettings(key=KEY.encode(), pseudonym_key=b"pseudonym-key-of-the-backend").pseudonym("alice")
     assert {record["user"]["id"] for record in read(tmp_path / "logs" / "audit.log")} == {expected}
 
 

@@ -26,7 +26,7 @@ COLLECTIONS = str(pathlib.Path(_audit.__file__).parents[5])
 
 WRITER = """
 import os, sys, time
-from ansible_collections.dihya.ops.plugins.module_utils import _audit
+from ansible_collections.dihya.ops.plugins.module_utils import _audit_log
 from ansible_collections.dihya.ops.plugins.module_utils._audit import AuditLog, AuditSettings, build_event
 path, writer, count, batch, fsync, chunked = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 if chunked == 'chunked':
@@ -35,7 +35,7 @@ if chunked == 'chunked':
         for start in range(0, len(data), 256):
             os.write(fd, data[start:start + 256])
             time.sleep(0.0002)
-    _audit._write_all = write_all
+    _audit_log._write_all = write_all
 settings = AuditSettings(key=os.environb[b'AUDIT_TEST_KEY'], fsync=fsync)
 log = AuditLog(path, settings)
 sent = 0

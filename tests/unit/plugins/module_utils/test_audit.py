@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import hmac
 import json
@@ -15,7 +16,7 @@ import re
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _audit
+from ansible_collections.dihya.ops.plugins.module_utils import _audit_log, _audit_record, _audit_verify
 from ansible_collections.dihya.ops.plugins.module_utils._audit import (
     CATEGORIES,
     OUTCOMES,
@@ -25,11 +26,10 @@ from ansible_collections.dihya.ops.plugins.module_utils._audit import (
     AuditSettings,
     VerifyReport,
     build_event,
-    canonical,
-    new_trace_id,
-    pseudonym,
     verify,
 )
+from ansible_collections.dihya.ops.plugins.module_utils._canonical import canonical
+from ansible_collections.dihya.ops.plugins.module_utils._ids import new_trace_id
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.audit_utils import KEY, event, settings, write
 
 CANARY = b'canary-key-value-5f2b8c1d9e'
@@ -56,7 +56,7 @@ def test_build_event_is_ecs_and_pseudonymised():
     assert doc['dihya'] == {'correlation_id': 'req-1', 'details': {'attempts': 3}}
     for value, clear in ((doc['user']['id'], 'alice'), (doc['user']['email'], 'alice@example.org'), (doc['source']['ip'], '192.0.2.7')):
         assert re.fullmatch(r'hmac:[0-9a-f]{64}', value)
-        assert value == pseudonym(clear, config)
+        assert value == config.pseudonym(clear)
     assert 'alice' not in json.dumps(doc)
 
 
@@ -67,15 +67,15 @@ def test_clear_values_only_when_allowed():
 
 
 def test_pseudonyms_are_stable_and_keyed():
-    one = pseudonym('alice', settings())
-    assert one == pseudonym('alice', settings())
-    assert one != pseudonym('bob', settings())
+    one = settings().pseudonym('alice')
+    assert one == settings().pseudonym('alice')
+    assert one != settings().pseudonym('bob')
     derived = hmac.new(KEY, b'dihya-pseudonym', hashlib.sha256).digest()
     assert one == 'hmac:' + hmac.new(derived, b'alice', hashlib.sha256).hexdigest()
-    other = pseudonym('alice', settings(pseudonym_key=b'another pseudonym key'))
+    other = settings(pseudonym_key=b'another pseudonym key').pseudonym('alice')
     assert other != one
     with pytest.raises(AuditError, match='must be a string'):
-        pseudonym(42, settings())
+        settings().pseudonym(42)
 
 
 def test_defaults_trace_id_host_and_time():
@@ -342,21 +342,21 @@ def test_non_canonical_and_sequence_errors(tmp_path):
 
 
 def test_overlong_lines_are_hashed_not_held(tmp_path, monkeypatch):
-    monkeypatch.setattr(_audit, 'MAX_LINE_BYTES', 64)
+    monkeypatch.setattr(_audit_record, 'MAX_LINE_BYTES', 64)
     path = tmp_path / 'audit.log'
     write(path, 2)
     report = verify(str(path), KEY)
     assert not report.ok and report.error['line'] == 1  # every record is longer than 64 bytes here
     with open(path, 'ab') as handle:
         handle.write(b'y' * 1000)
-    lines = list(_audit._read_lines(open(path, 'rb')))  # pylint: disable=consider-using-with
+    lines = list(_audit_record.read_lines(open(path, 'rb')))  # pylint: disable=consider-using-with
     assert [line.data is None for line in lines] == [True, True, True]
     assert lines[-1].size == 1000 and not lines[-1].newline
     assert lines[-1].sha256 == hashlib.sha256(b'y' * 1000).hexdigest()
 
 
 def test_tail_scan_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(_audit, 'MAX_TAIL_SCAN', 10000)
+    monkeypatch.setattr(_audit_log, 'MAX_TAIL_SCAN', 10000)
     path = tmp_path / 'audit.log'
     write(path, 1)
     with open(path, 'ab') as handle:
@@ -420,7 +420,7 @@ def test_symlink_at_log_path_is_refused(tmp_path):
         verify(str(link), KEY)
     # The check at open time too (O_NOFOLLOW), for a link swapped in after the first check.
     with pytest.raises(AuditError, match='it is a symbolic link'):
-        _audit._open_regular(str(link), os.O_RDWR | os.O_APPEND)
+        _audit_record.open_regular(str(link), os.O_RDWR | os.O_APPEND)
 
 
 def test_symlink_at_lock_path_and_special_files_are_refused(tmp_path):
@@ -528,7 +528,7 @@ def test_malformed_audit_blocks(tmp_path, change):
     path.write_bytes(b'\n'.join(lines))
     assert verify(str(path), KEY).error['reason'].startswith('not an audit record')
     for document in ([], {'dihya': []}, {'dihya': {'audit': 'x'}}):
-        assert _audit.record_of(json.dumps(document).encode()) is None
+        assert _audit_record.record_of(json.dumps(document).encode()) is None
 
 
 def test_json_constants_and_escaped_surrogates(tmp_path):
@@ -536,7 +536,7 @@ def test_json_constants_and_escaped_surrogates(tmp_path):
     write(path, 2)
     lines = path.read_bytes().split(b'\n')
     with pytest.raises(ValueError, match='NaN is not valid JSON'):
-        _audit.parse_line(b'{"x":NaN}')
+        _audit_record.parse_line(b'{"x":NaN}')
     lines[1] = lines[1].replace(b'"details":{"n":1}', b'"details":{"n":"\\ud800"}')
     path.write_bytes(b'\n'.join(lines))
     assert verify(str(path), KEY).error == {'file': str(path), 'line': 2, 'reason': 'record is not in canonical form (altered)'}
@@ -585,7 +585,7 @@ def test_rotation_between_open_and_lock_is_followed(tmp_path):
 
 def test_log_created_by_another_writer_meanwhile(tmp_path, monkeypatch):
     path = tmp_path / 'audit.log'
-    real = _audit._open_regular
+    real = _audit_record.open_regular
 
     def racing(name, flags, mode=0o600):
         if flags & os.O_EXCL:
@@ -593,7 +593,7 @@ def test_log_created_by_another_writer_meanwhile(tmp_path, monkeypatch):
                 pass
         return real(name, flags, mode)
 
-    monkeypatch.setattr(_audit, '_open_regular', racing)
+    monkeypatch.setattr(_audit_log, 'open_regular', racing)
     write(path, 1)
     assert verify(str(path), KEY).ok
 
@@ -602,8 +602,10 @@ def test_vanished_rotated_files_are_skipped(tmp_path, monkeypatch):
     path = tmp_path / 'audit.log'
     write(path, 2)
     ghosts = [str(tmp_path / 'audit.log.9.gz'), str(tmp_path / 'audit.log.8')]
-    real = _audit.rotated_files
-    monkeypatch.setattr(_audit, 'rotated_files', lambda name: ghosts + real(name))
+    real = _audit_record.rotated_files
+    # The verifier and the writer both look for rotated files.
+    for module in (_audit_verify, _audit_log):
+        monkeypatch.setattr(module, 'rotated_files', lambda name: ghosts + real(name))
     report = verify(str(path), KEY)
     assert report.ok and report.records == 2
     os.rename(path, str(path) + '.1')
@@ -616,6 +618,40 @@ def test_corrupt_compressed_predecessor_stops_the_writer(tmp_path):
     (tmp_path / 'audit.log.1.gz').write_bytes(b'\x1f\x8b\x08\x00garbage')
     with pytest.raises(AuditError, match='cannot read the rotated file .*audit.log.1.gz'):
         write(path, 1)
+
+
+
+def test_a_new_log_whose_directory_cannot_be_flushed_gets_no_record(tmp_path, monkeypatch):
+    """A record in a file whose directory entry a crash may take away is not durable: the append fails, and writes nothing."""
+    path = tmp_path / 'audit.log'
+
+    def failing(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(_audit_log, 'fsync_directory', failing)
+    with pytest.raises(AuditError, match=r'cannot flush the directory .* to disk: Input/output error; nothing was written'):
+        write(path, 1)
+    assert path.read_bytes() == b''
+    # The next writer finds the file still empty: it flushes the directory before its first record, and only then.
+    monkeypatch.undo()
+    flushed = []
+    real_flush = _audit_log.fsync_directory
+    monkeypatch.setattr(_audit_log, 'fsync_directory', lambda fd: flushed.append(fd) or real_flush(fd))
+    write(path, 3)
+    assert len(flushed) == 1
+    report = verify(str(path), KEY)
+    assert report.ok and report.records == 3
+
+
+@pytest.mark.parametrize('code', [errno.EINVAL, errno.EOPNOTSUPP])
+def test_a_file_system_without_directory_flush_is_not_an_error(tmp_path, monkeypatch, code):
+    def unsupported(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(_audit_log, 'fsync_directory', unsupported)
+    path = tmp_path / 'audit.log'
+    write(path, 2)
+    assert verify(str(path), KEY).records == 2
 
 
 WRITE_LIMITED = """

@@ -19,7 +19,7 @@ import typing as t
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _audit
+from ansible_collections.dihya.ops.plugins.module_utils import _audit, _audit_log
 from ansible_collections.dihya.ops.plugins.module_utils._audit import AuditError, AuditLog, verify
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.audit_utils import KEY, event, settings
 
@@ -166,21 +166,21 @@ def test_cut_writes_of_any_length(tmp_path, monkeypatch, cuts, given):
     path = tmp_path / 'audit.log'
     log = AuditLog(str(path), config)
     log.append([event(config), event(config)])
-    real_write_all = _audit._write_all
+    real_write_all = _audit_log._write_all
 
     def full_disk(fd: int, data: bytes) -> None:
         if given:
             os.write(fd, data[:given])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(_audit, '_write_all', full_disk)
+    monkeypatch.setattr(_audit_log, '_write_all', full_disk)
     for dummy in range(cuts):
         with pytest.raises(AuditError, match='No space left on device'):
             log.append([event(config, details={'pad': 'x' * 1000})])  # more than ``given`` bytes
         report = verify(str(path), KEY)
         assert report.ok, report.error
         assert all(item['reason'].startswith(CRASH) for item in report.notes)
-    monkeypatch.setattr(_audit, '_write_all', real_write_all)
+    monkeypatch.setattr(_audit_log, '_write_all', real_write_all)
     written = log.append([event(config)])
     report = verify(str(path), KEY)
     assert report.ok and report.records == 3 and not report.truncated_tail, report.error

@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _audit
 from ansible_collections.dihya.ops.plugins.module_utils._audit import CHECKPOINT_ACTION, AuditError, AuditLog, rotated_files, verify
+from ansible_collections.dihya.ops.plugins.module_utils._canonical import canonical
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.audit_utils import KEY, settings, write
 
 
@@ -67,7 +67,7 @@ def test_tampering_names_the_right_file_and_line(tmp_path, where):
     lines = lines_of(target)
     record = json.loads(lines[9])
     record['event']['outcome'] = 'denied'
-    lines[9] = _audit.canonical(record).encode()
+    lines[9] = canonical(record).encode()
     target.write_bytes(b'\n'.join(lines) + b'\n')
     report = verify(str(path), KEY)
     assert report.error == {'file': str(target), 'line': 10, 'reason': 'HMAC mismatch: record altered, or written with another key'}
