@@ -4,7 +4,11 @@
 
 # This module utility is PRIVATE to the collection. It can change at any time.
 
-"""Write health check results as a Prometheus node_exporter textfile collector file.
+"""Write Prometheus node_exporter textfile collector files: the one metrics writer of dihya.ops, and the health check families.
+
+Every metrics file of the collection is written here (:func:`write_families`) and read back here
+(:func:`read_samples`), and only this module imports ``prometheus_client``. The health check families are
+written by :func:`write_health_metrics`; the audit delivery families by ``_metrics_delivery``.
 
 The file is replaced atomically (written next to the target, fsynced, then renamed), so the collector
 never reads a half-written file. A failing check keeps the last-success timestamp found in the
@@ -18,6 +22,7 @@ on the way, is refused (see ``_safe_write``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import time
@@ -27,7 +32,8 @@ import typing as t
 from ansible_collections.dihya.ops.plugins.module_utils._safe_write import UnsafeDestination, atomic_write, check_destination
 
 try:
-    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.parser import text_string_to_metric_families
 except ImportError:  # pragma: no cover - exercised by patching HAS_PROMETHEUS_CLIENT
     HAS_PROMETHEUS_CLIENT = False
@@ -51,6 +57,37 @@ FILE_MODE = 0o644
 
 class MetricsError(Exception):
     """The metrics file cannot be read or written."""
+
+
+class UnparsableMetrics(MetricsError):
+    """The previous metrics file is not in the exposition format; ``detail`` says why."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f'cannot parse the existing metrics file {path}: {detail}')
+        self.detail = detail
+
+
+@dataclasses.dataclass
+class Family:
+    """One metric family to write: its samples by label values, in the order they were first set."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    kind: t.Literal['gauge', 'counter'] = 'gauge'
+    samples: dict[tuple[str, ...], float] = dataclasses.field(default_factory=dict)
+
+    def set(self, labels: t.Sequence[str], value: float) -> None:
+        """Set the sample of ``labels`` (a later value for the same labels replaces the earlier one, in place)."""
+        self.samples[tuple(labels)] = float(value)
+
+
+class Sample(t.NamedTuple):
+    """One sample read from a metrics file."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
 
 
 def check_metrics_path(path: str) -> None:
@@ -106,12 +143,18 @@ def preflight(module: _Module, path: str | None, **outcome: t.Any) -> None:
         module.warn(f'{exc} (it must exist when the task runs outside check mode)')
 
 
+def require_library() -> None:
+    """Raise :class:`MetricsError` when ``prometheus_client`` cannot be imported."""
+    if not HAS_PROMETHEUS_CLIENT:
+        raise MetricsError('writing metrics needs the prometheus_client Python library')
+
+
 def write_textfile(path: str, registry: t.Any, mode: int = FILE_MODE) -> None:
     """Write the exposition text of ``registry`` to ``path`` atomically, with permissions ``mode`` whatever the umask.
 
     The rule of :func:`check_metrics_path` applies, checked again when the new file is renamed into place.
     """
-    _require_library()
+    require_library()
     data = generate_latest(registry)
     try:
         with atomic_write(os.path.abspath(path), mode=mode, force=True) as handle:
@@ -120,6 +163,28 @@ def write_textfile(path: str, registry: t.Any, mode: int = FILE_MODE) -> None:
         raise MetricsError(f'metrics_path: {exc}') from None
     except OSError as exc:
         raise MetricsError(f'cannot write {path}: {exc}') from exc
+
+
+class _Collector:
+    """A ``prometheus_client`` collector of fixed :class:`Family` values."""
+
+    def __init__(self, families: t.Sequence[Family]) -> None:
+        self.families = families
+
+    def collect(self) -> t.Iterator[t.Any]:
+        for family in self.families:
+            built = (CounterMetricFamily if family.kind == 'counter' else GaugeMetricFamily)(family.name, family.documentation, labels=family.labels)
+            for labels, value in family.samples.items():
+                built.add_metric(labels, value)
+            yield built
+
+
+def write_families(path: str, families: t.Sequence[Family], mode: int = FILE_MODE) -> None:
+    """Replace the file at ``path`` with ``families``, in that order (see :func:`write_textfile`)."""
+    require_library()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(families))
+    write_textfile(path, registry, mode)
 
 
 def read_textfile(path: str) -> str | None:
@@ -147,27 +212,30 @@ def read_textfile(path: str) -> str | None:
             os.close(fd)
 
 
+def read_samples(path: str) -> list[Sample]:
+    """Every sample of an existing metrics file (an empty list when there is none).
+
+    Raises :class:`MetricsError` when the file cannot be read (see :func:`read_textfile`), :class:`UnparsableMetrics`
+    when it is not in the exposition format.
+    """
+    require_library()
+    text = read_textfile(path)
+    if text is None:
+        return []
+    try:
+        return [Sample(sample.name, dict(sample.labels), float(sample.value))
+                for family in text_string_to_metric_families(text) for sample in family.samples]
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise UnparsableMetrics(path, str(exc)) from exc
+
+
 def read_last_success(path: str, tenant: str) -> dict[tuple[str, str], float]:
     """Last-success timestamps by (check, type) for ``tenant`` from an existing metrics file.
 
     A missing file gives an empty mapping; an unreadable or unparsable one raises :class:`MetricsError`.
     """
-    _require_library()
-    text = read_textfile(path)
-    if text is None:
-        return {}
-    found: dict[tuple[str, str], float] = {}
-    try:
-        for family in text_string_to_metric_families(text):
-            if family.name != LAST_SUCCESS:
-                continue
-            for sample in family.samples:
-                labels = sample.labels
-                if labels.get('tenant') == tenant and 'check' in labels and 'type' in labels:
-                    found[(labels['check'], labels['type'])] = float(sample.value)
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise MetricsError(f'cannot parse the existing metrics file {path}: {exc}') from exc
-    return found
+    return {(labels['check'], labels['type']): value for name, labels, value in read_samples(path)
+            if name == LAST_SUCCESS and labels.get('tenant') == tenant and 'check' in labels and 'type' in labels}
 
 
 def write_health_metrics(path: str, results: t.Sequence[CheckResult], tenant: str, now: float | None = None) -> list[str]:
@@ -181,7 +249,7 @@ def write_health_metrics(path: str, results: t.Sequence[CheckResult], tenant: st
 
     and ``dihya_health_check_healthy`` (label ``tenant``): 1 when every check is healthy.
     """
-    _require_library()
+    require_library()
     check_metrics_path(path)
     now = time.time() if now is None else now
     warnings = []
@@ -191,23 +259,16 @@ def write_health_metrics(path: str, results: t.Sequence[CheckResult], tenant: st
         previous = {}
         warnings.append(f'{exc}; last-success timestamps start again from this run')
 
-    registry = CollectorRegistry(auto_describe=True)
-    up = Gauge(UP, 'Whether the health check passed (1) or not (0).', CHECK_LABELS, registry=registry)
-    duration = Gauge(DURATION, 'Duration of the last attempt of the health check.', CHECK_LABELS, registry=registry)
-    last_success = Gauge(LAST_SUCCESS, 'Unix time of the last passing run of the health check, 0 if never.', CHECK_LABELS, registry=registry)
-    healthy = Gauge(HEALTHY, 'Whether every health check of the tenant passed (1) or not (0).', ('tenant',), registry=registry)
-
+    up = Family(UP, 'Whether the health check passed (1) or not (0).', CHECK_LABELS)
+    duration = Family(DURATION, 'Duration of the last attempt of the health check.', CHECK_LABELS)
+    last_success = Family(LAST_SUCCESS, 'Unix time of the last passing run of the health check, 0 if never.', CHECK_LABELS)
+    healthy = Family(HEALTHY, 'Whether every health check of the tenant passed (1) or not (0).', ('tenant',))
     for result in results:
         labels = (result.name, result.type, tenant)
-        up.labels(*labels).set(1 if result.healthy else 0)
-        duration.labels(*labels).set(result.latency_seconds)
-        last_success.labels(*labels).set(now if result.healthy else previous.get((result.name, result.type), 0))
-    healthy.labels(tenant).set(1 if all(result.healthy for result in results) else 0)
+        up.set(labels, 1 if result.healthy else 0)
+        duration.set(labels, result.latency_seconds)
+        last_success.set(labels, now if result.healthy else previous.get((result.name, result.type), 0))
+    healthy.set((tenant,), 1 if all(result.healthy for result in results) else 0)
 
-    write_textfile(path, registry, FILE_MODE)
+    write_families(path, [up, duration, last_success, healthy], FILE_MODE)
     return warnings
-
-
-def _require_library() -> None:
-    if not HAS_PROMETHEUS_CLIENT:
-        raise MetricsError('writing metrics needs the prometheus_client Python library')

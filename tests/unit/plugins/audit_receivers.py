@@ -127,12 +127,11 @@ class Rsyslog:
         config = os.path.join(directory, 'rsyslog.conf')
         with open(config, 'w', encoding='utf-8') as handle:
             handle.write(RSYSLOG_CONF.format(dir=directory, tls_input=tls_input))
-        log = open(os.path.join(directory, 'rsyslogd.log'), 'wb')  # pylint: disable=consider-using-with
-        process = subprocess.Popen(  # pylint: disable=consider-using-with
-            [binary, '-n', '-f', config, '-i', os.path.join(directory, 'rsyslogd.pid')],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        with open(os.path.join(directory, 'rsyslogd.log'), 'wb') as log:
+            process = subprocess.Popen(  # pylint: disable=consider-using-with
+                [binary, '-n', '-f', config, '-i', os.path.join(directory, 'rsyslogd.pid')],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            )
         expires = time.monotonic() + timeout
         ports: dict[str, int | None] = {'tcp': None, 'tls': None, 'udp': None}
         try:
@@ -338,7 +337,7 @@ class FlakyHTTPReceiver:
                 if len(lines) % 2:
                     raise ValueError('odd line count')
                 found = []
-                for action_line, document_line in zip(lines[::2], lines[1::2]):
+                for action_line, document_line in zip(lines[::2], lines[1::2], strict=True):
                     action = json.loads(action_line)['create']
                     found.append((action['_id'], json.loads(document_line)))
                 return found

@@ -2,20 +2,24 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Tests of the audit sink engine against real receivers on loopback: rsyslog, HTTP collectors, files."""
+"""Tests of audit delivery (sink options, wire formats, senders, spool, delivery, metrics) against real loopback receivers."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import threading
 import time
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _audit_sinks as sinks
+from ansible_collections.dihya.ops.plugins.module_utils import _audit_delivery as delivery
+from ansible_collections.dihya.ops.plugins.module_utils import _audit_sink_config as sink_config
+from ansible_collections.dihya.ops.plugins.module_utils import _audit_sink_senders as senders
+from ansible_collections.dihya.ops.plugins.module_utils import _audit_spool as spooling
+from ansible_collections.dihya.ops.plugins.module_utils import _audit_wire as wire
+from ansible_collections.dihya.ops.plugins.module_utils import _metrics, _metrics_delivery as metrics_delivery
 from ansible_collections.dihya.ops.plugins.module_utils._audit import AuditLog, AuditSettings, build_event
 from ansible_collections.dihya.ops.plugins.module_utils._metrics import MetricsError
 from ansible_collections.dihya.ops.tests.unit.plugins.audit_receivers import FlakyHTTPReceiver, ReceiverUnavailable, Rsyslog
@@ -36,21 +40,21 @@ def records(count, tmp_path, action='test.action', **extra):
 
 
 def spool_with(tmp_path, name, written):
-    spool = sinks.Spool(str(tmp_path / 'spool'))
+    spool = spooling.Spool(str(tmp_path / 'spool'))
     for record in written:
         spool.put(name, record)
     return spool
 
 
 def config(raw):
-    return sinks.parse_sink(raw)
+    return sink_config.parse_sink(raw)
 
 
 def run(spool, raw, **kwargs):
     cfg = config(raw)
-    report = sinks.SinkReport(cfg.name, cfg.type, cfg.endpoint)
+    report = delivery.SinkReport(cfg.name, cfg.type, cfg.endpoint)
     kwargs.setdefault('deadline', time.monotonic() + 10)
-    return sinks.deliver(spool, sinks.make_sender(cfg), report, **kwargs)
+    return delivery.deliver(spool, senders.make_sender(cfg), report, **kwargs)
 
 
 # ---------------------------------------------------------------------------
@@ -67,7 +71,7 @@ def test_parse_valid_sinks(tls_material):
     es = config({'type': 'elasticsearch', 'url': 'https://es:9200/?pipeline=p', 'token': CANARY_TOKEN, 'timeout': '2.5'})
     assert es.index == 'dihya-audit' and es.timeout == 2.5 and es.endpoint == 'https://es:9200/'
     assert CANARY_TOKEN not in repr(es)
-    assert sinks.make_sender(es).config.url == 'https://es:9200/_bulk?pipeline=p'
+    assert senders.make_sender(es).config.url == 'https://es:9200/_bulk?pipeline=p'
     hec = config({'type': 'splunk_hec', 'url': 'https://splunk:8088', 'token': CANARY_TOKEN, 'index': 'main'})
     assert hec.url == 'https://splunk:8088/services/collector/event'
     hook = config({'type': 'webhook', 'url': 'http://127.0.0.1:9/hook', 'name': 'chat-ops.1', 'validate_certs': False})
@@ -116,15 +120,15 @@ def test_parse_valid_sinks(tls_material):
     ({'type': 'splunk_hec', 'url': 'http://h', 'token': CANARY_TOKEN, 'index': 'a/b'}, 'not a valid Splunk index'),
 ])
 def test_parse_rejects_bad_sinks(raw, message):
-    with pytest.raises(sinks.SinkConfigError) as info:
-        sinks.parse_sink(raw, 3)
+    with pytest.raises(sink_config.SinkConfigError) as info:
+        sink_config.parse_sink(raw, 3)
     assert message in str(info.value)
     assert str(info.value).startswith('sink #3')
     assert CANARY_TOKEN not in str(info.value)
 
 
 def test_plan_keeps_invalid_sinks_and_refuses_shared_names():
-    planned = sinks.plan_sinks([
+    planned = sink_config.plan_sinks([
         {'type': 'webhook', 'url': 'http://127.0.0.1:9/a', 'name': 'one'},
         {'type': 'kafka', 'name': 'two'},
         {'type': 'webhook', 'url': 'http://127.0.0.1:9/b', 'name': 'one'},
@@ -135,7 +139,7 @@ def test_plan_keeps_invalid_sinks_and_refuses_shared_names():
     assert planned[1].name == 'two' and planned[1].type == 'unknown'
     assert 'same name as an earlier sink' in planned[2].error
     assert planned[3].name.startswith('syslog-') and planned[4].name.startswith('sink-')
-    assert sinks.plan_sinks(None) == []
+    assert sink_config.plan_sinks(None) == []
 
 
 # ---------------------------------------------------------------------------
@@ -144,7 +148,7 @@ def test_plan_keeps_invalid_sinks_and_refuses_shared_names():
 
 def test_syslog_message_format(tmp_path):
     record = records(1, tmp_path, action=HOSTILE, host='web 1\n', trace_id='0af7651916cd43dd8448eb211c80319c')[0]
-    message = sinks.format_syslog(record, app_name='dihya', facility='authpriv', procid=42)
+    message = wire.format_syslog(record, app_name='dihya', facility='authpriv', procid=42)
     header, body = message.split(b'\xef\xbb\xbf', 1)
     assert json.loads(body) == record
     text = header.decode()
@@ -152,18 +156,18 @@ def test_syslog_message_format(tmp_path):
     assert 'action="a\\"b\\]c\\\\d ; rm -rf / $(id) ../../etc é 日本"' in text
     assert 'tenant="acme"' in text and 'seq="1"' in text and text.endswith('] ')
     failure = dict(record, event=dict(record['event'], outcome='denied'), **{'@timestamp': 'yesterday'})
-    assert sinks.format_syslog(failure, facility='local7').startswith(b'<188>1 - ')
-    assert sinks.frame_octet_counting(b'abc') == b'3 abc'
-    assert sinks.event_id({'x': 1}) == sinks.event_id({'x': 1}) != sinks.event_id({'x': 2})
+    assert wire.format_syslog(failure, facility='local7').startswith(b'<188>1 - ')
+    assert wire.frame_octet_counting(b'abc') == b'3 abc'
+    assert wire.event_id({'x': 1}) == wire.event_id({'x': 1}) != wire.event_id({'x': 2})
 
 
 def test_bulk_and_hec_bodies(tmp_path):
     written = records(2, tmp_path)
-    lines = sinks.bulk_body(written, 'audit-idx').decode().split('\n')
+    lines = wire.bulk_body(written, 'audit-idx').decode().split('\n')
     assert lines[-1] == '' and len(lines) == 5
     assert json.loads(lines[0]) == {'create': {'_index': 'audit-idx', '_id': written[0]['dihya']['audit']['hmac']}}
     assert json.loads(lines[1]) == written[0]
-    hec = [json.loads(line) for line in sinks.hec_body(written, 'main').decode().split('\n')]
+    hec = [json.loads(line) for line in wire.hec_body(written, 'main').decode().split('\n')]
     assert hec[1]['event'] == written[1] and hec[1]['index'] == 'main' and hec[1]['sourcetype'] == '_json'
     assert abs(hec[0]['time'] - time.time()) < 60
 
@@ -335,7 +339,7 @@ def test_spool_files_are_private_and_ordered(tmp_path):
     assert all(stat.S_IMODE(os.stat(item.path).st_mode) == 0o600 for item in items)
     assert spool.count('a') == 3 and spool.count('never') == 0 and spool.rejected('a') == 0
     assert spool.sinks() == ['a']
-    with pytest.raises(sinks.SpoolError):
+    with pytest.raises(spooling.SpoolError):
         spool.sink_dir('../escape')
 
 
@@ -343,11 +347,11 @@ def test_spool_refuses_symlinks_and_files(tmp_path):
     target = tmp_path / 'elsewhere'
     target.mkdir()
     (tmp_path / 'link').symlink_to(target)
-    with pytest.raises(sinks.SpoolError, match='symbolic links are refused'):
-        sinks.Spool(str(tmp_path / 'link')).put('a', {'x': 1})
+    with pytest.raises(spooling.SpoolError, match='symbolic links are refused'):
+        spooling.Spool(str(tmp_path / 'link')).put('a', {'x': 1})
     (tmp_path / 'file').write_text('')
-    with pytest.raises(sinks.SpoolError, match='not a directory'):
-        sinks.Spool(str(tmp_path / 'file')).put('a', {'x': 1})
+    with pytest.raises(spooling.SpoolError, match='not a directory'):
+        spooling.Spool(str(tmp_path / 'file')).put('a', {'x': 1})
     assert not os.listdir(target)
 
 
@@ -369,8 +373,8 @@ def test_delivery_stops_when_time_is_up(tmp_path):
 
 def test_forward_with_busy_lock_keeps_the_record(tmp_path):
     record = records(1, tmp_path)[0]
-    spool = sinks.Spool(str(tmp_path / 'spool'))
-    planned = sinks.plan_sinks([{'type': 'webhook', 'url': 'http://127.0.0.1:9/x', 'name': 'hook'}])
+    spool = spooling.Spool(str(tmp_path / 'spool'))
+    planned = sink_config.plan_sinks([{'type': 'webhook', 'url': 'http://127.0.0.1:9/x', 'name': 'hook'}])
     holding, release = threading.Event(), threading.Event()
 
     def hold():
@@ -383,7 +387,7 @@ def test_forward_with_busy_lock_keeps_the_record(tmp_path):
     holder.start()
     try:
         assert holding.wait(5)
-        result = sinks.forward(spool, record, planned, delivery_timeout=0.2, metrics_path=str(tmp_path / 'm.prom'))
+        result = delivery.forward(spool, record, planned, delivery_timeout=0.2, metrics_path=str(tmp_path / 'm.prom'))
     finally:
         release.set()
         holder.join(5)
@@ -396,18 +400,18 @@ def test_forward_with_busy_lock_keeps_the_record(tmp_path):
 def test_forward_reports_orphans_and_previews(tmp_path):
     record = records(1, tmp_path)[0]
     spool = spool_with(tmp_path, 'old-sink', [record])
-    planned = sinks.plan_sinks([{'type': 'kafka', 'name': 'new-sink'}])
-    preview = sinks.preview(spool, planned).as_dict()
+    planned = sink_config.plan_sinks([{'type': 'kafka', 'name': 'new-sink'}])
+    preview = delivery.preview(spool, planned).as_dict()
     assert preview['sinks'][0]['queued'] == 1 and preview['sinks'][0]['pending'] == 1
     assert preview['orphaned'][0]['name'] == 'old-sink' and preview['total']['pending'] == 2
     assert spool.count('new-sink') == 0
-    result = sinks.forward(spool, record, planned).as_dict()
+    result = delivery.forward(spool, record, planned).as_dict()
     assert result['sinks'][0] | {'error': None} == {
         'name': 'new-sink', 'type': 'unknown', 'endpoint': '', 'queued': 1, 'sent': 0, 'failed': 1, 'pending': 1, 'rejected': 0, 'error': None,
     }
     assert result['orphaned'] == [{'name': 'old-sink', 'directory': str(tmp_path / 'spool' / 'old-sink'), 'pending': 1, 'rejected': 0}]
     assert result['total'] == {'queued': 1, 'sent': 0, 'failed': 1, 'pending': 2, 'rejected': 0}
-    empty = sinks.forward(sinks.Spool(str(tmp_path / 'none')), record, [])
+    empty = delivery.forward(spooling.Spool(str(tmp_path / 'none')), record, [])
     assert empty.as_dict()['total']['queued'] == 0 and not (tmp_path / 'none').exists()
 
 
@@ -417,11 +421,11 @@ def test_forward_reports_orphans_and_previews(tmp_path):
 
 def test_metrics_accumulate(tmp_path):
     path = str(tmp_path / 'audit.prom')
-    report = sinks.SinkReport('siem', 'syslog', 'tcp://h:514', queued=2, sent=1, failed=1, pending=1)
-    assert sinks.write_delivery_metrics(path, [report], now=1000.0) == []
+    report = delivery.SinkReport('siem', 'syslog', 'tcp://h:514', queued=2, sent=1, failed=1, pending=1)
+    assert metrics_delivery.write_delivery_metrics(path, [report], now=1000.0) == []
     promtool_check(path)
-    report2 = sinks.SinkReport('siem', 'syslog', 'tcp://h:514', queued=1, sent=2, failed=0, pending=0)
-    sinks.write_delivery_metrics(path, [report2], now=2000.0)
+    report2 = delivery.SinkReport('siem', 'syslog', 'tcp://h:514', queued=1, sent=2, failed=0, pending=0)
+    metrics_delivery.write_delivery_metrics(path, [report2], now=2000.0)
     promtool_check(path)
     text = (tmp_path / 'audit.prom').read_text()
     assert 'dihya_audit_delivery_events_total{sink="siem",state="queued",type="syslog"} 3.0' in text
@@ -431,34 +435,34 @@ def test_metrics_accumulate(tmp_path):
     assert 'dihya_audit_delivery_last_success_timestamp_seconds{sink="siem",type="syslog"} 2000.0' in text
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     (tmp_path / 'audit.prom').write_text('garbage{{{\n')
-    warnings = sinks.write_delivery_metrics(path, [report2])
+    warnings = metrics_delivery.write_delivery_metrics(path, [report2])
     assert 'counters start again from zero' in warnings[0]
     with pytest.raises(MetricsError, match='does not exist'):
-        sinks.write_delivery_metrics(str(tmp_path / 'missing' / 'x.prom'), [report2])
+        metrics_delivery.write_delivery_metrics(str(tmp_path / 'missing' / 'x.prom'), [report2])
 
 
 def test_metrics_need_prometheus_client(tmp_path, monkeypatch):
-    monkeypatch.setattr(sinks, 'HAS_PROMETHEUS_CLIENT', False)
+    monkeypatch.setattr(_metrics, 'HAS_PROMETHEUS_CLIENT', False)
     with pytest.raises(MetricsError, match='prometheus_client'):
-        sinks.write_delivery_metrics(str(tmp_path / 'x.prom'), [])
+        metrics_delivery.write_delivery_metrics(str(tmp_path / 'x.prom'), [])
 
 
 def test_describe_network_errors():
-    assert sinks._describe(ConnectionResetError()) == 'connection reset by peer'
-    assert sinks._describe(socket.timeout()) == 'timed out'
-    assert sinks._describe(OSError(5, 'Input/output error')) == 'input/output error'
-    assert sinks._describe(ValueError()) == 'ValueError'
+    assert senders._describe(ConnectionResetError()) == 'connection reset by peer'
+    assert senders._describe(TimeoutError()) == 'timed out'  # socket.timeout is TimeoutError
+    assert senders._describe(OSError(5, 'Input/output error')) == 'input/output error'
+    assert senders._describe(ValueError()) == 'ValueError'
 
 
 def test_concurrent_runs_deliver_each_record_once(tmp_path):
     written = records(8, tmp_path)
-    spool = sinks.Spool(str(tmp_path / 'spool; $(id) "q"'))
+    spool = spooling.Spool(str(tmp_path / 'spool; $(id) "q"'))
     with FlakyHTTPReceiver('webhook', fail_first=2) as receiver:
-        planned = sinks.plan_sinks([{'type': 'webhook', 'name': 'hook', 'url': receiver.url('/')}])
+        planned = sink_config.plan_sinks([{'type': 'webhook', 'name': 'hook', 'url': receiver.url('/')}])
         results = [None] * len(written)
 
         def one(number):
-            results[number] = sinks.forward(spool, written[number], planned, delivery_timeout=10)
+            results[number] = delivery.forward(spool, written[number], planned, delivery_timeout=10)
 
         threads = [threading.Thread(target=one, args=(number,)) for number in range(len(written))]
         for thread in threads:

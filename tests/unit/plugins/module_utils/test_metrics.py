@@ -175,7 +175,7 @@ def test_relative_path(tmp_path, monkeypatch):
 
 def test_write_failure(tmp_path):
     # /proc exists but nothing can be created in it, not even by root.
-    with pytest.raises(MetricsError, match='cannot write /proc/dihya-health.prom'):
+    with pytest.raises(MetricsError, match=r'cannot write /proc/dihya-health\.prom'):
         write_health_metrics('/proc/dihya-health.prom', RESULTS, 'acme')
 
 

@@ -19,10 +19,12 @@ import sys
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _audit_sinks as sinks
+from ansible_collections.dihya.ops.plugins.module_utils import _audit_spool as spooling
 from ansible_collections.dihya.ops.plugins.module_utils import _rgpd
+from ansible_collections.dihya.ops.plugins.module_utils._audit_delivery import SinkReport
 from ansible_collections.dihya.ops.plugins.module_utils._health import CheckResult
 from ansible_collections.dihya.ops.plugins.module_utils._metrics import MetricsError, check_metrics_path, write_health_metrics
+from ansible_collections.dihya.ops.plugins.module_utils._metrics_delivery import write_delivery_metrics
 from ansible_collections.dihya.ops.plugins.module_utils._pydeps import Pip, PyDepsError, Sources, take_snapshot
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd import Engine, RgpdError
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import load_data_map_file
@@ -189,7 +191,7 @@ def _write_health(path):
 
 
 def _write_delivery(path):
-    return sinks.write_delivery_metrics(str(path), [sinks.SinkReport('siem', 'syslog', 'tcp://h:514', queued=1, sent=1)])
+    return write_delivery_metrics(str(path), [SinkReport('siem', 'syslog', 'tcp://h:514', queued=1, sent=1)])
 
 
 @pytest.mark.parametrize('writer', [_write_health, _write_delivery], ids=['health', 'audit-delivery'])
@@ -217,14 +219,14 @@ def test_metrics_file(place, kind, writer):
 
 @pytest.mark.parametrize('kind', EXISTING)
 def test_spool_rejected_record_never_replaces_anything(tmp_path, kind):
-    spool = sinks.Spool(str(tmp_path / 'spool'))
+    spool = spooling.Spool(str(tmp_path / 'spool'))
     item = spool.put('siem', {'message': 'hello'})
     rejected = tmp_path / 'spool' / 'siem' / 'rejected'
     rejected.mkdir()
     thing = make(kind, rejected / item.name, tmp_path / 'victims')
     before = thing.state()
     try:
-        with pytest.raises(sinks.SpoolError, match=FOUND[kind]):
+        with pytest.raises(spooling.SpoolError, match=FOUND[kind]):
             spool.reject(item, 'refused by the sink')
         assert thing.state() == before
         assert os.path.exists(item.path), 'the record stays in the spool'
@@ -235,7 +237,7 @@ def test_spool_rejected_record_never_replaces_anything(tmp_path, kind):
 @pytest.mark.parametrize('kind', KINDS)
 def test_spool_reason_file(tmp_path, kind):
     """The reason file is the spool's own: a regular one (an earlier interrupted move) is replaced, nothing else is."""
-    spool = sinks.Spool(str(tmp_path / 'spool'))
+    spool = spooling.Spool(str(tmp_path / 'spool'))
     item = spool.put('siem', {'message': 'hello'})
     rejected = tmp_path / 'spool' / 'siem' / 'rejected'
     rejected.mkdir()
@@ -247,7 +249,7 @@ def test_spool_reason_file(tmp_path, kind):
             assert thing.path.read_text() == 'refused by the sink\n'
             assert json.loads((rejected / item.name).read_text()) == {'message': 'hello'} and not os.path.exists(item.path)
         else:
-            with pytest.raises(sinks.SpoolError, match=FOUND[kind]):
+            with pytest.raises(spooling.SpoolError, match=FOUND[kind]):
                 spool.reject(item, 'refused by the sink')
             assert thing.state() == before and os.path.exists(item.path)
     finally:
@@ -265,8 +267,8 @@ def test_spool_directories_must_be_real(tmp_path, kind):
         thing = make(kind, target, tmp_path / f'victims-{where}')
         before = thing.state()
         try:
-            with pytest.raises(sinks.SpoolError):
-                sinks.Spool(str(root / 'spool')).put('siem', {'message': 'hello'})
+            with pytest.raises(spooling.SpoolError):
+                spooling.Spool(str(root / 'spool')).put('siem', {'message': 'hello'})
             assert thing.state() == before
         finally:
             thing.close()
@@ -276,18 +278,18 @@ def test_spool_under_a_symlinked_folder_is_refused(tmp_path):
     (tmp_path / 'real').mkdir()
     (tmp_path / 'linked').symlink_to(tmp_path / 'real')
     (tmp_path / 'real' / 'spool' / 'siem').mkdir(parents=True)
-    with pytest.raises(sinks.SpoolError, match='is a symbolic link'):
-        sinks.Spool(str(tmp_path / 'linked' / 'spool')).put('siem', {'message': 'hello'})
+    with pytest.raises(spooling.SpoolError, match='is a symbolic link'):
+        spooling.Spool(str(tmp_path / 'linked' / 'spool')).put('siem', {'message': 'hello'})
     assert os.listdir(tmp_path / 'real' / 'spool' / 'siem') == []
 
 
 def test_spool_records_never_replace_anything(tmp_path, monkeypatch):
     """Two records given the same name (a clock that stands still, the same random part) never overwrite each other."""
-    spool = sinks.Spool(str(tmp_path / 'spool'))
-    monkeypatch.setattr(sinks.time, 'time_ns', lambda: 1)
-    monkeypatch.setattr(sinks.secrets, 'token_hex', lambda size: 'deadbeef')
+    spool = spooling.Spool(str(tmp_path / 'spool'))
+    monkeypatch.setattr(spooling.time, 'time_ns', lambda: 1)
+    monkeypatch.setattr(spooling.secrets, 'token_hex', lambda size: 'deadbeef')
     first = spool.put('siem', {'n': 1})
-    with pytest.raises(sinks.SpoolError, match='is an existing file'):
+    with pytest.raises(spooling.SpoolError, match='is an existing file'):
         spool.put('siem', {'n': 2})
     assert json.loads(open(first.path, encoding='utf-8').read()) == {'n': 1}  # pylint: disable=consider-using-with
     assert leftovers(tmp_path / 'spool' / 'siem', first.name) == []
