@@ -10,7 +10,8 @@ Every file the collection writes (export archives, metrics textfiles, spooled au
 snapshots' files, reports) goes through this module. The rule:
 
 * The directory of a destination is opened component by component from ``/`` with
-  ``O_DIRECTORY | O_NOFOLLOW`` (:func:`open_dir`): a symbolic link anywhere in the path is refused, and
+  ``O_DIRECTORY | O_NOFOLLOW`` (:func:`open_dir`, through the directory opener of :mod:`._fs_chain`): a
+  symbolic link anywhere in the path is refused, and
   every later step works on that directory descriptor, never on the path string again.
 * :func:`atomic_write` writes a new file under a temporary name created with ``O_CREAT | O_EXCL |
   O_NOFOLLOW`` (mode pinned, whatever the umask), fsyncs it, and puts it in place:
@@ -42,12 +43,13 @@ import secrets
 import stat
 import typing as t
 
+from ansible_collections.dihya.ops.plugins.module_utils._fs_chain import MISSING, NOT_A_DIRECTORY, SYMLINK, ChainError, open_directory
+
 
 DEFAULT_MODE = 0o600
 TEMP_MARKER = '.tmp-'
 # Longest file name most file systems accept (NAME_MAX); temporary names are kept below it.
 _NAME_MAX = 255
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, 'O_CLOEXEC', 0)
 _NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 # link() errors meaning "this file system cannot hard-link here", not "something is at the destination".
 _NO_LINK_ERRNOS = frozenset(e for e in (errno.EPERM, errno.EMLINK, errno.EXDEV, getattr(errno, 'ENOTSUP', None),
@@ -103,33 +105,20 @@ def _components(path: str) -> list[str]:
 def open_dir(path: str) -> int:
     """A descriptor of the directory ``path`` (absolute), opened component by component with ``O_NOFOLLOW``.
 
-    A symbolic link or a non-directory at any component raises :class:`UnsafeDestination`; a missing
-    component raises :class:`FileNotFoundError`. The caller closes the descriptor.
+    The directories on the way are reached with :func:`._fs_chain.open_directory`. A symbolic link or a non-directory
+    at any component raises :class:`UnsafeDestination`; a missing component raises :class:`FileNotFoundError`;
+    any other failure its own :class:`OSError`. Each names the component. The caller closes the descriptor.
     """
     parts = _components(path)
-    fd = os.open('/', _DIR_FLAGS)
-    walked = ''
     try:
-        for part in parts:
-            walked += '/' + part
-            try:
-                child = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    try:
-                        found = describe(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)
-                    except OSError:
-                        found = 'is not a directory'
-                    raise UnsafeDestination(walked, found, 'every directory on the way must be a real directory', code=exc.errno) from None
-                if exc.errno == errno.ENOENT:
-                    raise FileNotFoundError(errno.ENOENT, 'No such file or directory', walked) from None
-                raise
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        return open_directory('/' + '/'.join(parts))
+    except ChainError as exc:
+        if exc.kind == MISSING:
+            raise FileNotFoundError(errno.ENOENT, 'No such file or directory', exc.component) from None
+        if exc.kind in (SYMLINK, NOT_A_DIRECTORY):
+            found = describe(exc.mode) if exc.mode is not None else 'is not a directory'
+            raise UnsafeDestination(exc.component, found, 'every directory on the way must be a real directory', code=exc.errno) from None
+        raise exc.cause or OSError(exc.errno, os.strerror(exc.errno), exc.component) from None
 
 
 def fsync_directory(directory: str | int) -> None:

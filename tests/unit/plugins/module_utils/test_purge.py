@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _purge
+from ansible_collections.dihya.ops.plugins.module_utils import _purge, _purge_paths
 from ansible_collections.dihya.ops.plugins.module_utils._purge import (
     PurgeError,
     Purger,
@@ -686,14 +686,14 @@ def test_component_swapped_while_validated(tmp_path, monkeypatch):
     make(root / 'a' / 'b' / 'junk')
     victim = tmp_path / 'victim'
     precious = make(victim / 'b' / 'precious')
-    real_resolve = _purge.resolve_path
+    real_resolve = _purge_paths.resolve_path
 
     def resolve_then_swap(path, roots):
         resolved = real_resolve(path, roots)
         swap_component(root / 'a', 'symlink', victim, tmp_path / 'moved')
         return resolved
 
-    monkeypatch.setattr(_purge, 'resolve_path', resolve_then_swap)
+    monkeypatch.setattr(_purge_paths, 'resolve_path', resolve_then_swap)
     with pytest.raises(PurgeError, match=f'refusing to purge {root}/a/b: {root}/a is a symbolic link'):
         Purger(PurgeSpec(age=0)).purge(str(root / 'a' / 'b'), [str(root)])
     assert precious.exists()

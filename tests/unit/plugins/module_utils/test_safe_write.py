@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _safe_write
+from ansible_collections.dihya.ops.plugins.module_utils import _fs_chain, _safe_write
 from ansible_collections.dihya.ops.plugins.module_utils._safe_write import (
     UnsafeDestination,
     append_open,
@@ -289,6 +289,89 @@ def test_open_dir_and_fsync(tmp_path):
     with pytest.raises(UnsafeDestination):
         (tmp_path / 'link').symlink_to(tmp_path)
         fsync_directory(str(tmp_path / 'link'))
+
+
+def open_fds():
+    return set(os.listdir('/proc/self/fd'))
+
+
+def test_chain_opens_every_component_and_checks_identities(tmp_path):
+    """The one directory opener: a descriptor per component, and a component swapped for another directory is refused."""
+    (tmp_path / 'a' / 'b').mkdir(parents=True)
+    before = open_fds()
+    fds = _fs_chain.open_path(str(tmp_path / 'a' / 'b'))
+    try:
+        assert len(fds) == len(_fs_chain.components(str(tmp_path))) + 3
+        assert os.path.samestat(os.fstat(fds[0]), os.stat('/'))
+        assert os.path.samestat(os.fstat(fds[-1]), os.stat(tmp_path / 'a' / 'b'))
+        recorded = _fs_chain.identities(fds[1:])
+    finally:
+        _fs_chain.close_all(fds)
+    os.rename(tmp_path / 'a' / 'b', tmp_path / 'a' / 'old-b')
+    (tmp_path / 'a' / 'b').mkdir()
+    with pytest.raises(_fs_chain.ChainError) as caught:
+        _fs_chain.open_path(str(tmp_path / 'a' / 'b'), recorded)
+    assert (caught.value.kind, caught.value.component) == (_fs_chain.REPLACED, str(tmp_path / 'a' / 'b'))
+    assert caught.value.errno == errno.ESTALE
+    fd = _fs_chain.open_directory(str(tmp_path / 'a' / 'old-b'), recorded)
+    os.close(fd)
+    assert open_fds() == before
+
+
+@pytest.mark.parametrize('kind, expected', [
+    ('symlink', _fs_chain.SYMLINK), ('file', _fs_chain.NOT_A_DIRECTORY), ('fifo', _fs_chain.NOT_A_DIRECTORY), ('missing', _fs_chain.MISSING),
+])
+def test_chain_refusals_name_the_component(tmp_path, kind, expected):
+    (tmp_path / 'real' / 'below').mkdir(parents=True)
+    middle = tmp_path / 'middle'
+    if kind == 'symlink':
+        middle.symlink_to(tmp_path / 'real')
+    elif kind == 'file':
+        middle.write_bytes(PRECIOUS)
+    elif kind == 'fifo':
+        os.mkfifo(middle)
+    before = open_fds()
+    with pytest.raises(_fs_chain.ChainError) as caught:
+        _fs_chain.open_path(str(middle / 'below'))
+    assert (caught.value.kind, caught.value.component) == (expected, str(middle))
+    if kind == 'missing':
+        assert caught.value.mode is None and caught.value.errno == errno.ENOENT
+    else:
+        assert caught.value.mode == os.lstat(middle).st_mode
+    assert open_fds() == before
+
+
+def test_chain_refuses_names_that_would_leave_it(tmp_path):
+    base = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in ('..', '.', '', 'a/b'):
+            with pytest.raises(ValueError, match='not a directory name'):
+                _fs_chain.open_chain(base, str(tmp_path), [part])
+        with pytest.raises(ValueError, match='identities'):
+            _fs_chain.open_chain(base, str(tmp_path), ['x'], [])
+    finally:
+        os.close(base)
+    with pytest.raises(ValueError, match='not an absolute path'):
+        _fs_chain.open_path('relative')
+
+
+def test_open_dir_words_the_chain_refusals(tmp_path, monkeypatch):
+    """open_dir keeps its contract: UnsafeDestination for a link or a non-directory, the original error otherwise."""
+    (tmp_path / 'file').write_bytes(PRECIOUS)
+    with pytest.raises(UnsafeDestination, match='is an existing file; refusing') as caught:
+        open_dir(str(tmp_path / 'file' / 'below'))
+    assert caught.value.filename == str(tmp_path / 'file') and caught.value.errno == errno.ENOTDIR
+    (tmp_path / 'sub').mkdir()
+    real_open = os.open
+
+    def refuse(path, flags, mode=0o777, *, dir_fd=None):
+        if path == 'sub':
+            raise PermissionError(errno.EACCES, 'Permission denied')
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(_fs_chain.os, 'open', refuse)
+    with pytest.raises(PermissionError):
+        open_dir(str(tmp_path / 'sub'))
 
 
 # ---------------------------------------------------------------------------
