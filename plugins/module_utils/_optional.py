@@ -18,7 +18,13 @@ import types
 
 
 def optional_library(name: str, purpose: str, error: type[Exception] = ImportError) -> types.ModuleType:
-    """Import ``name`` (for example ``psycopg`` or ``cryptography.x509``); raise ``error`` when it cannot be imported."""
+    """Import ``name`` (for example ``psycopg`` or ``cryptography.x509``); raise ``error`` when it cannot be imported.
+
+    ``name`` is an absolute module name (a relative one would be resolved against no package): anything else
+    is a ``ValueError``, whatever ``error`` is.
+    """
+    if not isinstance(name, str) or not name or not all(part.isidentifier() for part in name.split('.')):
+        raise ValueError(f'not an absolute module name: {name!r}')
     try:
         return importlib.import_module(name)
     except ImportError as exc:
