@@ -185,323 +185,45 @@ EXAMPLES = r"""
 """
 
 import atexit
-import base64
-import binascii
-import functools
-import getpass
-import json
 import os
-import re
 import threading
 import time
 import typing as t
-from urllib.parse import quote, quote_plus
 
 from ansible import context
-from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
-from ansible.parsing.vault import EncryptedString, VaultHelper, is_encrypted_file
+from ansible.parsing.vault import VaultHelper
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.dihya.ops.plugins.module_utils import _audit, _ids
-
-MSG_LIMIT = 512
-SECRET_MIN_LENGTH = 4
-# A Vault value at least this long is withheld when any run of this many of its characters shows, or a common encoding of such a run.
-SECRET_WINDOW = 8
-SEEN_LIMIT = 4096
-TRACE_ID = re.compile(r"[0-9a-f]{32}")
-WITHHELD = "(message withheld: it contains a Vault value)"
-
-
-def resolve_context(extra_vars: t.Mapping[str, t.Any] | None, *, user: str | None = None, tenant: str | None = None,
-                    trace_id: str | None = None, os_user: str | None = None) -> dict[str, t.Any]:
-    """Who runs, for which tenant, under which trace id: the run context, then the options, then defaults.
-
-    Returns user, user_source (awx, option or os), tenant, trace_id, trace_id_source (extra_vars, option or new),
-    labels (AWX job id and template name when present) and warnings (bad trace ids that were ignored).
-    """
-    extra = dict(extra_vars or {})
-    warnings: list[str] = []
-    labels: dict[str, str] = {}
-    resolved_user, source = None, "os"
-    for name in ("awx_user_name", "tower_user_name"):
-        if _text(extra.get(name)):
-            resolved_user, source = _text(extra[name]), "awx"
-            break
-    if resolved_user is None and _text(extra.get("dihya_ops_user")):
-        resolved_user, source = _text(extra["dihya_ops_user"]), "extra_vars"
-    if resolved_user is None and _text(user):
-        resolved_user, source = _text(user), "option"
-    if resolved_user is None:
-        resolved_user = os_user if os_user is not None else _os_user()
-    for label, names in (("awx_job_id", ("awx_job_id", "tower_job_id")), ("awx_job_template", ("awx_job_template_name", "tower_job_template_name"))):
-        for name in names:
-            if _text(extra.get(name)):
-                labels[label] = _text(extra[name])
-                break
-    resolved_tenant = _text(extra.get("dihya_ops_tenant")) or _text(extra.get("dihya_tenant")) or _text(tenant)
-    resolved_trace, trace_source = None, "new"
-    for candidate, candidate_source in ((extra.get("dihya_trace_id"), "extra_vars"), (trace_id, "option")):
-        value = _text(candidate)
-        if not value:
-            continue
-        if TRACE_ID.fullmatch(value.lower()) and value.strip("0"):
-            resolved_trace, trace_source = value.lower(), candidate_source
-            break
-        warnings.append(f"the {'extra variable dihya_trace_id' if candidate_source == 'extra_vars' else 'trace_id option'} "
-                        "is not a trace id of 32 hexadecimal digits; it is ignored")
-    return {
-        "user": resolved_user, "user_source": source, "tenant": resolved_tenant,
-        "trace_id": resolved_trace or _ids.new_trace_id(), "trace_id_source": trace_source,
-        "labels": labels, "warnings": warnings,
-    }
+from ansible_collections.dihya.ops.plugins.module_utils import _audit
+from ansible_collections.dihya.ops.plugins.plugin_utils._audit_context import (
+    clean_text,
+    error_text,
+    output_hidden,
+    raw_name,
+    read_key,
+    resolve_context,
+    task_message,
+    task_status,
+)
+from ansible_collections.dihya.ops.plugins.plugin_utils._audit_redact import SecretFilter, contains_secret, filter_of, safe_message, vault_plaintexts
 
 
-def task_status(kind: str, result: t.Mapping[str, t.Any]) -> str:
-    """Status of one task result on one host from the callback event and the result's changed flag."""
-    if kind in ("failed", "skipped", "unreachable"):
-        return kind
-    return "changed" if result.get("changed") else "ok"
-
-
-def safe_message(message: t.Any, secrets: SecretFilter | t.Iterable[str], limit: int = MSG_LIMIT) -> str | None:
-    """The failure message as text, truncated, or WITHHELD when a known Vault value (or a part or an encoding of one) appears in it."""
-    if message is None:
-        return None
-    if VaultHelper.get_ciphertext(message, with_tags=False) is not None:
-        return WITHHELD
-    text = message if isinstance(message, str) else to_text(message, errors="surrogate_or_replace")
-    shown = text if len(text) <= limit else text[:limit - 3] + "..."
-    # Only what is recorded matters; the margin covers an encoded run that the cut would split.
-    if contains_secret(text[:limit + 4 * SECRET_WINDOW], secrets):
-        return WITHHELD
-    return shown
-
-
-class SecretFilter:
-    """Finds Vault values, whole or in part, plain or encoded, in a text. Built once per set of values.
-
-    For a value of at least SECRET_WINDOW characters, a text is caught when it contains any run of SECRET_WINDOW
-    characters of the value, or of the value reversed, in any letter case (upper, lower, swapped: compared case-folded),
-    JSON-escaped, Python-escaped (repr) or URL-encoded; any run of 2 * SECRET_WINDOW hexadecimal digits (either case) of
-    its UTF-8 bytes; or any run of SECRET_WINDOW characters of its base64 encoding (standard or URL-safe, padding or
-    not) starting at any of the 3 byte alignments, which is what the base64 of any slice of it, alone or inside a longer
-    text (``user:secret``), contains. A shorter value is caught only whole: the value itself, or its base64, hex, JSON,
-    URL encoding of the whole value. Everything is computed once per value; a search is one pass over the text per
-    window length, with set look-ups.
-    """
-
-    def __init__(self, secrets: t.Iterable[str]) -> None:
-        folded: set[str] = set()
-        hexed: set[str] = set()
-        based: set[str] = set()
-        exact: set[str] = set()
-        for secret in secrets:
-            patterns = _secret_patterns(secret)
-            folded |= patterns[0]
-            hexed |= patterns[1]
-            based |= patterns[2]
-            exact |= patterns[3]
-        self._folded = frozenset(folded)
-        self._hexed = frozenset(hexed)
-        self._based = frozenset(based)
-        self._exact = tuple(sorted(exact, key=len))
-        # Task names come back for every host: remember the answers for the texts seen last.
-        self._seen: dict[str, bool] = {}
-
-    def search(self, text: str) -> bool:
-        """Whether ``text`` shows a Vault value (or a part or an encoding of one)."""
-        if not text:
-            return False
-        found = self._seen.get(text)
-        if found is None:
-            found = self._search(text)
-            if len(self._seen) >= SEEN_LIMIT:
-                self._seen.clear()
-            self._seen[text] = found
-        return found
-
-    def _search(self, text: str) -> bool:
-        if any(value in text for value in self._exact):
-            return True
-        if not self._folded or len(text) < SECRET_WINDOW:
-            return False
-        if _any_window(text, SECRET_WINDOW, self._based):
-            return True
-        folded_text = text.casefold()
-        return _any_window(folded_text, SECRET_WINDOW, self._folded) or _any_window(folded_text, 2 * SECRET_WINDOW, self._hexed)
-
-
-def _any_window(text: str, width: int, windows: frozenset[str]) -> bool:
-    """Whether one of the ``width``-character slices of ``text`` is in ``windows`` (the loop runs in C: map, slice, isdisjoint)."""
-    count = len(text) - width + 1
-    if count <= 0 or not windows:
-        return False
-    return not windows.isdisjoint(map(text.__getitem__, map(slice, range(count), range(width, width + count))))
-
-
-def _windows(text: str, width: int) -> set[str]:
-    return {text[start:start + width] for start in range(len(text) - width + 1)}
-
-
-def _text_forms(secret: str) -> list[str]:
-    """The value as it may be written in a text: plain, escaped for JSON, Python or a URL."""
-    forms = [secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1]]
-    for encode in (functools.partial(quote, safe=""), quote, quote_plus):
-        try:
-            forms.append(encode(secret))
-        except (UnicodeEncodeError, TypeError):
-            pass
-    return forms
-
-
-def _base64_forms(data: bytes) -> list[str]:
-    forms = []
-    for encoded in (base64.b64encode(data), base64.urlsafe_b64encode(data)):
-        forms.append(encoded.decode("ascii").rstrip("="))
-    return forms
-
-
-@functools.lru_cache(maxsize=4096)
-def _secret_patterns(secret: str) -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
-    """(case-folded text windows, case-folded hex windows, base64 windows, exact forms) of one Vault value."""
-    data = secret.encode("utf-8", "surrogatepass")
-    if len(secret) < SECRET_WINDOW:
-        exact = {form for form in _text_forms(secret) if form}
-        exact.update(_base64_forms(data))
-        exact.update((binascii.hexlify(data).decode("ascii"), binascii.hexlify(data).decode("ascii").upper()))
-        return frozenset(), frozenset(), frozenset(), frozenset(exact)
-    folded: set[str] = set()
-    for form in _text_forms(secret) + _text_forms(secret[::-1]):
-        folded |= _windows(form.casefold(), SECRET_WINDOW)
-    hexed = _windows(binascii.hexlify(data).decode("ascii"), 2 * SECRET_WINDOW)
-    based: set[str] = set()
-    for alignment in range(3):
-        shifted = data[alignment:]
-        whole = len(shifted) - len(shifted) % 3  # the last, partial group depends on what follows
-        for form in _base64_forms(shifted[:whole]):
-            based |= _windows(form, SECRET_WINDOW)
-    return frozenset(folded), frozenset(hexed), frozenset(based), frozenset()
-
-
-@functools.lru_cache(maxsize=16)
-def _filter_of(secrets: frozenset[str]) -> SecretFilter:
-    return SecretFilter(secrets)
-
-
-def contains_secret(text: str, secrets: SecretFilter | t.Iterable[str]) -> bool:
-    """Whether ``text`` shows one of ``secrets`` (Vault values), whole or in part, plain or encoded (see SecretFilter)."""
-    matcher = secrets if isinstance(secrets, SecretFilter) else _filter_of(frozenset(secrets))
-    return matcher.search(text)
-
-
-def vault_plaintexts(file_cache: t.Mapping[str, t.Any], extra_sources: t.Iterable[t.Any] = ()) -> frozenset[str]:
-    """Decrypted Vault values known to the run.
-
-    Every string of a file that is Vault-encrypted as a whole (the loader's cache keeps its parsed content), and every inline
-    C(!vault) value in the cached files and in ``extra_sources`` (inventory variables). Strings shorter than SECRET_MIN_LENGTH
-    are not kept: they would match ordinary words.
-    """
-    found: set[str] = set()
-    for path, data in file_cache.items():
-        _collect(data, found, everything=_encrypted_file(path))
-    for data in extra_sources:
-        _collect(data, found, everything=False)
-    return frozenset(secret for secret in found if len(secret) >= SECRET_MIN_LENGTH)
-
-
-def _collect(data: t.Any, found: set[str], everything: bool, depth: int = 0) -> None:
-    if depth > 64:
-        return
-    if isinstance(data, EncryptedString):
-        try:
-            found.add(str(data))
-        except Exception:  # pylint: disable=broad-exception-caught  # an undecryptable value is no plaintext to hide
-            pass
-    elif isinstance(data, str):
-        if everything:
-            found.add(str(data))
-    elif isinstance(data, t.Mapping):
-        for value in data.values():
-            _collect(value, found, everything, depth + 1)
-    elif isinstance(data, (list, tuple, set, frozenset)):
-        for value in data:
-            _collect(value, found, everything, depth + 1)
-
-
-def _encrypted_file(path: str) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return bool(is_encrypted_file(handle))
-    except (OSError, TypeError):
-        return False
-
-
-def read_key(key: str | None, key_file: str | None, loader: t.Any = None) -> bytes | None:
-    """A key from its option, else from its file (decrypted by the loader when Vault-encrypted); None when neither is set."""
-    if key:
-        return str(key).strip().encode("utf-8")
-    if not key_file:
-        return None
-    path = os.path.expanduser(key_file)
-    if not os.path.isfile(path):
-        raise _audit.AuditError(f"cannot read the key file {path}: it does not exist or is not a regular file")
-    try:
-        if loader is not None:
-            text = str(loader.get_text_file_contents(path))
-        else:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-    except (OSError, AnsibleError) as exc:
-        raise _audit.AuditError(f"cannot read the key file {path}: {_error_text(exc)}") from None
-    text = text.strip()
-    return text.encode("utf-8") if text else None
-
-
-def raw_name(item: t.Any) -> str | None:
-    """The name of a play or task as written in the playbook, before templating."""
-    data = getattr(item, "_ds", None)
-    if isinstance(data, t.Mapping) and data.get("name") is not None:
-        return str(data["name"])
-    return None
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
-        return exc.strerror or type(exc).__name__
-    message = getattr(exc, "message", None) or str(exc)
-    return message.splitlines()[0].rstrip(".") if message else type(exc).__name__
-
-
-def _text(value: t.Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
-class CallbackModule(CallbackBase):
+class CallbackModule(CallbackBase):  # type: ignore[misc]  # ansible-core ships no type information
     """Audit trail of playbook runs in the collection's chained audit log."""
 
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "notification"
     CALLBACK_NAME = "dihya.ops.audit"
     CALLBACK_NEEDS_ENABLED = True
+    disabled: bool
 
-    def __init__(self, display=None):
+    def __init__(self, display: t.Any = None) -> None:
         super().__init__(display=display)
         self._log: _audit.AuditLog | None = None
         self._settings: _audit.AuditSettings | None = None
         self._context: dict[str, t.Any] | None = None
-        self._buffer: list[dict] = []
+        self._buffer: list[dict[str, t.Any]] = []
         self._started: dict[tuple[str, str], float] = {}
         self._playbook = ""
         self._play = ""
@@ -548,7 +270,7 @@ class CallbackModule(CallbackBase):
             self._log = _audit.AuditLog(path, self._settings)
             self._interval = max(0.0, float(self.get_option("flush_interval") or 0.0))
         except (_audit.AuditError, OSError, ValueError) as exc:
-            self._disable(_error_text(exc) if not isinstance(exc, _audit.AuditError) else str(exc))
+            self._disable(error_text(exc) if not isinstance(exc, _audit.AuditError) else str(exc))
             return False
         extra_vars: t.Mapping[str, t.Any] = {}
         plays = playbook.get_plays() if hasattr(playbook, "get_plays") else []
@@ -601,7 +323,7 @@ class CallbackModule(CallbackBase):
             try:
                 self._log.append(events)
             except (_audit.AuditError, OSError) as exc:
-                self._warn_write(str(exc) if isinstance(exc, _audit.AuditError) else _error_text(exc))
+                self._warn_write(str(exc) if isinstance(exc, _audit.AuditError) else error_text(exc))
 
     def _flush_at_exit(self) -> None:
         if os.getpid() == self._pid and not self.disabled:
@@ -623,20 +345,20 @@ class CallbackModule(CallbackBase):
                     sources = []
             secrets = vault_plaintexts(dict(cache), sources)
             if secrets != self._secrets:
-                self._secrets, self._filter = secrets, _filter_of(secrets)
+                self._secrets, self._filter = secrets, filter_of(secrets)
             self._secrets_source = len(cache)
         return self._filter
 
     def _safe_name(self, templated: t.Any, raw: t.Any) -> str:
-        name = _text(templated) or _text(raw) or ""
+        name = clean_text(templated) or clean_text(raw) or ""
         if VaultHelper.get_ciphertext(templated, with_tags=False) is not None or contains_secret(name, self._known_secrets()):
-            name = _text(raw) or ""
+            name = clean_text(raw) or ""
             if contains_secret(name, self._known_secrets()):
                 name = "(name withheld: it contains a Vault value)"
         return name
 
-    def v2_playbook_on_start(self, playbook):
-        if not self._setup(playbook):
+    def v2_playbook_on_start(self, playbook: t.Any) -> None:
+        if not self._setup(playbook) or self._context is None:
             return
         self._playbook = os.path.basename(to_text(getattr(playbook, "_file_name", "") or ""))
         details = {"check_mode": bool(context.CLIARGS.get("check", False)), "user_source": self._context["user_source"],
@@ -644,20 +366,20 @@ class CallbackModule(CallbackBase):
         self._event("ansible.run.start", "success", {"playbook": self._playbook}, details)
         self._flush()
 
-    def v2_playbook_on_play_start(self, play):
+    def v2_playbook_on_play_start(self, play: t.Any) -> None:
         if not self._interval:
             self._flush()
         self._play = self._safe_name(play.get_name(), raw_name(play))
 
-    def v2_playbook_on_task_start(self, task, is_conditional):
+    def v2_playbook_on_task_start(self, task: t.Any, is_conditional: bool) -> None:
         if not self._interval:
             self._flush()
 
-    def v2_playbook_on_handler_task_start(self, task):
+    def v2_playbook_on_handler_task_start(self, task: t.Any) -> None:
         if not self._interval:
             self._flush()
 
-    def v2_runner_on_start(self, host, task):
+    def v2_runner_on_start(self, host: t.Any, task: t.Any) -> None:
         self._started[(host.get_name(), task._uuid)] = time.monotonic()
 
     def _task_event(self, kind: str, result: t.Any, ignore_errors: bool = False) -> None:
@@ -671,10 +393,8 @@ class CallbackModule(CallbackBase):
             details["duration_ms"] = int((time.monotonic() - started) * 1000)
         if kind == "failed":
             details["ignore_errors"] = bool(ignore_errors)
-        if status in ("failed", "unreachable") and not self._no_log(result):
-            raw = getattr(result, "_return_data", None)
-            message = raw.get("msg") if isinstance(raw, t.Mapping) and "msg" in raw else data.get("msg")
-            message = safe_message(message, self._known_secrets())
+        if status in ("failed", "unreachable") and not output_hidden(result):
+            message = safe_message(task_message(result), self._known_secrets())
             if message is not None:
                 details["msg"] = message
         labels = {
@@ -684,31 +404,19 @@ class CallbackModule(CallbackBase):
         }
         self._event("ansible.task", "failure" if status in ("failed", "unreachable") else "success", labels, details, host=host)
 
-    @staticmethod
-    def _no_log(result: t.Any) -> bool:
-        flags = [result.task_fields.get("no_log"), getattr(result.task, "no_log", None)]
-        if any(flag is True or (flag is not None and not isinstance(flag, bool)) for flag in flags):
-            return True
-        data = result.result
-        if data.get("censored") or data.get("_ansible_no_log"):
-            return True
-        items = data.get("results")
-        return isinstance(items, list) and any(isinstance(item, t.Mapping) and (item.get("censored") or item.get("_ansible_no_log"))
-                                               for item in items)
-
-    def v2_runner_on_ok(self, result):
+    def v2_runner_on_ok(self, result: t.Any) -> None:
         self._task_event("ok", result)
 
-    def v2_runner_on_failed(self, result, ignore_errors=False):
+    def v2_runner_on_failed(self, result: t.Any, ignore_errors: bool = False) -> None:
         self._task_event("failed", result, ignore_errors=ignore_errors)
 
-    def v2_runner_on_skipped(self, result):
+    def v2_runner_on_skipped(self, result: t.Any) -> None:
         self._task_event("skipped", result)
 
-    def v2_runner_on_unreachable(self, result):
+    def v2_runner_on_unreachable(self, result: t.Any) -> None:
         self._task_event("unreachable", result)
 
-    def v2_playbook_on_stats(self, stats):
+    def v2_playbook_on_stats(self, stats: t.Any) -> None:
         hosts = {host: stats.summarize(host) for host in sorted(stats.processed)}
         failed = any(summary["failures"] or summary["unreachable"] for summary in hosts.values())
         self._event("ansible.run.end", "failure" if failed else "success", {"playbook": self._playbook}, {"hosts": hosts})

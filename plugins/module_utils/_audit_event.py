@@ -106,12 +106,12 @@ class AuditSettings:
 def format_timestamp(timestamp: datetime.datetime | None = None) -> str:
     """``2026-11-25T20:31:02.123456Z``: UTC, microseconds. A naive time stamp is taken as UTC."""
     if timestamp is None:
-        timestamp = datetime.datetime.now(datetime.timezone.utc)
+        timestamp = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - datetime.UTC is Python 3.11+, targets may run 3.10
     elif not isinstance(timestamp, datetime.datetime):
         raise AuditError(f'timestamp must be a datetime, not {type(timestamp).__name__}')
     elif timestamp.tzinfo is None:
-        timestamp = timestamp.replace(tzinfo=datetime.timezone.utc)
-    return timestamp.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+        timestamp = timestamp.replace(tzinfo=datetime.timezone.utc)  # noqa: UP017 - as above
+    return timestamp.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')  # noqa: UP017 - as above
 
 
 def _text(name: str, value: t.Any, required: bool = False) -> str | None:
@@ -141,15 +141,17 @@ def _labels(labels: t.Any) -> dict[str, str]:
     if not isinstance(labels, dict):
         raise AuditError(f'labels must be a mapping, not {type(labels).__name__}')
     result = {}
-    for name, value in labels.items():
+    for name, given in labels.items():
         if not isinstance(name, str) or not name:
             raise AuditError('label names must be non-empty strings')
-        if isinstance(value, bool):
-            value = 'true' if value else 'false'
-        elif isinstance(value, (int, float)):
-            value = str(value)
-        elif not isinstance(value, str):
-            raise AuditError(f'label {name!r} must be a string, a number or a boolean, not {type(value).__name__}')
+        if isinstance(given, bool):
+            value = 'true' if given else 'false'
+        elif isinstance(given, (int, float)):
+            value = str(given)
+        elif isinstance(given, str):
+            value = given
+        else:
+            raise AuditError(f'label {name!r} must be a string, a number or a boolean, not {type(given).__name__}')
         result[name] = value
     return result
 

@@ -227,11 +227,7 @@ def rotated_files(path: str) -> list[str]:
         match = match_numbered or match_dated
         if match is None or (match.group(2) and entry[:-3] in present):
             continue
-        key: tuple[int, ...]
-        if match_numbered:
-            key = (1, -int(match.group(1)))
-        else:
-            key = (0, *(int(part) for part in match.group(1).split('-')))
+        key: tuple[int, ...] = (1, -int(match.group(1))) if match_numbered else (0, *(int(part) for part in match.group(1).split('-')))
         keyed.append((key, entry))
     keyed.sort()
     return [os.path.join(directory, entry) for dummy, entry in keyed]

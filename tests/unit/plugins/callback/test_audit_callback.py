@@ -26,7 +26,8 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.parsing.vault import VaultSecret, VaultSecretsContext
 
 from ansible_collections.dihya.ops.plugins.callback import audit
-from ansible_collections.dihya.ops.plugins.module_utils import _audit
+from ansible_collections.dihya.ops.plugins.module_utils import _audit, _ids
+from ansible_collections.dihya.ops.plugins.plugin_utils import _audit_context, _audit_redact
 
 KEY = "unit-test-audit-key-0123456789"
 PASSWORD = "unit-test-vault-password"
@@ -35,35 +36,35 @@ PASSWORD = "unit-test-vault-password"
 # Helpers ------------------------------------------------------------------------------------------------------------------
 
 def test_resolve_context_prefers_awx_then_option_then_os_user():
-    awx = audit.resolve_context({"awx_user_name": "alice", "tower_user_name": "bob", "awx_job_id": 7, "tower_job_template_name": "Deploy",
+    awx = _audit_context.resolve_context({"awx_user_name": "alice", "tower_user_name": "bob", "awx_job_id": 7, "tower_job_template_name": "Deploy",
                                  "dihya_tenant": "acme"}, user="ci", tenant="globex", os_user="root")
     assert (awx["user"], awx["user_source"], awx["tenant"]) == ("alice", "awx", "acme")
     assert awx["labels"] == {"awx_job_id": "7", "awx_job_template": "Deploy"}
-    tower = audit.resolve_context({"tower_user_name": "bob"}, os_user="root")
+    tower = _audit_context.resolve_context({"tower_user_name": "bob"}, os_user="root")
     assert (tower["user"], tower["user_source"]) == ("bob", "awx")
-    option = audit.resolve_context({"awx_user_name": "  "}, user="ci", tenant="globex", os_user="root")
+    option = _audit_context.resolve_context({"awx_user_name": "  "}, user="ci", tenant="globex", os_user="root")
     assert (option["user"], option["user_source"], option["tenant"]) == ("ci", "option", "globex")
-    plain = audit.resolve_context(None, os_user="root")
+    plain = _audit_context.resolve_context(None, os_user="root")
     assert (plain["user"], plain["user_source"], plain["tenant"], plain["labels"]) == ("root", "os", None, {})
-    assert audit.resolve_context(None)["user"]
+    assert _audit_context.resolve_context(None)["user"]
 
 
 def test_resolve_context_reads_the_operation_context_variables():
     """The variables the dihya.ops.operation role reads name the same user and tenant here."""
-    ops = audit.resolve_context({"dihya_ops_user": "carol", "dihya_ops_tenant": "initech", "dihya_tenant": "acme"}, user="ci", os_user="root")
+    ops = _audit_context.resolve_context({"dihya_ops_user": "carol", "dihya_ops_tenant": "initech", "dihya_tenant": "acme"}, user="ci", os_user="root")
     assert (ops["user"], ops["user_source"], ops["tenant"]) == ("carol", "extra_vars", "initech")
-    awx = audit.resolve_context({"awx_user_name": "alice", "dihya_ops_user": "carol"}, os_user="root")
+    awx = _audit_context.resolve_context({"awx_user_name": "alice", "dihya_ops_user": "carol"}, os_user="root")
     assert (awx["user"], awx["user_source"]) == ("alice", "awx")
 
 
 def test_resolve_context_trace_id_sources_and_bad_values():
     trace = "4BF92F3577B34DA6A3CE929D0E0E4736"
-    extra = audit.resolve_context({"dihya_trace_id": trace}, trace_id="0af7651916cd43dd8448eb211c80319c", os_user="x")
+    extra = _audit_context.resolve_context({"dihya_trace_id": trace}, trace_id="0af7651916cd43dd8448eb211c80319c", os_user="x")
     assert (extra["trace_id"], extra["trace_id_source"], extra["warnings"]) == (trace.lower(), "extra_vars", [])
-    option = audit.resolve_context({}, trace_id="0af7651916cd43dd8448eb211c80319c", os_user="x")
+    option = _audit_context.resolve_context({}, trace_id="0af7651916cd43dd8448eb211c80319c", os_user="x")
     assert (option["trace_id"], option["trace_id_source"]) == ("0af7651916cd43dd8448eb211c80319c", "option")
-    bad = audit.resolve_context({"dihya_trace_id": "../../etc"}, trace_id="0" * 32, os_user="x")
-    assert bad["trace_id_source"] == "new" and audit.TRACE_ID.fullmatch(bad["trace_id"]) and bad["trace_id"] != "0" * 32
+    bad = _audit_context.resolve_context({"dihya_trace_id": "../../etc"}, trace_id="0" * 32, os_user="x")
+    assert bad["trace_id_source"] == "new" and _ids.is_trace_id(bad["trace_id"]) and bad["trace_id"] != "0" * 32
     assert len(bad["warnings"]) == 2
     assert "extra variable dihya_trace_id" in bad["warnings"][0] and "trace_id option" in bad["warnings"][1]
 
@@ -73,22 +74,22 @@ def test_resolve_context_trace_id_sources_and_bad_values():
     ("skipped", {}, "skipped"), ("unreachable", {}, "unreachable"),
 ])
 def test_task_status(kind, result, status):
-    assert audit.task_status(kind, result) == status
+    assert _audit_context.task_status(kind, result) == status
 
 
 def test_safe_message_truncates_converts_and_withholds():
-    assert audit.safe_message(None, ()) is None
-    assert audit.safe_message("plain 'text' ; rm -rf ../", ()) == "plain 'text' ; rm -rf ../"
-    long = audit.safe_message("x" * 2000, ())
-    assert len(long) == audit.MSG_LIMIT and long.endswith("...")
-    assert audit.safe_message(["a", 1], ()) == "['a', 1]"
-    assert audit.safe_message("the password is hunter2-secret", {"hunter2-secret"}) == audit.WITHHELD
+    assert _audit_redact.safe_message(None, ()) is None
+    assert _audit_redact.safe_message("plain 'text' ; rm -rf ../", ()) == "plain 'text' ; rm -rf ../"
+    long = _audit_redact.safe_message("x" * 2000, ())
+    assert len(long) == _audit_redact.MSG_LIMIT and long.endswith("...")
+    assert _audit_redact.safe_message(["a", 1], ()) == "['a', 1]"
+    assert _audit_redact.safe_message("the password is hunter2-secret", {"hunter2-secret"}) == _audit_redact.WITHHELD
 
 
 def test_raw_name():
-    assert audit.raw_name(types.SimpleNamespace(_ds={"name": "Use {{ x }}"})) == "Use {{ x }}"
-    assert audit.raw_name(types.SimpleNamespace(_ds={"debug": {}})) is None
-    assert audit.raw_name(object()) is None
+    assert _audit_context.raw_name(types.SimpleNamespace(_ds={"name": "Use {{ x }}"})) == "Use {{ x }}"
+    assert _audit_context.raw_name(types.SimpleNamespace(_ds={"debug": {}})) is None
+    assert _audit_context.raw_name(object()) is None
 
 
 @pytest.fixture(name="vault")
@@ -111,22 +112,22 @@ def fixture_vault(tmp_path, monkeypatch):
 
 
 def test_read_key_from_option_file_and_vault_file(vault):
-    assert audit.read_key("  a-key-of-enough-length \n", "/nonexistent") == b"a-key-of-enough-length"
-    assert audit.read_key(None, None) is None
+    assert _audit_context.read_key("  a-key-of-enough-length \n", "/nonexistent") == b"a-key-of-enough-length"
+    assert _audit_context.read_key(None, None) is None
     plain = vault.tmp / "plain-key"
     plain.write_text(KEY + "\n")
-    assert audit.read_key(None, str(plain)) == KEY.encode()
+    assert _audit_context.read_key(None, str(plain)) == KEY.encode()
     empty = vault.tmp / "empty-key"
     empty.write_text("\n")
-    assert audit.read_key(None, str(empty)) is None
+    assert _audit_context.read_key(None, str(empty)) is None
     encrypted = vault.tmp / "vault-key"
     encrypted.write_text(KEY + "\n")
     vault.encrypt(encrypted)
-    assert audit.read_key(None, str(encrypted), vault.loader) == KEY.encode()
+    assert _audit_context.read_key(None, str(encrypted), vault.loader) == KEY.encode()
     with pytest.raises(_audit.AuditError, match="cannot read the key file"):
-        audit.read_key(None, str(vault.tmp / "missing"))
+        _audit_context.read_key(None, str(vault.tmp / "missing"))
     with pytest.raises(_audit.AuditError, match="cannot read the key file") as caught:
-        audit.read_key(None, str(encrypted), DataLoader())
+        _audit_context.read_key(None, str(encrypted), DataLoader())
     assert KEY not in str(caught.value)
 
 
@@ -139,7 +140,7 @@ def test_vault_plaintexts_from_encrypted_files_and_inline_values(vault):
     cache_data = vault.loader.load_from_file(str(encrypted), unsafe=True)
     inline = vault.loader.load(f"inline_secret: !vault |\n  {vault.loader._vault.encrypt('inline-secret-42').decode().replace(chr(10), chr(10) + '  ')}\n")
     broken = vault.loader.load("broken: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162\n")
-    found = audit.vault_plaintexts({str(encrypted): cache_data, str(inline_source): {"not_secret": "visible-value"},
+    found = _audit_redact.vault_plaintexts({str(encrypted): cache_data, str(inline_source): {"not_secret": "visible-value"},
                                     "/nonexistent": "ignored-value"},
                                    [inline, broken, {"deep": [[["x"]]] * 70}, ("tuple-not-secret",)])
     assert found == {"token-0123456789", "deep-secret-value", "inline-secret-42"}
@@ -297,8 +298,8 @@ def test_vault_values_in_names_and_messages_are_withheld(monkeypatch, tmp_path, 
     records = read(tmp_path / "logs" / "audit.log")
     assert records[1]["labels"]["task"] == "Use {{ vault_token }}"
     assert records[1]["labels"]["play"] == "(name withheld: it contains a Vault value)"
-    assert records[1]["dihya"]["details"]["msg"] == audit.WITHHELD
-    assert records[2]["dihya"]["details"]["msg"] == audit.WITHHELD
+    assert records[1]["dihya"]["details"]["msg"] == _audit_redact.WITHHELD
+    assert records[2]["dihya"]["details"]["msg"] == _audit_redact.WITHHELD
 
 
 def test_key_files_in_vault_are_decrypted_with_the_run_secrets(monkeypatch, tmp_path, vault):
@@ -379,7 +380,7 @@ def test_events_left_in_the_buffer_are_written_at_exit(monkeypatch, tmp_path):
 
 def test_playbook_without_plays_or_variable_manager(monkeypatch, tmp_path):
     callback = make_callback(monkeypatch, tmp_path)
-    callback.v2_playbook_on_start(types.SimpleNamespace(_loader=None, _file_name=None, get_plays=lambda: []))
+    callback.v2_playbook_on_start(types.SimpleNamespace(_loader=None, _file_name=None, get_plays=list))
     callback.v2_playbook_on_stats(stats())
     records = read(tmp_path / "logs" / "audit.log")
     assert records[0]["labels"] == {"playbook": ""} or "labels" not in records[0] or records[0]["labels"].get("playbook") == ""
@@ -505,9 +506,9 @@ TRANSFORMS = {
 def test_parts_and_encodings_of_a_vault_value_are_found(secret_kind, transform, prefix):
     secret = SECRETS[secret_kind]
     shown = TRANSFORMS[transform](secret)
-    matcher = audit.SecretFilter({secret, "unrelated-value-000"})
+    matcher = _audit_redact.SecretFilter({secret, "unrelated-value-000"})
     assert matcher.search(f"{prefix}{shown} trailing words"), (transform, shown)
-    assert audit.safe_message(f"failed: {prefix}{shown}", {secret}) == audit.WITHHELD
+    assert _audit_redact.safe_message(f"failed: {prefix}{shown}", {secret}) == _audit_redact.WITHHELD
 
 
 @pytest.mark.parametrize("text", [
@@ -519,8 +520,8 @@ def test_parts_and_encodings_of_a_vault_value_are_found(secret_kind, transform, 
     "",
 ])
 def test_ordinary_messages_are_kept(text):
-    assert not audit.SecretFilter(set(SECRETS.values())).search(text)
-    assert audit.safe_message(text, set(SECRETS.values())) == text
+    assert not _audit_redact.SecretFilter(set(SECRETS.values())).search(text)
+    assert _audit_redact.safe_message(text, set(SECRETS.values())) == text
 
 
 @pytest.mark.parametrize(("shown", "found"), [
@@ -529,15 +530,15 @@ def test_ordinary_messages_are_kept(text):
 ])
 def test_short_vault_values_are_matched_whole_only(shown, found):
     """Values shorter than the window: the value or an encoding of all of it, never a part or another letter case."""
-    assert audit.SecretFilter({"hunter"}).search(f"bad {shown}!") is found
+    assert _audit_redact.SecretFilter({"hunter"}).search(f"bad {shown}!") is found
 
 
 def test_a_long_message_is_checked_where_it_is_recorded():
     secret = SECRETS["plain"]
-    tail = "y" * (audit.MSG_LIMIT - 20) + secret[:12]
-    assert audit.safe_message(tail, {secret}) == audit.WITHHELD
+    tail = "y" * (_audit_redact.MSG_LIMIT - 20) + secret[:12]
+    assert _audit_redact.safe_message(tail, {secret}) == _audit_redact.WITHHELD
     far = "y" * 5000 + secret
-    kept = audit.safe_message(far, {secret})
+    kept = _audit_redact.safe_message(far, {secret})
     assert kept.endswith("...") and secret[:8] not in kept
 
 
@@ -545,7 +546,7 @@ def test_filter_cost_stays_small():
     """Built once per set of values; a search is a pass over the text (here 50 values, a 512-character message)."""
     values = {f"vault-value-{index:03d}-" + "k" * 24 for index in range(50)}
     started = time.perf_counter()
-    matcher = audit.SecretFilter(values)
+    matcher = _audit_redact.SecretFilter(values)
     built = time.perf_counter() - started
     text = "a message of ordinary words " * 19
     started = time.perf_counter()
@@ -578,7 +579,7 @@ def test_parts_and_encodings_in_names_messages_and_item_labels_are_withheld(monk
     records = read(tmp_path / "logs" / "audit.log")
     assert records[1]["labels"]["play"] == "Play {{ x }}"
     assert records[1]["labels"]["task"] == "Use {{ vault_password | b64encode }}"
-    assert records[1]["dihya"]["details"]["msg"] == audit.WITHHELD
+    assert records[1]["dihya"]["details"]["msg"] == _audit_redact.WITHHELD
     assert records[2]["labels"]["task"] == "(name withheld: it contains a Vault value)"
     assert records[2]["dihya"]["details"]["msg"] == "One or more items failed"
     assert _audit.verify(str(tmp_path / "logs" / "audit.log"), KEY.encode()).ok
@@ -586,9 +587,9 @@ def test_parts_and_encodings_in_names_messages_and_item_labels_are_withheld(monk
 
 def test_answers_are_remembered_within_a_bound(monkeypatch):
     """A task name comes back for every host: the answer is remembered, for a bounded number of texts."""
-    monkeypatch.setattr(audit, "SEEN_LIMIT", 3)
+    monkeypatch.setattr(_audit_redact, "SEEN_LIMIT", 3)
     secret = SECRETS["plain"]
-    matcher = audit.SecretFilter({secret})
+    matcher = _audit_redact.SecretFilter({secret})
     texts = [f"task {index}" for index in range(5)] + [f"task {secret[2:12]}"]
     for dummy in range(2):
         assert [matcher.search(text) for text in texts] == [False] * 5 + [True]

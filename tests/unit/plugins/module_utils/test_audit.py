@@ -82,8 +82,8 @@ def test_defaults_trace_id_host_and_time():
     doc = event()
     assert re.fullmatch(r'[0-9a-f]{32}', doc['trace']['id'])
     assert doc['host']['name']
-    stamp = datetime.datetime.strptime(doc['@timestamp'], '%Y-%m-%dT%H:%M:%S.%fZ').replace(tzinfo=datetime.timezone.utc)
-    assert abs((stamp - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) < 60
+    stamp = datetime.datetime.strptime(doc['@timestamp'], '%Y-%m-%dT%H:%M:%S.%fZ').replace(tzinfo=datetime.UTC)
+    assert abs((stamp - datetime.datetime.now(datetime.UTC)).total_seconds()) < 60
     assert 'user' not in doc and 'labels' not in doc and 'dihya' not in doc
     assert event(timestamp=datetime.datetime(2026, 1, 2, 3, 4, 5))['@timestamp'] == '2026-01-02T03:04:05.000000Z'
     assert len({new_trace_id() for dummy in range(100)}) == 100
@@ -119,7 +119,7 @@ def test_deeply_nested_details_are_refused():
     nested: dict = {}
     for dummy in range(5000):
         nested = {'x': nested}
-    with pytest.raises(AuditError, match='nested too deeply|not JSON-serialisable'):
+    with pytest.raises(AuditError, match=r'nested too deeply|not JSON-serialisable'):
         event(details=nested)
 
 
@@ -151,7 +151,7 @@ def test_records_are_chained_canonical_lines(tmp_path):
     lines = path.read_bytes().split(b'\n')
     assert lines[-1] == b'' and len(lines) == 4
     previous = ZERO_HASH
-    for number, (line, record) in enumerate(zip(lines, written), start=1):
+    for number, (line, record) in enumerate(zip(lines, written, strict=False), start=1):
         parsed = json.loads(line)
         assert parsed == record
         assert line == canonical(parsed).encode()
@@ -349,7 +349,8 @@ def test_overlong_lines_are_hashed_not_held(tmp_path, monkeypatch):
     assert not report.ok and report.error['line'] == 1  # every record is longer than 64 bytes here
     with open(path, 'ab') as handle:
         handle.write(b'y' * 1000)
-    lines = list(_audit_record.read_lines(open(path, 'rb')))  # pylint: disable=consider-using-with
+    with open(path, 'rb') as handle:
+        lines = list(_audit_record.read_lines(handle))
     assert [line.data is None for line in lines] == [True, True, True]
     assert lines[-1].size == 1000 and not lines[-1].newline
     assert lines[-1].sha256 == hashlib.sha256(b'y' * 1000).hexdigest()
@@ -413,7 +414,7 @@ def test_symlink_at_log_path_is_refused(tmp_path):
     target.write_text('precious\n')
     link = tmp_path / 'audit.log'
     link.symlink_to(target)
-    with pytest.raises(AuditError, match='refusing to open .*audit.log: it is a symbolic link'):
+    with pytest.raises(AuditError, match=r'refusing to open .*audit\.log: it is a symbolic link'):
         write(link, 1)
     assert target.read_text() == 'precious\n'
     with pytest.raises(AuditError, match='it is a symbolic link'):
@@ -427,17 +428,17 @@ def test_symlink_at_lock_path_and_special_files_are_refused(tmp_path):
     target = tmp_path / 'elsewhere'
     target.write_text('keep\n')
     (tmp_path / 'audit.log.lock').symlink_to(target)
-    with pytest.raises(AuditError, match='audit.log.lock: it is a symbolic link'):
+    with pytest.raises(AuditError, match=r'audit\.log\.lock: it is a symbolic link'):
         write(tmp_path / 'audit.log', 1)
     assert target.read_text() == 'keep\n'
     assert not (tmp_path / 'audit.log').exists()
     (tmp_path / 'dir.log').mkdir()
-    with pytest.raises(AuditError, match='dir.log'):
+    with pytest.raises(AuditError, match=r'dir\.log'):
         write(tmp_path / 'dir.log', 1)
     os.mkfifo(tmp_path / 'fifo.log')
-    with pytest.raises(AuditError, match='fifo.log: it is not a regular file'):
+    with pytest.raises(AuditError, match=r'fifo\.log: it is not a regular file'):
         write(tmp_path / 'fifo.log', 1)
-    with pytest.raises(AuditError, match='fifo.log: it is not a regular file'):
+    with pytest.raises(AuditError, match=r'fifo\.log: it is not a regular file'):
         verify(str(tmp_path / 'fifo.log'), KEY)
 
 
@@ -470,7 +471,7 @@ def test_lock_timeout(tmp_path, monkeypatch):
 
 
 def test_missing_log(tmp_path):
-    with pytest.raises(AuditError, match='audit.log does not exist'):
+    with pytest.raises(AuditError, match=r'audit\.log does not exist'):
         verify(str(tmp_path / 'audit.log'), KEY)
 
 
@@ -616,7 +617,7 @@ def test_vanished_rotated_files_are_skipped(tmp_path, monkeypatch):
 def test_corrupt_compressed_predecessor_stops_the_writer(tmp_path):
     path = tmp_path / 'audit.log'
     (tmp_path / 'audit.log.1.gz').write_bytes(b'\x1f\x8b\x08\x00garbage')
-    with pytest.raises(AuditError, match='cannot read the rotated file .*audit.log.1.gz'):
+    with pytest.raises(AuditError, match=r'cannot read the rotated file .*audit\.log\.1\.gz'):
         write(path, 1)
 
 

@@ -102,5 +102,5 @@ def test_sigkill_while_writing_then_resume(tmp_path):
     write(path, 1)
     report = verify(str(path), KEY)
     assert report.ok and report.records == records_before + 6 and not report.truncated_tail
-    assert report.notes[-1]['reason'] == 'truncated record (crash): recovered by the record at line {0}'.format(report.notes[-1]['line'] + 1)
+    assert report.notes[-1]['reason'] == f"truncated record (crash): recovered by the record at line {report.notes[-1]['line'] + 1}"
     assert os.path.getsize(path) > 0

@@ -50,7 +50,7 @@ def insert_line(rng, data, lines):
         new = b'{"event":{"action":"forged"},"dihya":{"audit":{"seq":%d}}}\n' % (index + 1)
     else:
         new = bytes(rng.choice(b'{}[]":,abc 0123\x00\xff') for dummy in range(rng.randrange(1, 80))) + b'\n'
-    return b''.join(lines[:index] + [new] + lines[index:]), index + 1
+    return b''.join([*lines[:index], new, *lines[index:]]), index + 1
 
 
 def swap_lines(rng, data, lines):
@@ -151,5 +151,5 @@ def test_random_tampering_is_found_on_the_right_line(tmp_path):
     assert sum(found.values()) == MUTATIONS
     # Every kind of finding shows up.
     assert {'HMAC mismatch', 'chain broken', 'not a valid audit record', 'not an audit record',
-            'the log ends at seq %d, before the expected seq %d' % (RECORDS - 1, RECORDS)} <= set(found) | {
+            f'the log ends at seq {RECORDS - 1}, before the expected seq {RECORDS}'} <= set(found) | {
         reason for reason in found if reason.startswith('the log ends')}

@@ -48,7 +48,8 @@ def assert_no_canary(*texts, directories=()):
     for directory in directories:
         for root, dummy, files in os.walk(directory):
             for name in files:
-                data = open(os.path.join(root, name), 'rb').read()  # pylint: disable=consider-using-with,unspecified-encoding
+                with open(os.path.join(root, name), 'rb') as handle:
+                    data = handle.read()
                 for canary in CANARIES:
                     assert canary.encode() not in data, os.path.join(root, name)
 
@@ -126,7 +127,9 @@ def test_every_sink_receives_the_event_and_no_secret_leaks(tmp_path, rsyslog, tl
     assert verify(str(tmp_path / 'audit.jsonl'), KEY.encode()).ok
     promtool_check(str(tmp_path / 'audit.prom'))
     assert result['metrics_written'] is True
-    assert_no_canary(json.dumps(result), json.dumps(messages), *bodies, open(rsyslog.output, encoding='utf-8').read(), directories=[tmp_path])
+    with open(rsyslog.output, encoding='utf-8') as handle:
+        received = handle.read()
+    assert_no_canary(json.dumps(result), json.dumps(messages), *bodies, received, directories=[tmp_path])
 
 
 def test_flaky_webhook_gets_every_event_once_after_recovery(tmp_path):

@@ -109,7 +109,7 @@ def test_key_is_a_no_log_value(log, monkeypatch):
     monkeypatch.setattr(audit_verify, 'AnsibleModule', Recording)
     run(log)
     assert CANARY in modules[0].no_log_values
-    assert KEY != CANARY.encode()
+    assert CANARY.encode() != KEY
 
 
 # ---------------------------------------------------------------------------
@@ -129,9 +129,8 @@ def run_real(path, **options):
     output = io.StringIO()
     # A module process is never the controller, even when controller code was imported by other tests of this process.
     with patch_module_args(dict(path=str(path), **options)), contextlib.redirect_stdout(output), \
-            mock.patch.object(module_internals, 'is_controller', False):
-        with pytest.raises(SystemExit) as exited:
-            audit_verify.main()
+            mock.patch.object(module_internals, 'is_controller', False), pytest.raises(SystemExit) as exited:
+        audit_verify.main()
     return json.loads(output.getvalue()), exited.value.code
 
 
