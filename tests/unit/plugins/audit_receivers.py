@@ -103,7 +103,7 @@ class Rsyslog:
     installed) TLS, and writes each one as a JSON line of its parsed fields to ``messages.jsonl``.
     """
 
-    def __init__(self, directory: str, process: subprocess.Popen, udp_port: int, tcp_port: int, tls_port: int | None) -> None:
+    def __init__(self, directory: str, process: subprocess.Popen[bytes], udp_port: int, tcp_port: int, tls_port: int | None) -> None:
         self.directory = directory
         self.process = process
         self.udp_port = udp_port
@@ -112,7 +112,7 @@ class Rsyslog:
         self.output = os.path.join(directory, 'messages.jsonl')
 
     @classmethod
-    def start(cls, directory: str | os.PathLike, tls: t.Any = None, timeout: float = 15) -> Rsyslog:
+    def start(cls, directory: str | os.PathLike[str], tls: t.Any = None, timeout: float = 15) -> Rsyslog:
         """Start rsyslogd in ``directory``; ``tls`` is an object with ``ca_path``, ``cert_path`` and ``key_path``."""
         binary = rsyslogd_path()
         if binary is None:
@@ -152,7 +152,7 @@ class Rsyslog:
         except BaseException:
             _stop(process)
             raise
-        return cls(directory, process, t.cast(int, ports['udp']), t.cast(int, ports['tcp']), ports['tls'])
+        return cls(directory, process, ports['udp'], ports['tcp'], ports['tls'])
 
     @staticmethod
     def _log_tail(directory: str) -> str:
@@ -193,7 +193,7 @@ class Rsyslog:
         self.stop()
 
 
-def _stop(process: subprocess.Popen, timeout: float = 10) -> None:
+def _stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -211,7 +211,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     server: _Server
 
-    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+    def log_message(self, format: str, *args: t.Any) -> None:  # pylint: disable=redefined-builtin
         """Quiet."""
 
     def do_POST(self) -> None:  # pylint: disable=invalid-name
@@ -229,13 +229,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.close()
                 return
-            body: dict[str, t.Any] = {}
+            page: dict[str, t.Any] = {}
             if receiver.echo_on_failure:
                 # A careless server that echoes the request headers in its error page.
-                body['authorization'] = self.headers.get('Authorization')
-                body['request_headers'] = dict(self.headers.items())
-            body.update({'error': 'temporarily unavailable', 'attempt': number})
-            self._reply(receiver.failure_status, body)
+                page['authorization'] = self.headers.get('Authorization')
+                page['request_headers'] = dict(self.headers.items())
+            page.update({'error': 'temporarily unavailable', 'attempt': number})
+            self._reply(receiver.failure_status, page)
             return
         if receiver.token is not None and self.headers.get('Authorization') != receiver.expected_authorization():
             self._reply(401 if receiver.kind != 'splunk_hec' else 403, {'text': 'Invalid token', 'code': 4})
@@ -247,7 +247,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if events is None:
             self._reply(400, {'text': 'Invalid data format', 'code': 6})
             return
-        items = []
+        items: list[dict[str, t.Any]] = []
         with receiver.lock:
             for event_id, document in events:
                 status = receiver.item_status.get(event_id, 201)
@@ -276,7 +276,7 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     receiver: FlakyHTTPReceiver
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: t.Any, client_address: t.Any) -> None:
         """Resets are part of the tests."""
 
 

@@ -363,6 +363,32 @@ def test_unreadable_spool_file_is_moved_aside(tmp_path, closed_port):
     assert (tmp_path / 'spool' / 'a' / 'rejected' / '00000000000000000001-1-deadbeef.json').exists()
 
 
+def test_spool_refuses_what_is_not_json(tmp_path, closed_port):
+    """NaN and infinities are not JSON: the spool never writes one, and a spooled one (from an older version) is moved aside."""
+    spool = spooling.Spool(str(tmp_path / 'spool'))
+    for value in (float('nan'), float('inf'), '\udcff'):
+        with pytest.raises(spooling.SpoolError, match='no canonical JSON form'):
+            spool.put('a', {'x': value})
+    assert not (tmp_path / 'spool').exists()
+    spool = spool_with(tmp_path, 'a', records(1, tmp_path))
+    (tmp_path / 'spool' / 'a' / '00000000000000000001-1-deadbeef.json').write_text('{"x": NaN}\n')
+    report = run(spool, {'type': 'syslog', 'name': 'a', 'host': '127.0.0.1', 'port': closed_port}, max_attempts=1)
+    assert report.rejected == 1 and report.pending == 1
+    assert 'NaN is not JSON' in (tmp_path / 'spool' / 'a' / 'rejected' / '00000000000000000001-1-deadbeef.json.reason').read_text()
+
+
+def test_new_spool_directories_are_flushed_to_disk(tmp_path, monkeypatch):
+    flushed = []
+    monkeypatch.setattr(spooling, 'fsync_directory', flushed.append)
+    spool = spooling.Spool(str(tmp_path / 'spool'))
+    item = spool.put('a', {'x': 1})
+    assert flushed == [str(tmp_path), str(tmp_path / 'spool')]
+    spool.put('a', {'x': 2})
+    assert len(flushed) == 2, 'directories that exist are not flushed again'
+    spool.reject(item, 'refused')
+    assert flushed[2:] == [str(tmp_path / 'spool' / 'a')]
+
+
 def test_delivery_stops_when_time_is_up(tmp_path):
     spool = spool_with(tmp_path, 'hook', records(3, tmp_path))
     with FlakyHTTPReceiver('webhook') as receiver:
@@ -439,6 +465,30 @@ def test_metrics_accumulate(tmp_path):
     assert 'counters start again from zero' in warnings[0]
     with pytest.raises(MetricsError, match='does not exist'):
         metrics_delivery.write_delivery_metrics(str(tmp_path / 'missing' / 'x.prom'), [report2])
+
+
+def test_metrics_of_sinks_sharing_a_name_stay_valid(tmp_path):
+    """plan_sinks reports a second sink of the same name; its gauges are written once, not twice."""
+    path = str(tmp_path / 'audit.prom')
+    reports = [delivery.SinkReport('siem', 'webhook', 'http://h/', queued=1, sent=1), delivery.SinkReport('siem', 'webhook', '', queued=1, failed=1)]
+    assert metrics_delivery.write_delivery_metrics(path, reports, now=1000.0) == []
+    promtool_check(path)
+    text = (tmp_path / 'audit.prom').read_text()
+    assert text.count('dihya_audit_delivery_pending{') == 1 and text.count('dihya_audit_delivery_rejected{') == 1
+    assert 'dihya_audit_delivery_events_total{sink="siem",state="queued",type="webhook"} 2.0' in text
+
+
+def test_metrics_warn_about_an_unreadable_previous_file(tmp_path):
+    path = tmp_path / 'audit.prom'
+    report = delivery.SinkReport('siem', 'syslog', 'tcp://h:514', queued=1, sent=1)
+    path.write_text('dihya_audit_delivery_events_total{sink="siem",type="syslog",state="sent"} abc\n')
+    assert metrics_delivery.write_delivery_metrics(str(path), [report]) == [
+        f"cannot read the previous metrics file {path} (could not convert string to float: 'abc'); counters start again from zero",
+    ]
+    path.write_bytes(b'\xff\xfe')
+    warning = metrics_delivery.write_delivery_metrics(str(path), [report])[0]
+    assert warning.startswith(f'cannot read the previous metrics file {path} (cannot read {path}: ') and 'codec' in warning
+    assert 'dihya_audit_delivery_events_total{sink="siem",state="sent",type="syslog"} 1.0' in path.read_text()
 
 
 def test_metrics_need_prometheus_client(tmp_path, monkeypatch):

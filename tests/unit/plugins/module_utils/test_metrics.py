@@ -15,9 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from ansible_collections.dihya.ops.plugins.module_utils import _metrics
 from ansible_collections.dihya.ops.plugins.module_utils._health import CheckResult
 from ansible_collections.dihya.ops.plugins.module_utils._metrics import (
+    Family,
     MetricsError,
+    Sample,
+    UnparsableMetrics,
     check_metrics_path,
     read_last_success,
+    read_samples,
+    write_families,
     write_health_metrics,
 )
 from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import promtool_check
@@ -184,3 +189,39 @@ def test_library_missing(tmp_path, monkeypatch):
     with pytest.raises(MetricsError, match='needs the prometheus_client Python library'):
         write_health_metrics(str(tmp_path / 'health.prom'), RESULTS, 'acme')
     assert not (tmp_path / 'health.prom').exists()
+
+
+def test_write_families_and_read_them_back(tmp_path):
+    path = str(tmp_path / 'any.prom')
+    events = Family('dihya_test_events', 'Events.', ('sink', 'state'), kind='counter')
+    events.set(('b', 'sent'), 2)
+    events.set(('a', 'sent'), 1)
+    events.set(('b', 'sent'), 3)  # replaces the first value, in place
+    level = Family('dihya_test_level', 'Level "quoted" \\ help.', ('name',))
+    level.set(('x\n"y"',), 0.5)
+    empty = Family('dihya_test_empty', 'No samples.', ('name',))
+    write_families(path, [events, level, empty])
+    promtool_check(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert read_samples(path) == [
+        Sample('dihya_test_events_total', {'sink': 'b', 'state': 'sent'}, 3.0),
+        Sample('dihya_test_events_total', {'sink': 'a', 'state': 'sent'}, 1.0),
+        Sample('dihya_test_level', {'name': 'x\n"y"'}, 0.5),
+    ]
+    assert '# TYPE dihya_test_empty gauge' in (tmp_path / 'any.prom').read_text()
+    assert read_samples(str(tmp_path / 'missing.prom')) == []
+
+
+def test_read_samples_errors(tmp_path, monkeypatch):
+    path = tmp_path / 'any.prom'
+    path.write_text('metric{label="x"} not-a-number\n')
+    with pytest.raises(UnparsableMetrics, match=f'cannot parse the existing metrics file {path}: ') as caught:
+        read_samples(str(path))
+    assert caught.value.detail == "could not convert string to float: 'not-a-number'"
+    os.mkfifo(tmp_path / 'fifo.prom')
+    with pytest.raises(MetricsError, match='not a regular file'):
+        read_samples(str(tmp_path / 'fifo.prom'))
+    monkeypatch.setattr(_metrics, 'HAS_PROMETHEUS_CLIENT', False)
+    with pytest.raises(MetricsError, match='needs the prometheus_client Python library'):
+        write_families(str(tmp_path / 'new.prom'), [])
+    assert not (tmp_path / 'new.prom').exists()
