@@ -59,7 +59,7 @@ options:
           - V(process) looks for a running process by O(checks[].pidfile), O(checks[].process_name) or O(checks[].supervisor_program).
           - V(disk) compares the free space at O(checks[].path) with O(checks[].min_free_bytes) and O(checks[].min_free_percent).
           - V(tls_cert) fetches the certificate of O(checks[].host) and compares its remaining validity with O(checks[].min_days_valid).
-          - V(sql) runs O(checks[].query) read-only against O(checks[].dsn).
+          - V(sql) runs O(checks[].query) read-only against O(checks[].db_url).
         type: str
         required: true
         choices: [http, https, tcp, process, disk, tls_cert, sql]
@@ -188,14 +188,19 @@ options:
         description:
           - Minimum free share of the file system of O(checks[].path), between V(0) and V(100), computed like C(df) does.
         type: float
-      dsn:
+      db_url:
         description:
-          - Database to query. Required for V(sql) checks.
-          - V(sqlite:///absolute/path/to/file.db) opens an existing SQLite file read-only; a missing file makes the check fail and is never created.
-          - V(postgresql://user:password@host:port/dbname) connects with psycopg in a read-only session; the connection attempt
+          - Database to query. Required for V(sql) checks. The same forms as the backend model's C(dihya_backend_db_url) and the
+            M(dihya.ops.rgpd) module, and nothing else.
+          - An absolute path or V(sqlite:///absolute/path/to/file.db) opens an existing SQLite file read-only; a missing file makes the
+            check fail and is never created. A relative path is refused.
+          - V(postgresql://user:password@host:port/dbname) (or V(postgres://)), or libpq C(key=value) pairs
+            (V(host=db dbname=dihya user=ops password=...)), connects with psycopg in a read-only session; the connection attempt
             is bounded by the check's timeout too (libpq's own connect timeout is whole seconds).
           - The value is hidden from the output, and the password never appears in messages.
+          - C(dsn) is an alias, the earlier name of this option.
         type: str
+        aliases: [dsn]
       query:
         description:
           - Query to run. Defaults to V(SELECT 1).
@@ -315,7 +320,7 @@ EXAMPLES = r"""
           Authorization: "Bearer {{ dihya_health_token }}"
       - name: sessions-db
         type: sql
-        dsn: sqlite:///var/lib/dihya/sessions.db
+        db_url: sqlite:///var/lib/dihya/sessions.db
         query: SELECT count(*) >= 0 FROM sessions
         expect: 1
   register: dihya_health
@@ -415,29 +420,13 @@ metrics_written:
   sample: true
 """
 
-import time
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dihya.ops.plugins.module_utils._health import (
-    CHECK_TYPES,
-    HTTP_METHODS,
-    CheckSpec,
-    duplicate_names,
-    mask_url_credentials,
-    run_checks,
-    summarize,
-    url_secrets,
-    validate_run_options,
-)
-from ansible_collections.dihya.ops.plugins.module_utils._metrics import (
-    HAS_PROMETHEUS_CLIENT,
-    PROMETHEUS_CLIENT_IMPORT_ERROR,
-    MetricsError,
-    check_metrics_path,
-    write_health_metrics,
-)
+from ansible_collections.dihya.ops.plugins.module_utils._health import CHECK_TYPES, build_specs, run_report, settings_errors
+from ansible_collections.dihya.ops.plugins.module_utils._metrics import MetricsError, preflight, write_health_metrics
+from ansible_collections.dihya.ops.plugins.module_utils._probe_http import HTTP_METHODS, url_secrets
 
 
 CHECK_OPTIONS = dict(
@@ -469,55 +458,42 @@ CHECK_OPTIONS = dict(
     path=dict(type='path'),
     min_free_bytes=dict(type='int'),
     min_free_percent=dict(type='float'),
-    dsn=dict(type='str', no_log=True),
+    db_url=dict(type='str', no_log=True, aliases=['dsn']),
     query=dict(type='str'),
     expect=dict(type='raw'),
 )
 
-COMMON_KEYS = ('name', 'type', 'timeout', 'latency_budget')
+ARGUMENT_SPEC = dict(
+    checks=dict(
+        type='list',
+        elements='dict',
+        required=True,
+        options=CHECK_OPTIONS,
+        mutually_exclusive=[('pidfile', 'process_name', 'supervisor_program')],
+        required_if=[
+            ('type', 'http', ('url',)),
+            ('type', 'https', ('url',)),
+            ('type', 'tcp', ('host', 'port')),
+            ('type', 'tls_cert', ('host',)),
+            ('type', 'process', ('pidfile', 'process_name', 'supervisor_program'), True),
+            ('type', 'disk', ('path',)),
+            ('type', 'disk', ('min_free_bytes', 'min_free_percent'), True),
+            ('type', 'sql', ('db_url',)),
+        ],
+    ),
+    timeout=dict(type='float', default=5),
+    concurrency=dict(type='int', default=32),
+    tenant=dict(type='str', default='default'),
+    fail_on_unhealthy=dict(type='bool', default=False),
+    retries=dict(type='int', default=0),
+    delay=dict(type='float', default=1),
+    deadline=dict(type='float'),
+    metrics_path=dict(type='path'),
+)
 
 
-def build_specs(checks, default_timeout):
-    """Turn the validated ``checks`` option into engine specs."""
-    specs = []
-    for check in checks:
-        options = dict((key, value) for key, value in check.items() if key not in COMMON_KEYS and value is not None)
-        timeout = check['timeout'] if check['timeout'] is not None else default_timeout
-        specs.append(CheckSpec(name=check['name'], type=check['type'], options=options, timeout=timeout, latency_budget=check['latency_budget']))
-    return specs
-
-
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            checks=dict(
-                type='list',
-                elements='dict',
-                required=True,
-                options=CHECK_OPTIONS,
-                mutually_exclusive=[('pidfile', 'process_name', 'supervisor_program')],
-                required_if=[
-                    ('type', 'http', ('url',)),
-                    ('type', 'https', ('url',)),
-                    ('type', 'tcp', ('host', 'port')),
-                    ('type', 'tls_cert', ('host',)),
-                    ('type', 'process', ('pidfile', 'process_name', 'supervisor_program'), True),
-                    ('type', 'disk', ('path',)),
-                    ('type', 'disk', ('min_free_bytes', 'min_free_percent'), True),
-                    ('type', 'sql', ('dsn',)),
-                ],
-            ),
-            timeout=dict(type='float', default=5),
-            concurrency=dict(type='int', default=32),
-            tenant=dict(type='str', default='default'),
-            fail_on_unhealthy=dict(type='bool', default=False),
-            retries=dict(type='int', default=0),
-            delay=dict(type='float', default=1),
-            deadline=dict(type='float'),
-            metrics_path=dict(type='path'),
-        ),
-        supports_check_mode=True,
-    )
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     metrics_path = params['metrics_path']
     # A URL's user information is refused by the check, but the module's arguments are echoed back (at -vvv):
@@ -525,55 +501,25 @@ def main():
     for check in params['checks']:
         module.no_log_values.update(url_secrets(check.get('url')))
 
-    errors = validate_run_options(
-        timeout=params['timeout'], concurrency=params['concurrency'], retries=params['retries'], delay=params['delay'], deadline=params['deadline'],
-    )
-    if not params['tenant']:
-        errors.append('tenant must not be empty')
+    run_options = dict(concurrency=params['concurrency'], retries=params['retries'], delay=params['delay'], deadline=params['deadline'])
     specs = build_specs(params['checks'], params['timeout'])
-    duplicates = duplicate_names(specs)
-    if duplicates:
-        errors.append(f"check names must be unique; repeated: {', '.join(mask_url_credentials(name) for name in duplicates)}")
+    errors = settings_errors(specs, params['tenant'], timeout=params['timeout'], **run_options)
     if errors:
         module.fail_json(msg='; '.join(errors))
+    preflight(module, metrics_path)
 
-    if metrics_path:
-        if not HAS_PROMETHEUS_CLIENT:
-            module.fail_json(msg=missing_required_lib('prometheus_client'), exception=PROMETHEUS_CLIENT_IMPORT_ERROR)
-        if not metrics_path.endswith('.prom'):
-            module.warn(f'metrics_path {metrics_path} does not end in .prom; the node_exporter textfile collector ignores such files')
-        try:
-            check_metrics_path(metrics_path)
-        except MetricsError as exc:
-            if not module.check_mode:
-                module.fail_json(msg=str(exc))
-            module.warn(f'{exc} (it must exist when the task runs outside check mode)')
-
-    started = time.monotonic()
-    results = run_checks(specs, concurrency=params['concurrency'], retries=params['retries'], delay=params['delay'], deadline=params['deadline'])
-    healthy = all(result.healthy for result in results)
-    summary = summarize(results)
-    outcome = dict(
-        changed=False,
-        healthy=healthy,
-        summary=summary,
-        failed_checks=[result.name for result in results if not result.healthy],
-        checks=[result.to_dict() for result in results],
-        duration_seconds=round(time.monotonic() - started, 6),
-        metrics_path=metrics_path,
-        metrics_written=False,
-    )
-
+    report = run_report(specs, **run_options)
+    outcome = report.outcome(metrics_path)
     if metrics_path and not module.check_mode:
         try:
-            for warning in write_health_metrics(metrics_path, results, params['tenant']):
+            for warning in write_health_metrics(metrics_path, report.results, params['tenant']):
                 module.warn(warning)
         except MetricsError as exc:
             module.fail_json(msg=str(exc), exception=traceback.format_exc(), **outcome)
         outcome['metrics_written'] = True
 
-    if params['fail_on_unhealthy'] and not healthy:
-        module.fail_json(msg=summary, **outcome)
+    if params['fail_on_unhealthy'] and not report.healthy:
+        module.fail_json(msg=report.summary, **outcome)
     module.exit_json(**outcome)
 
 

@@ -21,6 +21,7 @@ import uuid
 
 import pytest
 
+from ansible_collections.dihya.ops.plugins.module_utils import _health, _metrics
 from ansible_collections.dihya.ops.plugins.modules import health_check
 from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import (
     AnsibleExitJson,
@@ -202,7 +203,7 @@ def test_unparsable_previous_metrics_warn(http_server, tmp_path):
 
 
 def test_prometheus_client_missing(http_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(health_check, 'HAS_PROMETHEUS_CLIENT', False)
+    monkeypatch.setattr(_metrics, 'HAS_PROMETHEUS_CLIENT', False)
     args = {'checks': [{'name': 'ok', 'type': 'http', 'url': http_server.url('/ok')}]}
     assert run(args)['healthy'] is True, 'the library is only needed with metrics_path'
     result = run(dict(args, metrics_path=str(tmp_path / 'health.prom')))
@@ -240,11 +241,12 @@ def test_tls_cert_and_sql(https_server, tmp_path):
     sqlite3.connect(database).close()
     result = run({'checks': [
         {'name': 'cert', 'type': 'tls_cert', 'host': '127.0.0.1', 'port': https_server.port},
-        {'name': 'db', 'type': 'sql', 'dsn': f'sqlite://{database}', 'expect': 1},
+        {'name': 'db', 'type': 'sql', 'db_url': str(database), 'expect': 1},
+        {'name': 'db-by-alias', 'type': 'sql', 'dsn': f'sqlite://{database}', 'expect': 1},
     ]})
-    cert, db = result['checks']
+    cert, db, alias = result['checks']
     assert cert['message'] == 'expires in 5 days (< 14)' and cert['details']['days_left'] == 5
-    assert db['healthy'] is True
+    assert db['healthy'] is True and alias['healthy'] is True
 
 
 @pytest.mark.parametrize('args, message', [
@@ -257,7 +259,7 @@ def test_tls_cert_and_sql(https_server, tmp_path):
     ({'checks': [{'name': 'x', 'type': 'process', 'pidfile': '/run/x.pid', 'process_name': 'x'}]},
      'parameters are mutually exclusive: pidfile|process_name|supervisor_program'),
     ({'checks': [{'name': 'x', 'type': 'disk', 'path': '/'}]}, 'type is disk but any of the following are missing: min_free_bytes, min_free_percent'),
-    ({'checks': [{'name': 'x', 'type': 'sql'}]}, 'type is sql but all of the following are missing: dsn'),
+    ({'checks': [{'name': 'x', 'type': 'sql'}]}, 'type is sql but all of the following are missing: db_url'),
     ({'checks': [{'name': 'x', 'type': 'tls_cert'}]}, 'type is tls_cert but all of the following are missing: host'),
     ({'checks': [{'name': 'x', 'type': 'tcp', 'host': 'h', 'port': 'eighty'}]}, "cannot be converted to an int"),
     ({'checks': []}, None),
@@ -305,6 +307,7 @@ def test_secrets_are_hidden_from_the_output(http_server, tmp_path, capsys):
         {'name': 'db', 'type': 'sql', 'dsn': 'postgresql://app:Sup3r-S3cret@127.0.0.1:1/app'},
         {'name': 'api', 'type': 'http', 'url': http_server.url('/echo'), 'headers': {'X-Api-Token': 'T0ken-Value-42'}},
         {'name': 'file', 'type': 'sql', 'dsn': f'sqlite://{database}'},
+        {'name': 'db2', 'type': 'sql', 'db_url': "host=127.0.0.1 port=1 dbname=app user=app password='Sup3r-S3cret-2'"},
     ]}
     with set_module_args(args):
         with pytest.raises(SystemExit):
@@ -314,7 +317,9 @@ def test_secrets_are_hidden_from_the_output(http_server, tmp_path, capsys):
     assert 'T0ken-Value-42' not in output
     result = json.loads(output)
     assert result['checks'][0]['message'] == 'connection refused'
+    assert result['checks'][3]['message'] == 'connection refused'
     assert result['invocation']['module_args']['checks'][0]['dsn'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
+    assert result['invocation']['module_args']['checks'][3]['db_url'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
 
 
 def test_harness_exit_and_fail(http_server):
@@ -331,7 +336,7 @@ def test_harness_exit_and_fail(http_server):
 
 def test_build_specs():
     checks = [dict({key: None for key in health_check.CHECK_OPTIONS}, name='a', type='tcp', host='h', port=1)]
-    [spec] = health_check.build_specs(checks, 7.5)
+    [spec] = _health.build_specs(checks, 7.5)
     assert spec.timeout == 7.5 and spec.latency_budget is None
     assert spec.options == {'host': 'h', 'port': 1}
 
@@ -340,8 +345,10 @@ def test_argument_spec_matches_the_engine():
     from ansible_collections.dihya.ops.plugins.module_utils._health import COMMON_OPTIONS, OPTIONS_BY_TYPE  # pylint: disable=import-outside-toplevel
 
     documented = set(health_check.CHECK_OPTIONS)
-    assert documented == set(COMMON_OPTIONS).union(*OPTIONS_BY_TYPE.values())
-    assert health_check.CHECK_OPTIONS['dsn']['no_log'] is True
+    aliases = {alias for spec in health_check.CHECK_OPTIONS.values() for alias in spec.get('aliases', ())}
+    assert documented | aliases == set(COMMON_OPTIONS).union(*OPTIONS_BY_TYPE.values())
+    assert aliases == {'dsn'} and health_check.CHECK_OPTIONS['db_url']['aliases'] == ['dsn']
+    assert health_check.CHECK_OPTIONS['db_url']['no_log'] is True
     assert health_check.CHECK_OPTIONS['headers']['no_log'] is True
     assert health_check.CHECK_OPTIONS['url_password']['no_log'] is True
 
