@@ -118,7 +118,7 @@ class _Module(t.Protocol):
     def fail_json(self, msg: str, **kwargs: t.Any) -> t.NoReturn: ...
 
 
-def preflight(module: _Module, path: str | None, **outcome: t.Any) -> None:
+def preflight(module: _Module, path: str | None, /, **outcome: t.Any) -> None:
     """What every module writing a metrics file checks before it works; fails the module (with ``outcome``) if it cannot write.
 
     No ``path``: nothing to check. The library must be importable, even in check mode (the real run would need
