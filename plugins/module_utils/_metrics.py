@@ -96,6 +96,8 @@ def check_metrics_path(path: str) -> None:
     Its directory must already exist and be reached without symbolic links; the path itself must be missing or a
     regular file (a previous metrics file, replaced on every run).
     """
+    if '\x00' in path:
+        raise MetricsError(f'metrics_path must not contain a NUL character: {path!r}')
     target = os.path.abspath(path)
     directory = os.path.dirname(target)
     if os.path.isdir(path) and not os.path.islink(path):
