@@ -16,7 +16,7 @@ Two sources, used together:
 
 Ignores are per package, optionally per advisory id (or alias), and always expire: an ignore whose
 ``until`` date is past no longer suppresses anything, and says so. Versions are compared with the
-``packaging`` library (PEP 440); see :mod:`._pydeps` for why the public library is used.
+``packaging`` library (PEP 440); see :mod:`._pydeps_specs` for why the public library is used.
 """
 
 from __future__ import annotations
@@ -30,13 +30,8 @@ import shutil
 import tempfile
 import typing as t
 
-from ansible_collections.dihya.ops.plugins.module_utils._pydeps import (
-    PyDepsError,
-    Runner,
-    canonical_name,
-    parse_version,
-    subprocess_runner,
-)
+from ansible_collections.dihya.ops.plugins.module_utils._pydeps import Runner, subprocess_runner
+from ansible_collections.dihya.ops.plugins.module_utils._pydeps_specs import PyDepsError, canonical_name, parse_version
 
 POLICIES = ('fail', 'warn')
 PIP_AUDIT_MODES = ('auto', 'always', 'never')

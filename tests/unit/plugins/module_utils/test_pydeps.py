@@ -21,7 +21,7 @@ import zipfile
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _pydeps
+from ansible_collections.dihya.ops.plugins.module_utils import _pydeps, _pydeps_specs
 from ansible_collections.dihya.ops.plugins.module_utils._pydeps import (
     Pip,
     PyDepsError,
@@ -322,7 +322,7 @@ def test_rollback_reports_a_freeze_that_differs(venv, wheels, tmp_path):
 
 
 def test_packaging_missing_is_reported(monkeypatch):
-    monkeypatch.setattr(_pydeps, 'HAS_PACKAGING', False)
+    monkeypatch.setattr(_pydeps_specs, 'HAS_PACKAGING', False)
     with pytest.raises(PyDepsError, match='packaging'):
         validate_spec('flask')
 
