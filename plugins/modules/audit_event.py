@@ -38,6 +38,8 @@ attributes:
     details:
       - In check mode the module builds and validates the event and the sinks and returns the event it would write, without
         the chain fields, and what it would queue. It writes nothing and sends nothing.
+      - It fails where the real run would refuse the log, its lock file or the spool (a symbolic link, or not a regular file
+        or directory). A missing directory of O(path) or O(metrics_path) is only a warning, as an earlier task may create it.
   diff_mode:
     support: none
   idempotent:
@@ -437,34 +439,11 @@ metrics_written:
   sample: false
 """
 
-import socket
-import traceback
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.dihya.ops.plugins.module_utils._audit import (
-    CATEGORIES,
-    FSYNC_MODES,
-    OUTCOMES,
-    AuditError,
-    AuditLog,
-    AuditSettings,
-    build_event,
-    check_path,
-)
-from ansible_collections.dihya.ops.plugins.module_utils._audit_sinks import (
-    DEFAULT_DELIVERY_TIMEOUT,
-    DEFAULT_MAX_ATTEMPTS,
-    HAS_PROMETHEUS_CLIENT,
-    PROMETHEUS_CLIENT_IMPORT_ERROR,
-    MetricsError,
-    Spool,
-    SpoolError,
-    check_metrics_path,
-    forward,
-    plan_sinks,
-    preview,
-)
+from ansible_collections.dihya.ops.plugins.module_utils._audit_delivery import DEFAULT_DELIVERY_TIMEOUT, DEFAULT_MAX_ATTEMPTS
+from ansible_collections.dihya.ops.plugins.module_utils._audit_emit import emit
+from ansible_collections.dihya.ops.plugins.module_utils._audit_event import CATEGORIES, FSYNC_MODES, OUTCOMES
 
 SINK_OPTIONS = dict(
     type=dict(type='str', required=True),
@@ -483,7 +462,7 @@ SINK_OPTIONS = dict(
 )
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type='path', required=True),
@@ -512,104 +491,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    params = module.params
-    path = params['path']
-    spool_dir = params['spool_dir'] if params['spool_dir'] is not None else path + '.spool'
-    metrics_path = params['metrics_path']
-    outcome = dict(changed=False, record={}, trace_id=None, path=path, spool_dir=spool_dir, delivery={}, metrics_written=False)
-    try:
-        path = check_path(path, 'path')
-        spool_dir = check_path(spool_dir, 'spool_dir')
-        if metrics_path is not None:
-            metrics_path = check_path(metrics_path, 'metrics_path')
-        for index, sink in enumerate(params['sinks']):
-            if sink.get('ca_path') is not None:
-                sink['ca_path'] = check_path(sink['ca_path'], f'sinks[{index}].ca_path')
-    except AuditError as exc:
-        module.fail_json(msg=str(exc), **outcome)
-    outcome.update(path=path, spool_dir=spool_dir)
-
-    if params['delivery_timeout'] <= 0 or params['delivery_timeout'] > 3600:
-        module.fail_json(msg='delivery_timeout must be more than 0 and at most 3600 seconds', **outcome)
-    if params['max_attempts'] < 1:
-        module.fail_json(msg='max_attempts must be at least 1', **outcome)
-    if metrics_path:
-        if not HAS_PROMETHEUS_CLIENT:
-            module.fail_json(msg=missing_required_lib('prometheus_client'), exception=PROMETHEUS_CLIENT_IMPORT_ERROR, **outcome)
-        if not metrics_path.endswith('.prom'):
-            module.warn(f'metrics_path {metrics_path} does not end in .prom; the node_exporter textfile collector ignores such files')
-        try:
-            check_metrics_path(metrics_path)
-        except MetricsError as exc:
-            module.fail_json(msg=str(exc), **outcome)
-
-    try:
-        settings = AuditSettings(
-            key=params['key'].encode('utf-8'),
-            pseudonym_key=params['pseudonym_key'].encode('utf-8') if params['pseudonym_key'] else None,
-            pseudonymise=not params['allow_clear_values'],
-            fsync=params['fsync'],
-        )
-        event = build_event(
-            action=params['action'], category=params['category'], outcome=params['outcome'], settings=settings,
-            user=params['user'], tenant=params['tenant'], trace_id=params['trace_id'], correlation_id=params['correlation_id'],
-            route=params['route'], host=params['host'] or socket.gethostname(), email=params['email'], source_ip=params['source_ip'],
-            labels=params['labels'], details=params['details'],
-        )
-    except AuditError as exc:
-        module.fail_json(msg=str(exc), **outcome)
-    outcome['trace_id'] = event['trace']['id']
-
-    planned = plan_sinks(params['sinks'])
-    invalid = [entry.error for entry in planned if entry.error]
-    spool = Spool(spool_dir)
-
-    if module.check_mode:
-        outcome.update(changed=True, record=event)
-        try:
-            outcome['delivery'] = preview(spool, planned).as_dict()
-        except SpoolError as exc:
-            module.fail_json(msg=str(exc), **outcome)
-        if invalid:
-            module.fail_json(msg='; '.join(invalid), **outcome)
-        module.exit_json(**outcome)
-
-    try:
-        # Refuse a spool path that is not a directory before the record is written.
-        spool.check()
-        record = AuditLog(path, settings).append([event])[0]
-    except (AuditError, SpoolError) as exc:
-        module.fail_json(msg=str(exc), **outcome)
-    outcome.update(changed=True, record=record)
-    seq = record['dihya']['audit']['seq']
-
-    try:
-        result = forward(
-            spool, record, planned, delivery_timeout=params['delivery_timeout'], max_attempts=params['max_attempts'],
-            metrics_path=metrics_path, hostname=params['host'],
-        )
-    except SpoolError as exc:
-        module.fail_json(msg=f'the audit record (seq {seq}) was written to {path}, but not queued for the network sinks: {exc}', **outcome)
-    except MetricsError as exc:
-        module.fail_json(msg=f'the audit record (seq {seq}) was written to {path} and queued, but the metrics were not: {exc}',
-                         exception=traceback.format_exc(), **outcome)
-    outcome['delivery'] = result.as_dict()
-    if metrics_path and not planned:
-        module.warn('metrics_path is ignored: there is no network sink to report on')
-    outcome['metrics_written'] = result.metrics_written
-    for warning in result.warnings:
-        module.warn(warning)
-    for report in result.reports:
-        if report.error and report.pending and report.name not in [entry.name for entry in planned if entry.error]:
-            module.warn(f'sink {report.name}: {report.pending} record(s) kept in the spool for a later run: {report.error}')
-    for orphan in result.orphaned:
-        module.warn(f"{orphan['pending']} record(s) wait in {orphan['directory']}, the spool of a sink that is no longer configured")
-    if invalid:
-        module.fail_json(
-            msg=f'the audit record (seq {seq}) was written to {path} and kept in the spool {spool_dir}, but: ' + '; '.join(invalid),
-            **outcome,
-        )
-    module.exit_json(**outcome)
+    module.exit_json(**emit(module))
 
 
 if __name__ == '__main__':

@@ -179,7 +179,7 @@ from ansible.module_utils.common.text.converters import to_bytes
 from ansible_collections.dihya.ops.plugins.module_utils._audit import AuditError, check_path, verify
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type='path', required=True),
@@ -203,8 +203,8 @@ def main():
     result = report.as_dict()
     for note in report.notes:
         module.warn(f"{note['file']} line {note['line']}: {note['reason']}")
-    if not report.ok and params['fail_on_error']:
-        error = report.error
+    error = report.error
+    if error is not None and params['fail_on_error']:
         module.fail_json(msg=f"audit log verification failed: {error['file']} line {error['line']}: {error['reason']}", **result)
     module.exit_json(changed=False, **result)
 

@@ -52,14 +52,14 @@ def settings(**options: t.Any) -> AuditSettings:
     return AuditSettings(**options)
 
 
-def event(config: AuditSettings | None = None, **fields: t.Any) -> dict:
+def event(config: AuditSettings | None = None, **fields: t.Any) -> dict[str, t.Any]:
     fields.setdefault('action', 'test.event')
     fields.setdefault('category', 'ops')
     fields.setdefault('outcome', 'success')
     return build_event(settings=config or settings(), **fields)
 
 
-def write(path: pathlib.Path | str, count: int, config: AuditSettings | None = None, batch: int = 1, **fields: t.Any) -> list[dict]:
+def write(path: pathlib.Path | str, count: int, config: AuditSettings | None = None, batch: int = 1, **fields: t.Any) -> list[dict[str, t.Any]]:
     """Append ``count`` events to ``path`` in batches; return the records written."""
     config = config or settings()
     log = AuditLog(str(path), config)
@@ -69,14 +69,14 @@ def write(path: pathlib.Path | str, count: int, config: AuditSettings | None = N
     return written
 
 
-def start_writer(path: pathlib.Path | str, writer: int, count: int, batch: int, fsync: str, chunked: bool = False) -> subprocess.Popen:
+def start_writer(path: pathlib.Path | str, writer: int, count: int, batch: int, fsync: str, chunked: bool = False) -> subprocess.Popen[bytes]:
     """A child process appending ``count`` events (0: until killed) in batches, optionally with short writes."""
     env = dict(os.environ, PYTHONPATH=COLLECTIONS, AUDIT_TEST_KEY=KEY.decode())
     argv = [sys.executable, '-c', WRITER, str(path), str(writer), str(count), str(batch), fsync, 'chunked' if chunked else 'whole']
     return subprocess.Popen(argv, env=env)
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
     """Kill a child process if it still runs, and reap it."""
     if process.poll() is None:
         process.send_signal(signal.SIGKILL)

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from ansible_collections.dihya.ops.plugins.module_utils import _metrics
 from ansible_collections.dihya.ops.plugins.module_utils._audit import verify
 from ansible_collections.dihya.ops.plugins.modules import audit_event
 from ansible_collections.dihya.ops.tests.unit.plugins.audit_receivers import FlakyHTTPReceiver, ReceiverUnavailable, Rsyslog
@@ -201,6 +202,49 @@ def test_check_mode_reports_bad_sinks(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+
+def test_check_mode_refuses_what_the_real_run_refuses(tmp_path):
+    """A symbolic link at the log or its lock file, or a spool that is a file: the real run fails, so does check mode."""
+    (tmp_path / 'target').write_text('')
+    (tmp_path / 'audit.jsonl').symlink_to(tmp_path / 'target')
+    for check_mode in (True, False):
+        result = run(base(tmp_path), check_mode=check_mode)
+        assert result['failed'] is True and 'audit.jsonl: it is a symbolic link' in result['msg'], result
+    (tmp_path / 'audit.jsonl').unlink()
+    (tmp_path / 'audit.jsonl.lock').symlink_to(tmp_path / 'target')
+    for check_mode in (True, False):
+        result = run(base(tmp_path), check_mode=check_mode)
+        assert result['failed'] is True and 'audit.jsonl.lock: it is a symbolic link' in result['msg'], result
+    (tmp_path / 'audit.jsonl.lock').unlink()
+    (tmp_path / 'spool').write_text('')
+    args = base(tmp_path, spool_dir=str(tmp_path / 'spool'), sinks=[{'type': 'webhook', 'url': 'http://127.0.0.1:9/'}])
+    result = run(args, check_mode=True)
+    assert result['failed'] is True and 'not a directory' in result['msg']
+    assert (tmp_path / 'target').read_text() == '' and sorted(os.listdir(tmp_path)) == ['spool', 'target']
+
+
+def test_check_mode_warns_about_what_an_earlier_task_may_create(tmp_path):
+    """The log's directory and the metrics file's directory may come from an earlier task of the real run: warnings in check mode."""
+    args = base(tmp_path, path=str(tmp_path / 'later' / 'audit.jsonl'), metrics_path=str(tmp_path / 'later' / 'audit.prom'),
+                sinks=[{'type': 'webhook', 'url': 'http://127.0.0.1:9/', 'name': 'hook'}])
+    result = run(args, check_mode=True)
+    assert 'failed' not in result and result['changed'] is True and result['metrics_written'] is False
+    assert len(result['warnings']) == 2, result['warnings']
+    assert result['warnings'][0] == f'the directory of metrics_path does not exist: {tmp_path / "later"} (it must exist when the task runs outside check mode)'
+    log = tmp_path / 'later' / 'audit.jsonl'
+    assert result['warnings'][1] == f'the directory of {log} does not exist (it must exist when the task runs outside check mode)'
+    assert os.listdir(tmp_path) == []
+    result = run(args)
+    assert result['failed'] is True and 'does not exist' in result['msg'] and os.listdir(tmp_path) == []
+
+
+def test_check_mode_gives_the_warnings_of_the_real_run(tmp_path):
+    args = base(tmp_path, metrics_path=str(tmp_path / 'audit.prom'))
+    checked = run(args, check_mode=True)
+    assert checked['warnings'] == ['metrics_path is ignored: there is no network sink to report on'] and os.listdir(tmp_path) == []
+    assert run(args)['warnings'] == checked['warnings']
+
+
 @pytest.mark.parametrize(('extra', 'message'), [
     ({'key': 'short'}, 'at least 16 bytes'),
     ({'action': ' '}, 'action must be a non-empty string'),
@@ -235,7 +279,7 @@ def test_metrics_path_warning_and_missing_library(tmp_path, monkeypatch):
     result = run(base(tmp_path, metrics_path=str(tmp_path / 'audit.txt')))
     assert 'failed' not in result and 'does not end in .prom' in result['warnings'][0]
     assert 'there is no network sink' in result['warnings'][1] and result['metrics_written'] is False
-    monkeypatch.setattr(audit_event, 'HAS_PROMETHEUS_CLIENT', False)
+    monkeypatch.setattr(_metrics, 'HAS_PROMETHEUS_CLIENT', False)
     result = run(base(tmp_path, metrics_path=str(tmp_path / 'audit.prom')))
     assert result['failed'] is True and 'prometheus_client' in result['msg']
 
