@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import BIN, HOSTS, ROOT, run
+from ansible_collections.dihya.ops.tests.support.fleet import BIN, HOSTS, ROOT, run
 
 
 def promtool_check(path) -> subprocess.CompletedProcess:
@@ -37,8 +37,20 @@ def test_check_health_writes_valid_metrics_for_every_host(fleet):
         assert 'dihya_health_check_up{check="http_health"' in text
         assert 'dihya_health_check_up{check="process_web"' in text
         assert 'dihya_health_check_up{check="database"' in text
+        # The demo hosts serve two tenants (dihya_backend_tenants: acme, globex): one endpoint answers for all.
+        assert 'dihya_health_check_healthy{tenant="all"} 1.0' in text
         checked = promtool_check(metrics)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_host_of_one_tenant_labels_its_metrics_with_that_tenant(fleet):
+    host = "dihya-demo-2"
+    proc = fleet.playbook("playbooks/check_health.yml", "--limit", host, "-e", '{"dihya_backend_tenants": ["globex"]}')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = (fleet.root(host) / "metrics" / "dihya_health.prom").read_text()
+    assert 'dihya_health_check_healthy{tenant="globex"} 1.0' in text
+    assert 'dihya_health_check_up{check="database",tenant="globex",type="sql"} 1.0' in text
+    assert 'tenant="all"' not in text
 
 
 def test_unhealthy_host_fails_with_the_failing_check(fleet):
