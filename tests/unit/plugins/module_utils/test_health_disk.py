@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import typing as t
 
 import pytest
 from ansible_collections.dihya.ops.plugins.module_utils import _probe_disk
@@ -17,7 +19,7 @@ from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.health_utils 
 # ---------------------------------------------------------------------------
 
 class TestDisk:
-    def test_enough_space(self, tmp_path):
+    def test_enough_space(self, tmp_path: pathlib.Path) -> None:
         result = check('disk', path=str(tmp_path), min_free_bytes=1, min_free_percent=0.001)
         assert result.healthy, result.message
         stats = os.statvfs(tmp_path)
@@ -26,12 +28,12 @@ class TestDisk:
         assert 0 < result.details['free_percent'] <= 100
         assert result.message.endswith(f"free ({result.details['free_percent']:g} %)")
 
-    def test_not_enough_bytes(self, tmp_path):
+    def test_not_enough_bytes(self, tmp_path: pathlib.Path) -> None:
         result = check('disk', path=str(tmp_path), min_free_bytes=2 ** 60)
         assert result.status == 'failed'
         assert result.message.endswith(', below 1024.0 PiB') or ', below ' in result.message
 
-    def test_not_enough_percent(self, tmp_path):
+    def test_not_enough_percent(self, tmp_path: pathlib.Path) -> None:
         free = check('disk', path=str(tmp_path), min_free_percent=0).details['free_percent']
         if free >= 100:  # pragma: no cover - an empty file system
             pytest.skip('the file system is completely free')
@@ -39,12 +41,12 @@ class TestDisk:
         assert result.status == 'failed'
         assert result.message.endswith(', below 100 %')
 
-    def test_missing_path(self, tmp_path):
+    def test_missing_path(self, tmp_path: pathlib.Path) -> None:
         result = check('disk', path=str(tmp_path / 'absent'), min_free_bytes=1)
         assert result.status == 'failed'
         assert result.message == f"path {tmp_path / 'absent'} does not exist"
 
-    def test_empty_file_system(self):
+    def test_empty_file_system(self) -> None:
         # /proc reports no blocks at all.
         result = check('disk', path='/proc', min_free_percent=1)
         assert result.details['free_percent'] == 0.0
@@ -58,10 +60,10 @@ class TestDisk:
         ({'path': '/', 'min_free_percent': 101}, 'min_free_percent must be between 0 and 100'),
         ({'path': '/', 'min_free_percent': '5'}, 'min_free_percent must be between 0 and 100'),
     ])
-    def test_invalid_options(self, options, message):
+    def test_invalid_options(self, options: dict[str, t.Any], message: str) -> None:
         assert_error(check('disk', **options), message)
 
 
 @pytest.mark.parametrize('value, text', [(0, '0 B'), (1023, '1023 B'), (1536, '1.5 KiB'), (5 * 1024 ** 3, '5.0 GiB'), (3 * 1024 ** 5, '3072.0 TiB')])
-def test_format_bytes(value, text):
+def test_format_bytes(value: t.Any, text: str) -> None:
     assert _probe_disk.format_bytes(value) == text

@@ -12,7 +12,9 @@ import pytest
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.health_utils import assert_error, check
 
 if t.TYPE_CHECKING:
-    pass
+    from ansible_collections.dihya.ops.tests.unit.conftest import Server
+
+
 
 
 
@@ -21,13 +23,13 @@ if t.TYPE_CHECKING:
 # ---------------------------------------------------------------------------
 
 class TestTcp:
-    def test_open_port(self, http_server):
+    def test_open_port(self, http_server: Server) -> None:
         result = check('tcp', host='127.0.0.1', port=http_server.port)
         assert result.healthy
         assert result.message == f'connected to 127.0.0.1:{http_server.port}'
         assert result.details == {'host': '127.0.0.1', 'port': http_server.port, 'address': '127.0.0.1'}
 
-    def test_closed_port(self, closed_port):
+    def test_closed_port(self, closed_port: int) -> None:
         result = check('tcp', host='127.0.0.1', port=closed_port)
         assert result.status == 'failed'
         assert result.message == 'connection refused'
@@ -42,5 +44,5 @@ class TestTcp:
         ({'host': '127.0.0.1', 'port': True}, 'port must be an integer'),
         ({'host': '127.0.0.1', 'port': 80, 'url': 'http://x/'}, 'option(s) not valid for a tcp check: url'),
     ])
-    def test_invalid_options(self, options, message):
+    def test_invalid_options(self, options: dict[str, t.Any], message: str) -> None:
         assert_error(check('tcp', **options), message)
