@@ -42,22 +42,25 @@ _value:
   sample: hmac:7b1ed00969f79b63df2b372f40d7b1e9edbe129f1d1f3b64276b4fe1149d6c9c
 """
 
+import typing as t
+
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.dihya.ops.plugins.module_utils._rgpd import pseudonym as _engine_pseudonym
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_values import pseudonym_of
 
 MIN_KEY_LENGTH = 16
 
 
-def pseudonym(value, key):
-    """``hmac:`` and the HMAC-SHA256 hex digest of ``value``'s text keyed with ``key``: the RGPD engine's pseudonym."""
+def pseudonym(value: object, key: object) -> str:
+    """``hmac:`` and the HMAC-SHA256 hex digest of ``value``'s text keyed with ``key``: the RGPD engine's pseudonym
+    (the engine calls the same function, which is ``_ids.pseudonym`` of the value's text)."""
     if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH:
         raise AnsibleFilterError(f'dihya.ops.pseudonym: the key must be a string of at least {MIN_KEY_LENGTH} characters')
-    return _engine_pseudonym(value, key.encode('utf-8'))
+    return pseudonym_of(value, key.encode('utf-8'))
 
 
 class FilterModule:
     """Pseudonyms of personal identifiers."""
 
-    def filters(self):
+    def filters(self) -> dict[str, t.Callable[..., str]]:
         return {'pseudonym': pseudonym}

@@ -4,44 +4,37 @@
 
 # This module utility is PRIVATE to the collection. It can change at any time.
 
-"""Database adapter of the RGPD engine: SQLite (a file path) and PostgreSQL (a DSN, through psycopg 3).
+"""Database adapter of the RGPD engine: what the engine needs from a database, SQLite files, and opening a database.
 
 The adapter hides what differs between the two: identifier quoting, the parameter style, transactions,
 streaming cursors (a server-side cursor on PostgreSQL) and schema introspection. SQL text given to it is
 written with ``?`` placeholders; identifiers are validated with :data:`IDENTIFIER` and double-quoted, values
 are always bound parameters. Error messages never hold the DSN password.
 
-psycopg is imported the first time a PostgreSQL database is opened, so SQLite users do not need it.
+PostgreSQL lives in ``_rgpd_pg``, imported (with psycopg) the first time a PostgreSQL database is opened, so SQLite
+users do not need it. :func:`open_database` takes the collection's one ``db_url`` contract (``_db_url``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import os
-import re
 import sqlite3
 import string
 import typing as t
 import urllib.parse
 
+from ansible_collections.dihya.ops.plugins.module_utils._db_url import POSTGRESQL, SQLITE, DbUrl, DbUrlError, parse_db_url, scrub
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import IDENTIFIER
 
 
 STREAM_BATCH = 1000
-# PostgreSQL type names (as format_type spells them) that bulk updates may cast to; anything else falls back to one
-# UPDATE per row.
-_SAFE_TYPE = re.compile(r'[A-Za-z_][A-Za-z0-9_ ."]*(\(\d+(,\d+)?\))?(\[\])*')
+# Rows per fetch: a number, or a function called before each fetch giving the number of rows to fetch next.
+BatchSize = int | t.Callable[[], int]
 DEFAULT_TIMEOUT = 10.0
-# work_mem (kB) of a PostgreSQL export transaction, for its sorts.
-BULK_WORK_MEM_KB = 65536
 # Columns SQLite builds a row's JSON from (json_object takes two arguments per column; SQLite allows 127 by default).
 JSON_MAX_COLUMNS = 48
-# PostgreSQL types (information_schema data_type) that psycopg returns as int, str or bool.
-# (Not character(n): its text loses the padding psycopg keeps.)
-_PLAIN_TYPES = frozenset(('smallint', 'integer', 'bigint', 'text', 'character varying', 'boolean'))
-MASK = '********'
 # SQLite compares identifiers without regard to the case of ASCII letters (and only of those).
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
@@ -111,21 +104,14 @@ def quote(identifier: str) -> str:
     return f'"{identifier}"'
 
 
-def _kind(declared: str) -> str:
+def column_kind(declared: str) -> str:
+    """'integer', 'text' or 'other', from a column's declared type."""
     upper = declared.upper()
     if 'INT' in upper or upper in ('SERIAL', 'BIGSERIAL', 'SMALLSERIAL'):
         return 'integer'
     if any(word in upper for word in ('CHAR', 'TEXT', 'CLOB')) or upper == '':
         return 'text'
     return 'other'
-
-
-def optional_library(name: str, purpose: str) -> t.Any:
-    """Import an optional library the first time it is needed."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise DbError(f'{purpose} needs the {name.split(".", maxsplit=1)[0]} Python library ({exc})') from exc
 
 
 def _culprits(violations: t.Iterable[tuple[t.Any, ...]]) -> list[tuple[str, str, int]]:
@@ -154,7 +140,8 @@ class Database:
     concurrent_reads = False
 
     def __init__(self, secrets: t.Sequence[str] = ()) -> None:
-        self.secrets = [secret for secret in secrets if secret]
+        # Longest first, so that a secret holding another one is masked whole.
+        self.secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
         self.in_transaction = False
 
     # -- names ---------------------------------------------------------------------------------
@@ -172,9 +159,7 @@ class Database:
 
     # -- errors ----------------------------------------------------------------------------------
     def scrub(self, message: str) -> str:
-        for secret in self.secrets:
-            message = message.replace(secret, MASK)
-        return message
+        return scrub(message, self.secrets)
 
     def error(self, exc: BaseException, doing: str) -> DbError:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -197,7 +182,7 @@ class Database:
         for rows in self.stream_batches(text, params, batch):
             yield from rows
 
-    def stream_batches(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[list[tuple[t.Any, ...]]]:
+    def stream_batches(self, text: str, params: t.Sequence[t.Any] = (), batch: BatchSize = STREAM_BATCH) -> t.Iterator[list[tuple[t.Any, ...]]]:
         """Yield the rows of a query a list of at most ``batch`` rows at a time.
 
         ``batch`` may also be a function, called before each fetch, giving the number of rows to fetch next.
@@ -354,7 +339,7 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise self.error(exc, 'SQLite query failed') from exc
 
-    def stream_batches(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[list[tuple[t.Any, ...]]]:
+    def stream_batches(self, text: str, params: t.Sequence[t.Any] = (), batch: BatchSize = STREAM_BATCH) -> t.Iterator[list[tuple[t.Any, ...]]]:
         try:
             cursor = self.connection.execute(text, tuple(params))
             try:
@@ -377,7 +362,7 @@ class SQLiteDatabase(Database):
             return None
         columns = [f'{alias}.{quote(name)}' for name in names]
         odd = '(' + ' OR '.join(f"typeof({column}) IN ('real', 'blob')" for column in columns) + ')'
-        pairs = ', '.join(f"'{name}', {column}" for name, column in zip(names, columns))
+        pairs = ', '.join(f"'{name}', {column}" for name, column in zip(names, columns, strict=True))
         # The CSV line is left to the csv module: building it in SQL (quoting each text field) costs SQLite more.
         return RowText(json=f'CASE WHEN {odd} THEN NULL ELSE json_object({pairs}) END', csv=None, values=tuple(columns))
 
@@ -410,7 +395,7 @@ class SQLiteDatabase(Database):
             columns = {}
             for dummy_cid, column, declared, notnull, default, in_pk in rows:
                 generated = default is not None or (single_integer_pk and bool(in_pk))
-                columns[column] = ColumnInfo(column, declared, _kind(declared), bool(notnull) or (bool(in_pk) and not single_integer_pk), generated)
+                columns[column] = ColumnInfo(column, declared, column_kind(declared), bool(notnull) or (bool(in_pk) and not single_integer_pk), generated)
             references = frozenset(row[2] for row in self.query(f'PRAGMA foreign_key_list({quote(name)})'))
             primary_key = tuple(column for dummy, column in pk)
             result[name] = TableInfo(name, columns, primary_key, references, self._unique_keys(name, primary_key))
@@ -442,245 +427,6 @@ class SQLiteDatabase(Database):
         self.connection.close()
 
 
-class PostgresDatabase(Database):
-    """A PostgreSQL database reached through psycopg 3; tables live in ``schema`` (default ``public``)."""
-
-    kind = 'postgresql'
-    insensitive_cursors = True
-    concurrent_reads = True
-
-    def __init__(self, dsn: str, read_only: bool = False, schema: str = 'public', timeout: float = DEFAULT_TIMEOUT) -> None:
-        psycopg = optional_library('psycopg', 'a PostgreSQL database')
-        self.psycopg = psycopg
-        try:
-            password = psycopg.conninfo.conninfo_to_dict(dsn).get('password')
-        except psycopg.Error as exc:
-            raise DbError('invalid PostgreSQL DSN (its text is not shown because it may hold a password)') from exc
-        # The whole DSN and its password are masked in every message.
-        super().__init__([dsn, str(password)] if password else [dsn])
-        self.schema = schema
-        quote(schema)
-        self.cursors = 0
-        try:
-            self.connection = psycopg.connect(dsn, connect_timeout=max(1, int(timeout)), autocommit=False)
-        except psycopg.Error as exc:
-            raise self.error(exc, 'cannot connect to PostgreSQL') from exc
-        try:
-            # The engine's server-side cursors are always read to the end: plan them for the whole result, as a
-            # plain query is, not for its first tenth (which may pick an ordered scan of a whole table over a sort).
-            self.connection.execute('SET cursor_tuple_fraction = 1.0')
-            self.connection.commit()
-        except psycopg.Error as exc:
-            self.close()
-            raise self.error(exc, 'cannot set up the PostgreSQL session') from exc
-        self.connection.read_only = read_only
-        # Not in a transaction yet: the read-only flag applies to the next one.
-        self.connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-
-    def table(self, name: str) -> str:
-        return f'{quote(self.schema)}.{quote(name)}'
-
-    def sql(self, text: str) -> str:
-        # Identifiers never hold '?' or '%' (see IDENTIFIER) and values are never inlined,
-        # so every '?' is a placeholder.
-        return text.replace('?', '%s')
-
-    def error(self, exc: BaseException, doing: str) -> DbError:
-        error = super().error(exc, doing)
-        if isinstance(exc, self.psycopg.errors.ForeignKeyViolation):
-            # The server's message names both tables; say what to do about it.
-            return DbError(f'{error}; add the referencing table to the data map, or give its foreign key ON DELETE CASCADE or SET NULL')
-        return error
-
-    def _run(self, text: str, params: t.Sequence[t.Any], doing: str) -> t.Any:
-        try:
-            cursor = self.connection.cursor()
-            cursor.execute(self.sql(text), tuple(params))
-            return cursor
-        except self.psycopg.Error as exc:
-            raise self.error(exc, doing) from exc
-
-    def execute(self, text: str, params: t.Sequence[t.Any] = ()) -> int:
-        cursor = self._run(text, params, 'PostgreSQL statement failed')
-        count = cursor.rowcount
-        cursor.close()
-        return int(count)
-
-    def executemany(self, text: str, rows: t.Sequence[t.Sequence[t.Any]]) -> None:
-        try:
-            with self.connection.cursor() as cursor:
-                cursor.executemany(self.sql(text), rows)
-        except self.psycopg.Error as exc:
-            raise self.error(exc, 'PostgreSQL statement failed') from exc
-
-    def query(self, text: str, params: t.Sequence[t.Any] = ()) -> list[tuple[t.Any, ...]]:
-        cursor = self._run(text, params, 'PostgreSQL query failed')
-        try:
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-
-    def stream_batches(self, text: str, params: t.Sequence[t.Any] = (), batch: int = STREAM_BATCH) -> t.Iterator[list[tuple[t.Any, ...]]]:
-        self.cursors += 1
-        try:
-            # A named cursor is a server-side cursor: rows come over in batches of ``batch``.
-            with self.connection.cursor(name=f'dihya_rgpd_{self.cursors}') as cursor:
-                cursor.itersize = batch() if callable(batch) else batch
-                cursor.execute(self.sql(text), tuple(params))
-                while True:
-                    rows = cursor.fetchmany(batch() if callable(batch) else batch)
-                    if not rows:
-                        return
-                    yield rows
-        except self.psycopg.Error as exc:
-            raise self.error(exc, 'PostgreSQL query failed') from exc
-
-    def row_text(self, table: TableInfo, alias: str) -> RowText | None:
-        # Only for tables whose every column psycopg returns as an int, a str or a bool: PostgreSQL writes
-        # them as the engine does, and their text is simple. Dates, numerics, bytea... keep the engine's encoding.
-        names = list(table.columns)
-        if not names or any(info.type not in _PLAIN_TYPES for info in table.columns.values()):
-            return None
-        fields = []
-        for name, info in table.columns.items():
-            column = f'{alias}.{quote(name)}'
-            if info.type == 'boolean':
-                fields.append(f"CASE WHEN {column} THEN 'True' WHEN NOT {column} THEN 'False' ELSE '' END")
-            elif info.kind == 'integer':
-                fields.append(f"coalesce({column}::text, '')")
-            else:
-                # Quoted as Python's csv module quotes (QUOTE_MINIMAL), see SQLiteDatabase.row_text.
-                special = f"strpos({column}, ',') > 0 OR strpos({column}, '\"') > 0 OR strpos({column}, chr(10)) > 0 OR strpos({column}, chr(13)) > 0"
-                if len(names) == 1:
-                    special += f" OR {column} = ''"
-                fields.append(f"CASE WHEN {column} IS NULL THEN '' WHEN {special} THEN '\"' || replace({column}, '\"', '\"\"') || '\"' ELSE {column} END")
-        # row_to_json of the whole row writes {"name":value,...} for every column in order and without spaces, as the
-        # engine does (json_build_object puts spaces around the colons).
-        return RowText(json=f'row_to_json({alias})::text', csv=" || ',' || ".join(fields), values=(), sort_first=True)
-
-    def prepare_bulk_read(self) -> None:
-        # Sorting the subject's rows of a big table spills to disk with the default 4 MB: give this transaction's
-        # sorts up to BULK_WORK_MEM_KB of server memory (never less than the server's own setting).
-        self.execute(
-            "SELECT set_config('work_mem', ?, true) FROM pg_settings WHERE name = 'work_mem' AND setting::bigint < ?",
-            (f'{BULK_WORK_MEM_KB}kB', BULK_WORK_MEM_KB),
-        )
-
-    def _begin(self, write: bool) -> None:
-        # psycopg opens the transaction with the first statement; make sure none is open.
-        self._rollback()
-
-    def _commit(self) -> None:
-        try:
-            self.connection.commit()
-        except self.psycopg.Error as exc:
-            raise self.error(exc, 'PostgreSQL commit failed') from exc
-
-    def _rollback(self) -> None:
-        try:
-            self.connection.rollback()
-        except self.psycopg.Error:  # the connection is gone: the server rolled back
-            pass
-
-    def introspect(self, names: t.Iterable[str]) -> dict[str, TableInfo]:
-        wanted = list(names)
-        columns: dict[str, dict[str, ColumnInfo]] = {}
-        rows = self.query(
-            'SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity FROM information_schema.columns'
-            ' WHERE table_schema = ? AND table_name = ANY(?) ORDER BY table_name, ordinal_position',
-            (self.schema, wanted),
-        )
-        for table, column, data_type, nullable, default, identity in rows:
-            columns.setdefault(table, {})[column] = ColumnInfo(
-                column, data_type, _kind(data_type), nullable == 'NO', default is not None or identity == 'YES',
-            )
-        casts = {
-            (table, column): cast for table, column, cast in self.query(
-                'SELECT cl.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class cl ON cl.oid = a.attrelid'
-                ' JOIN pg_namespace n ON n.oid = cl.relnamespace WHERE n.nspname = ? AND cl.relname = ANY(?) AND a.attnum > 0 AND NOT a.attisdropped',
-                (self.schema, wanted),
-            )
-        }
-        for table, table_columns in columns.items():
-            for column, info in table_columns.items():
-                table_columns[column] = dataclasses.replace(info, cast=casts.get((table, column)))
-        keys: dict[str, list[str]] = {}
-        for table, column in self.query(
-            'SELECT cl.relname, a.attname FROM pg_index i JOIN pg_class cl ON cl.oid = i.indrelid'
-            ' JOIN pg_namespace n ON n.oid = cl.relnamespace'
-            ' JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) ON true'
-            ' JOIN pg_attribute a ON a.attrelid = cl.oid AND a.attnum = k.attnum'
-            ' WHERE i.indisprimary AND k.position <= i.indnkeyatts AND n.nspname = ? AND cl.relname = ANY(?) ORDER BY cl.relname, k.position',
-            (self.schema, wanted),
-        ):
-            keys.setdefault(table, []).append(column)
-        # Unique constraints and unique indexes on plain columns, valid, not partial, key columns only (not INCLUDE).
-        unique: dict[tuple[str, int], list[str]] = {}
-        for table, index, column in self.query(
-            'SELECT cl.relname, i.indexrelid::bigint, a.attname FROM pg_index i JOIN pg_class cl ON cl.oid = i.indrelid'
-            ' JOIN pg_namespace n ON n.oid = cl.relnamespace'
-            ' JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) ON true'
-            ' JOIN pg_attribute a ON a.attrelid = cl.oid AND a.attnum = k.attnum'
-            ' WHERE i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL AND k.position <= i.indnkeyatts'
-            ' AND n.nspname = ? AND cl.relname = ANY(?) ORDER BY cl.relname, i.indexrelid, k.position',
-            (self.schema, wanted),
-        ):
-            unique.setdefault((table, index), []).append(column)
-        unique_keys: dict[str, set[tuple[str, ...]]] = {}
-        for (table, dummy_index), index_columns in unique.items():
-            unique_keys.setdefault(table, set()).add(tuple(index_columns))
-        references: dict[str, set[str]] = {}
-        for table, parent in self.query(
-            "SELECT cl.relname, rf.relname FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid"
-            " JOIN pg_class rf ON rf.oid = con.confrelid JOIN pg_namespace n ON n.oid = cl.relnamespace"
-            " WHERE con.contype = 'f' AND n.nspname = ? AND cl.relname = ANY(?)",
-            (self.schema, wanted),
-        ):
-            references.setdefault(table, set()).add(parent)
-        return {
-            name: TableInfo(name, columns[name], tuple(keys.get(name, ())), frozenset(references.get(name, ())),
-                            frozenset(unique_keys.get(name, ())))
-            for name in wanted if name in columns
-        }
-
-    def update_rows(self, table: TableInfo, columns: t.Sequence[str], key: t.Sequence[str], rows: t.Sequence[t.Sequence[t.Any]]) -> None:
-        # One statement per batch, joining a VALUES list, instead of one UPDATE per row: far fewer
-        # round trips and plans. The VALUES columns are cast to the table's own column types.
-        casts = [table.columns[column].cast for column in (*columns, *key)]
-        if not rows or not all(cast and _SAFE_TYPE.fullmatch(cast) for cast in casts):
-            super().update_rows(table, columns, key, rows)
-            return
-        names = [f'c{index}' for index in range(len(columns))] + [f'k{index}' for index in range(len(key))]
-        row_sql = '(' + ', '.join(f'%s::{cast}' for cast in casts) + ')'
-        statement = (
-            f'UPDATE {self.table(table.name)} AS t SET {", ".join(f"{quote(column)} = v.c{index}" for index, column in enumerate(columns))} '
-            f'FROM (VALUES {", ".join(row_sql for dummy in rows)}) AS v ({", ".join(names)}) '
-            f'WHERE {" AND ".join(f"t.{quote(column)} = v.k{index}" for index, column in enumerate(key))}'
-        )
-        try:
-            with self.connection.cursor() as cursor:
-                cursor.execute(statement, [value for row in rows for value in row])
-        except self.psycopg.Error as exc:
-            raise self.error(exc, 'PostgreSQL statement failed') from exc
-
-    def referencing_tables(self, name: str) -> set[str]:
-        # Names are compared as PostgreSQL does: exactly ("Users" is not users). A table of another schema is given
-        # as schema.table, so it never passes for a mapped table of this one. Partitions inherit their parent's
-        # foreign key (conparentid): the partitioned table stands for them.
-        rows = self.query(
-            "SELECT cn.nspname, cl.relname FROM pg_constraint con JOIN pg_class cl ON cl.oid = con.conrelid"
-            " JOIN pg_namespace cn ON cn.oid = cl.relnamespace"
-            " JOIN pg_class rf ON rf.oid = con.confrelid JOIN pg_namespace n ON n.oid = rf.relnamespace"
-            " WHERE con.contype = 'f' AND con.conparentid = 0 AND n.nspname = ? AND rf.relname = ?",
-            (self.schema, name),
-        )
-        return {table if schema == self.schema else f'{schema}.{table}' for schema, table in rows}
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.connection.close()
-
-
 def open_database(
     path: str | None = None,
     dsn: str | None = None,
@@ -688,12 +434,30 @@ def open_database(
     foreign_keys: bool = True,
     schema: str = 'public',
     timeout: float = DEFAULT_TIMEOUT,
+    url: DbUrl | str | None = None,
 ) -> Database:
-    """Open a SQLite file (``path``) or a PostgreSQL database (``dsn``): exactly one of them."""
-    if (path is None) == (dsn is None):
+    """Open a database given exactly one way: a ``db_url`` (``url``, see ``_db_url``), a SQLite file (``path``) or a
+    PostgreSQL DSN (``dsn``). Every message is safe to show: none holds the DSN or its password."""
+    if sum(given is not None for given in (path, dsn, url)) != 1:
         raise DbError('give either a SQLite database path or a PostgreSQL DSN')
     if path is not None:
         return SQLiteDatabase(path, read_only=read_only, foreign_keys=foreign_keys, timeout=timeout)
-    if not re.match(r'(postgres|postgresql)://|[a-z_]+\s*=', str(dsn).strip()):
-        raise DbError('invalid PostgreSQL DSN: expected postgresql://... or key=value pairs')
-    return PostgresDatabase(str(dsn), read_only=read_only, schema=schema, timeout=timeout)
+    if dsn is not None:
+        try:
+            parsed = parse_db_url(dsn, 'dsn')
+        except DbUrlError as exc:
+            raise DbError(f'invalid PostgreSQL DSN: {exc}') from None
+        if parsed.kind != POSTGRESQL:
+            raise DbError('invalid PostgreSQL DSN: expected postgresql://... or key=value pairs')
+    elif isinstance(url, str):
+        try:
+            parsed = parse_db_url(url)
+        except DbUrlError as exc:
+            raise DbError(str(exc)) from None
+    else:
+        parsed = t.cast(DbUrl, url)
+    if parsed.kind == SQLITE:
+        return SQLiteDatabase(t.cast(str, parsed.path), read_only=read_only, foreign_keys=foreign_keys, timeout=timeout)
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.dihya.ops.plugins.module_utils._rgpd_pg import PostgresDatabase  # psycopg only when it is needed
+    return PostgresDatabase(t.cast(str, parsed.dsn), read_only=read_only, schema=schema, timeout=timeout)

@@ -185,7 +185,7 @@ class DataMap:
         return order
 
 
-def _cycle(children: t.Mapping[str, t.Set[str]], pending: t.Set[str]) -> str:
+def _cycle(children: t.Mapping[str, set[str]], pending: set[str]) -> str:
     """One cycle among ``pending`` tables, each of which has a pending child, as ``a -> b -> a`` (a references b)."""
     walk = [min(pending)]
     while True:
@@ -235,10 +235,10 @@ class _Collector:
 
     def strategies(self, where: str, value: t.Any) -> dict[str, str]:
         result: dict[str, str] = {}
-        for column, strategy in self.mapping(where, {} if value is None else value).items():
+        for column, given in self.mapping(where, {} if value is None else value).items():
             name = self.identifier(f'{where}.{column}', column)
             # YAML reads a bare null as None: accept it as the strategy "null".
-            strategy = 'null' if strategy is None else strategy
+            strategy = 'null' if given is None else given
             if strategy not in STRATEGIES:
                 self.add(f'{where}.{column}', f'unknown strategy {strategy!r} (expected one of {", ".join(STRATEGIES)})')
             elif name:
@@ -257,9 +257,9 @@ def _load_sides(check: _Collector, where: str, value: t.Any) -> list[Side]:
         return sides
     if not entries:
         check.add(where, 'must name at least one column')
-    for column, options in entries:
+    for column, given in entries:
         name = check.identifier(f'{where}.{column}' if isinstance(column, str) else where, column)
-        options = check.mapping(f'{where}.{name}', {} if options is None else options, _SIDE_KEYS)
+        options = check.mapping(f'{where}.{name}', {} if given is None else given, _SIDE_KEYS)
         side = Side(name, check.strategies(f'{where}.{name}.columns', options.get('columns')))
         if name and any(existing.column == name for existing in sides):
             check.add(where, f'column {name!r} is listed twice')
@@ -278,9 +278,9 @@ def _load_table(check: _Collector, name: str, value: t.Any) -> TableMap:
         sides = _load_sides(check, f'{where}.subject_columns', entry['subject_columns'])
     elif 'parent' in entry:
         raw = check.mapping(f'{where}.parent', entry['parent'], _PARENT_KEYS)
-        for key in _PARENT_KEYS:
-            if key not in raw:
-                check.add(f'{where}.parent', f'missing key {key!r}')
+        for wanted in _PARENT_KEYS:
+            if wanted not in raw:
+                check.add(f'{where}.parent', f'missing key {wanted!r}')
         parent = Parent(
             check.identifier(f'{where}.parent.table', raw.get('table')),
             check.identifier(f'{where}.parent.column', raw.get('column')),

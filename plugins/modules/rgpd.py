@@ -63,14 +63,26 @@ options:
     type: str
     required: true
     choices: [inventory, export, anonymise, erase, consent, replay]
+  db_url:
+    description:
+      - The database, in the collection's one database URL form (the backend model's C(dihya_backend_db_url)).
+      - A SQLite file is C(sqlite:///ABSOLUTE/PATH) or a plain absolute path; a PostgreSQL database is
+        C(postgresql://user:password@host:port/dbname) (or C(postgres://)) or libpq C(key=value) pairs.
+      - Anything else is refused before anything is opened, with a message that never shows the URL; so is a relative
+        path, a path with a C(..) component and a URL holding a NUL character.
+      - Its password is never shown in results or error messages.
+      - Exactly one of O(db_url), O(database) and O(dsn) is required.
+    type: str
   database:
     description:
-      - Path of the SQLite database file. Mutually exclusive with O(dsn).
+      - Older spelling of O(db_url) for a SQLite file: its absolute path (or C(sqlite:///ABSOLUTE/PATH)), read by the same rules.
+      - Mutually exclusive with O(db_url) and O(dsn).
     type: path
   dsn:
     description:
-      - PostgreSQL connection string (C(postgresql://user:password@host:port/dbname) or C(key=value) pairs).
-        Mutually exclusive with O(database).
+      - Older spelling of O(db_url) for a PostgreSQL database (C(postgresql://user:password@host:port/dbname) or C(key=value) pairs),
+        read by the same rules.
+      - Mutually exclusive with O(db_url) and O(database).
       - It is never shown in results or error messages.
     type: str
   pg_schema:
@@ -201,7 +213,7 @@ EXAMPLES = r"""
 - name: Count what is held about a user
   dihya.ops.rgpd:
     operation: inventory
-    database: /srv/dihya/app.db
+    db_url: sqlite:///srv/dihya/app.db
     data_map_file: /etc/dihya/rgpd-datamap.yml
     tenant: acme
     subject_id: "42"
@@ -210,7 +222,7 @@ EXAMPLES = r"""
 - name: Export a user's data, encrypted
   dihya.ops.rgpd:
     operation: export
-    dsn: "postgresql://dihya:{{ vault_db_password }}@db.internal/dihya"
+    db_url: "postgresql://dihya:{{ vault_db_password }}@db.internal/dihya"
     data_map: "{{ lookup('ansible.builtin.file', 'rgpd-datamap.yml') | from_yaml }}"
     tenant: acme
     subject_id: "42"
@@ -222,7 +234,7 @@ EXAMPLES = r"""
 - name: Erase a user, recording it in the ledger and the audit log
   dihya.ops.rgpd:
     operation: erase
-    database: /srv/dihya/app.db
+    db_url: /srv/dihya/app.db
     data_map_file: /etc/dihya/rgpd-datamap.yml
     tenant: acme
     subject_id: "42"
@@ -235,7 +247,7 @@ EXAMPLES = r"""
 - name: Erase again every recorded subject after restoring a backup
   dihya.ops.rgpd:
     operation: replay
-    database: /srv/dihya/app.db
+    db_url: /srv/dihya/app.db
     data_map_file: /etc/dihya/rgpd-datamap.yml
     pseudonym_key: "{{ vault_rgpd_pseudonym_key }}"
     ledger_file: /var/lib/dihya-ops/rgpd/erasure-ledger.jsonl
@@ -246,7 +258,7 @@ EXAMPLES = r"""
     consent_action: withdraw
     purpose: newsletter
     source: preference_center
-    database: /srv/dihya/app.db
+    db_url: /srv/dihya/app.db
     data_map_file: /etc/dihya/rgpd-datamap.yml
     tenant: acme
     subject_id: "42"
@@ -374,60 +386,19 @@ data_map_warnings:
   sample: ["tables.users: column 'password_hash' looks like a secret (password, hash, token, key...) but is not mapped, ..."]
 """
 
-import os
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dihya.ops.plugins.module_utils._audit import AuditError, AuditLog, AuditSettings, build_event
-from ansible_collections.dihya.ops.plugins.module_utils._rgpd import CONSENT_ACTIONS, OPERATIONS, Engine, RgpdError, new_trace_id, run
-from ansible_collections.dihya.ops.plugins.module_utils._rgpd_db import DbError, open_database
-from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import DataMapError, load_data_map, load_data_map_file
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd import CONSENT_ACTIONS, OPERATIONS
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_request import handle
 
-# Operations that never write (SQLite opens the file read-only; PostgreSQL runs read-only transactions).
-READ_ONLY = ('inventory', 'export')
+DATABASE_OPTIONS = ('db_url', 'database', 'dsn')
 
 
-def _audit(module, params, outcome, result, error=None):
-    """Append one rgpd audit event; return an error text when it could not be written."""
-    if not params['audit_log'] or not params['audit_key'] or module.check_mode:
-        return None
-    details = {'operation': params['operation'], 'data_map_version': result.get('data_map_version')}
-    for name in ('subject', 'ledger_entry_id', 'erased', 'mismatched', 'unverified', 'total_rows'):
-        if result.get(name) is not None:
-            details[name] = result[name]
-    if isinstance(result.get('tables'), dict):
-        details['tables'] = result['tables']
-    if isinstance(result.get('archive'), dict) and result['archive'].get('sha256'):
-        details['archive_sha256'] = result['archive']['sha256']
-    if error:
-        details['error'] = error[:500]
-    try:
-        settings = AuditSettings(key=params['audit_key'].encode('utf-8'), pseudonym_key=params['pseudonym_key'].encode('utf-8'))
-        event = build_event(
-            action=f'rgpd.{params["operation"]}', category='rgpd', outcome=outcome, settings=settings, user=params['audit_user'],
-            tenant=params['tenant'], trace_id=result.get('trace_id'), details=details,
-        )
-        AuditLog(params['audit_log'], settings).append([event])
-    except (AuditError, OSError) as exc:
-        return f'audit event not written: {exc}'
-    return None
-
-
-def _warnings(engine, params):
-    """The data map's warnings, and a ledger file kept with the SQLite database (restored with it)."""
-    found = engine.warnings()
-    if params['ledger_file'] and params['database'] and os.path.dirname(os.path.abspath(params['ledger_file'])) == os.path.dirname(
-            os.path.abspath(params['database'])):
-        found.append('ledger_file is in the folder of the database: a backup of that folder brings an older ledger back with the '
-                     'database; keep it in a state folder of its own')
-    return found
-
-
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             operation=dict(type='str', required=True, choices=list(OPERATIONS)),
+            db_url=dict(type='str', no_log=True),
             database=dict(type='path'),
             dsn=dict(type='str', no_log=True),
             pg_schema=dict(type='str', default='public'),
@@ -453,8 +424,8 @@ def main():
             audit_user=dict(type='str'),
             timeout=dict(type='float', default=10.0),
         ),
-        mutually_exclusive=[('database', 'dsn'), ('data_map', 'data_map_file')],
-        required_one_of=[('database', 'dsn'), ('data_map', 'data_map_file')],
+        mutually_exclusive=[DATABASE_OPTIONS, ('data_map', 'data_map_file')],
+        required_one_of=[DATABASE_OPTIONS, ('data_map', 'data_map_file')],
         required_if=[
             ('operation', 'inventory', ('tenant', 'subject_id')),
             ('operation', 'export', ('tenant', 'subject_id', 'dest')),
@@ -466,51 +437,13 @@ def main():
         required_together=[('audit_log', 'audit_key')],
         supports_check_mode=True,
     )
-    params = module.params
-    operation = params['operation']
-    trace_id = params['trace_id'] or new_trace_id()
-    result = {'operation': operation, 'changed': False, 'trace_id': trace_id}
-    if params['consent_time'] is not None and params['consent_time'] == '':
-        module.fail_json(msg='consent_time must not be empty', **result)
-
-    db = None
-    try:
-        data_map = load_data_map(params['data_map']) if params['data_map'] is not None else load_data_map_file(params['data_map_file'])
-        db = open_database(
-            path=params['database'], dsn=params['dsn'], read_only=operation in READ_ONLY or module.check_mode,
-            foreign_keys=params['sqlite_foreign_keys'], schema=params['pg_schema'], timeout=params['timeout'],
-        )
-        engine = Engine(db, data_map, params['pseudonym_key'].encode('utf-8'), check_mode=module.check_mode, trace_id=trace_id)
-        result = run(
-            engine, operation, tenant=params['tenant'], subject_id=params['subject_id'], dest=params['dest'], force=params['force'],
-            encryption_key=params['encryption_key'], ledger_file=params['ledger_file'], consent_action=params['consent_action'],
-            purpose=params['purpose'], source=params['source'], at=params['consent_time'], ledger_table=params['ledger_table'],
-            replay_unverified=params['replay_unverified'],
-        )
-        result['data_map_warnings'] = _warnings(engine, params)
-    except (DataMapError, DbError, RgpdError) as exc:
-        message = str(exc)
-        audit_error = _audit(module, params, 'failure', result, message)
-        if audit_error:
-            message += f' ({audit_error})'
-        module.fail_json(msg=message, **result)
-    except OSError as exc:
-        message = f'{exc.strerror or exc}: {exc.filename}' if exc.filename else str(exc)
-        _audit(module, params, 'failure', result, message)
-        module.fail_json(msg=message, exception=traceback.format_exc(), **result)
-    finally:
-        if db is not None:
-            db.close()
-
-    for warning in result['data_map_warnings']:
+    outcome = handle(module.params, check_mode=module.check_mode)
+    for warning in outcome.warnings:
         module.warn(warning)
-    for item in result.get('replayed') or ():
-        if item.get('status') in ('mismatch', 'unverified'):
-            module.warn(f'replay left ledger entry {item["entry_id"]} alone ({item["status"]}): {item.get("reason")}')
-    audit_error = _audit(module, params, 'success', result)
-    if audit_error:
-        module.warn(audit_error)
-    module.exit_json(**result)
+    if outcome.message is not None:
+        extra = {'exception': outcome.exception} if outcome.exception else {}
+        module.fail_json(msg=outcome.message, **extra, **outcome.result)
+    module.exit_json(**outcome.result)
 
 
 if __name__ == '__main__':

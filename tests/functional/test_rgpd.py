@@ -19,7 +19,7 @@ import zipfile
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from conftest import ROOT
+from ansible_collections.dihya.ops.tests.support.fleet import ROOT
 from test_restart_services import recap
 
 DATA_MAP = ROOT / "docs" / "examples" / "rgpd-datamap-demo.yml"

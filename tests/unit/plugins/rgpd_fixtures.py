@@ -368,8 +368,8 @@ def pg_database_name(dsn: str) -> str:
 #     sqlite_template, pg_template, backend = rgpd_fixtures.make_fixtures('engine')
 # ``backend`` is parametrised over SQLite (foreign keys on), SQLite (foreign keys off) and PostgreSQL,
 # each test getting a fresh copy of the seeded demo database. The PostgreSQL cluster is the one of
-# the ``postgres`` fixture of tests/unit/conftest.py: a module using ``backend`` must also hold a test
-# that requests ``postgres`` directly (see :func:`postgres_service_test`), so that collection starts it.
+# the ``postgres`` fixture of tests/unit/conftest.py: the PostgreSQL parameter carries the ``services``
+# marker, so that collection starts the cluster and the case runs in the integration tier.
 # ---------------------------------------------------------------------------
 
 BACKEND_KINDS = ('sqlite', 'sqlite-nofk', 'postgresql')
@@ -397,7 +397,8 @@ def make_fixtures(tag: str, users_per_tenant: int = 12, kinds: t.Sequence[str] =
         yield postgres, name
         drop_pg_database(postgres, name)
 
-    @pytest.fixture(params=list(kinds), name='backend')
+    @pytest.fixture(params=[pytest.param(kind, marks=pytest.mark.services('postgres')) if kind == 'postgresql' else kind for kind in kinds],
+                    name='backend')
     def backend(request: t.Any, tmp_path: t.Any, sqlite_template: str) -> t.Iterator[Backend]:
         if request.param.startswith('sqlite'):
             path = str(tmp_path / 'demo.db')

@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _rgpd_db
+from ansible_collections.dihya.ops.plugins.module_utils import _db_url, _optional, _rgpd_db
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_db import DbError, open_database, quote
 from ansible_collections.dihya.ops.tests.unit.plugins import rgpd_fixtures
 
@@ -51,14 +51,11 @@ def test_streaming_and_transactions(backend):
     with backend.open() as db:
         rows = list(db.stream(db.sql('SELECT id FROM users WHERE id > ? ORDER BY id'), (0,), batch=7))
         assert len(rows) == 36 and rows[0][0] == 1
-        with pytest.raises(RuntimeError):
-            with db.transaction():
-                db.execute(db.sql('DELETE FROM follows WHERE follower_id = ?'), (1,))
-                raise RuntimeError('boom')
-        with db.transaction():
-            with pytest.raises(DbError, match='nested'):
-                with db.transaction():
-                    pass
+        with pytest.raises(RuntimeError), db.transaction():
+            db.execute(db.sql('DELETE FROM follows WHERE follower_id = ?'), (1,))
+            raise RuntimeError('boom')
+        with db.transaction(), pytest.raises(DbError, match='nested'), db.transaction():
+            pass
         assert db.query('SELECT count(*) FROM follows WHERE follower_id = 1')[0][0] > 0
         with db.transaction():
             assert db.execute(db.sql('DELETE FROM follows WHERE follower_id = ?'), (1,)) > 0
@@ -76,9 +73,8 @@ def test_streaming_and_transactions(backend):
 def test_read_only_sqlite_refuses_writes(tmp_path, sqlite_template):
     path = str(tmp_path / 'ro.db')
     shutil.copyfile(sqlite_template, path)
-    with open_database(path=path, read_only=True) as db:
-        with pytest.raises(DbError, match='readonly'):
-            db.execute('DELETE FROM follows')
+    with open_database(path=path, read_only=True) as db, pytest.raises(DbError, match='readonly'):
+        db.execute('DELETE FROM follows')
 
 
 def test_open_errors(tmp_path, postgres):
@@ -105,17 +101,16 @@ def test_open_errors(tmp_path, postgres):
 
 
 def test_password_is_scrubbed_from_statement_errors(postgres):
-    with open_database(dsn=postgres.dsn()) as db:
-        with pytest.raises(DbError) as caught:
-            db.query(f"SELECT '{postgres.password}'::integer")
-    assert postgres.password not in str(caught.value) and _rgpd_db.MASK in str(caught.value)
+    with open_database(dsn=postgres.dsn()) as db, pytest.raises(DbError) as caught:
+        db.query(f"SELECT '{postgres.password}'::integer")
+    assert postgres.password not in str(caught.value) and _db_url.MASK in str(caught.value)
 
 
 def test_missing_psycopg_is_explained(monkeypatch):
     def missing(name):
         raise ImportError(f'No module named {name!r}')
 
-    monkeypatch.setattr(_rgpd_db.importlib, 'import_module', missing)
+    monkeypatch.setattr(_optional.importlib, 'import_module', missing)
     with pytest.raises(DbError, match='needs the psycopg Python library'):
         open_database(dsn='postgresql://u@127.0.0.1/x')
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -20,9 +21,10 @@ import zipfile
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _rgpd
+from ansible_collections.dihya.ops.plugins.module_utils import _rgpd, _rgpd_archive, _rgpd_batches, _rgpd_request, _rgpd_values
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd import Engine, RgpdError
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import load_data_map, load_data_map_file
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_request import RgpdRequest
 from ansible_collections.dihya.ops.tests.unit.plugins import rgpd_fixtures
 from ansible_collections.dihya.ops.tests.unit.plugins.rgpd_fixtures import ACCOUNTS_MAP, DEMO_DATA_MAP, add_bulk_messages, backup, restore
 
@@ -119,7 +121,7 @@ def test_export_round_trip(backend, tmp_path):
     members = read_archive(dest)
     manifest = json.loads(members.pop('manifest.json'))
     assert manifest['subject'] == _rgpd.pseudonym(subject, KEY) and manifest['data_map_version'] == DEMO_MAP.version
-    assert manifest['trace_id'] == 'ab' * 16 and manifest['format'] == _rgpd.ARCHIVE_FORMAT
+    assert manifest['trace_id'] == 'ab' * 16 and manifest['format'] == _rgpd_archive.ARCHIVE_FORMAT
     assert manifest['retention']['tables']['orders']
     assert set(members) == {f'{table}.{ext}' for table in DEMO_MAP.tables for ext in ('json', 'csv')}
     for name, data in members.items():
@@ -143,15 +145,15 @@ def test_export_encrypted_and_check_mode(backend, tmp_path):
         checked = engine(db, check_mode=True).export('acme', subject, dest)
         assert set(os.listdir(tmp_path)) <= {'demo.db'}
         assert checked['changed'] is True and checked['tables']['users']['rows'] == 1
-        key = _rgpd.base64.urlsafe_b64encode(os.urandom(32)).decode()
+        key = base64.urlsafe_b64encode(os.urandom(32)).decode()
         result = engine(db).export('acme', subject, dest, encryption_key=key)
     raw = open(dest, 'rb').read()
-    assert raw.startswith(_rgpd.ENCRYPTION_MAGIC) and b'PK' not in raw[:40] and result['archive']['encrypted'] is True
+    assert raw.startswith(_rgpd_archive.ENCRYPTION_MAGIC) and b'PK' not in raw[:40] and result['archive']['encrypted'] is True
     plain = str(tmp_path / 'plain.zip')
     _rgpd.decrypt_archive(dest, plain, key)
     assert json.loads(read_archive(plain)['manifest.json'])['tables']['users']['rows'] == 1
     with pytest.raises(RgpdError, match='decryption failed'):
-        _rgpd.decrypt_archive(dest, str(tmp_path / 'bad.zip'), _rgpd.base64.urlsafe_b64encode(b'x' * 32).decode())
+        _rgpd.decrypt_archive(dest, str(tmp_path / 'bad.zip'), base64.urlsafe_b64encode(b'x' * 32).decode())
     assert not os.path.exists(tmp_path / 'bad.zip') and not os.path.exists(tmp_path / 'bad.zip.partial')
 
 
@@ -339,9 +341,8 @@ def test_erase_with_killed_postgresql_connection_changes_nothing(backend, tmp_pa
     thread = threading.Thread(target=killer)
     thread.start()
     try:
-        with backend.open() as db:
-            with pytest.raises(_rgpd.DbError) as caught:
-                engine(db).erase('acme', subject, ledger_file=str(tmp_path / 'ledger.jsonl'))
+        with backend.open() as db, pytest.raises(_rgpd.DbError) as caught:
+            engine(db).erase('acme', subject, ledger_file=str(tmp_path / 'ledger.jsonl'))
     finally:
         thread.join(30)
     assert terminated == [True]
@@ -423,7 +424,7 @@ def test_anonymise_is_deterministic_and_idempotent(backend):
     assert again['changed'] is False and all(entry['anonymised'] == 0 for entry in again['tables'].values())
     row = backend.query('SELECT id, name, email, phone, address, last_login_ip FROM users WHERE id = ?', (subject,))[0]
     assert row[0] == subject and row[1].startswith('anon-') and row[2] == _rgpd.pseudonym(email, KEY) and row[3] is None and row[4] == '[redacted]'
-    assert row[5] == (_rgpd.mask(ip) if ip else None)
+    assert row[5] == (_rgpd_values.mask(ip) if ip else None)
     # Only the subject's side of the shared messages: messages received keep their body.
     received = backend.query('SELECT body FROM messages WHERE recipient_id = ?', (subject,))
     assert received and ('[redacted]',) not in received
@@ -454,9 +455,8 @@ def test_consent_grant_withdraw_status(backend):
             rgpd.consent('globex', subject, 'status')
     rows = backend.query('SELECT granted, source, at FROM consents WHERE user_id = ? AND purpose = ? ORDER BY at DESC', (subject, 'newsletter'))
     assert rows[0] == (int(want), 'preference_center', '2030-01-01T00:00:00Z')
-    with backend.open() as db:
-        with pytest.raises(RgpdError, match='no consent section'):
-            engine(db, load_data_map({**json.loads(json.dumps(raw_demo_map())), 'consent': None})).consent('acme', subject, 'status')
+    with backend.open() as db, pytest.raises(RgpdError, match='no consent section'):
+        engine(db, load_data_map({**json.loads(json.dumps(raw_demo_map())), 'consent': None})).consent('acme', subject, 'status')
 
 
 def raw_demo_map():
@@ -540,9 +540,8 @@ def test_data_map_that_does_not_fit_the_database(backend):
     data['tables']['order_items']['parent']['references'] = 'missing_ref'
     data['consent']['source_column'] = 'nowhere'
     data['tenant_lookup']['key_column'] = 'no_slug'
-    with backend.open() as db:
-        with pytest.raises(RgpdError) as caught:
-            engine(db, load_data_map(data))
+    with backend.open() as db, pytest.raises(RgpdError) as caught:
+        engine(db, load_data_map(data))
     message = str(caught.value)
     for expected in ("table 'ghost' does not exist", "table 'posts' has no column 'nope'", 'strategy null on a NOT NULL column',
                      'a subject or tenant column cannot be anonymised', "strategy 'redact' writes text", "no column 'missing_ref'",
@@ -589,9 +588,9 @@ def test_engine_rejects_bad_keys_and_trace_ids(backend):
         with pytest.raises(RgpdError, match='trace_id'):
             Engine(db, DEMO_MAP, KEY, trace_id='NOT-A-TRACE')
         with pytest.raises(RgpdError, match='unknown operation'):
-            _rgpd.run(engine(db), 'shred')
+            _rgpd_request.run(engine(db), RgpdRequest('shred'))
         with pytest.raises(RgpdError, match='replay needs'):
-            _rgpd.run(engine(db), 'replay')
+            _rgpd_request.run(engine(db), RgpdRequest('replay'))
 
 
 # ---------------------------------------------------------------------------
@@ -671,12 +670,12 @@ def _reference_members(backend, table, where):
         with rgpd_fixtures.pg_connect(backend.dsn) as conn:
             cursor = conn.execute(f'SELECT * FROM "{table}" WHERE {where} ORDER BY id')
             rows, columns = cursor.fetchall(), [entry.name for entry in cursor.description]
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(',', ':'), default=_rgpd._json_value).encode
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(',', ':'), default=_rgpd_values.json_value).encode
     objects = [encode(dict(zip(columns, row))) for row in rows]
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(columns)
-    writer.writerows([[_rgpd._csv_value(value) for value in row] for row in rows])
+    writer.writerows([[_rgpd_values.csv_value(value) for value in row] for row in rows])
     return ('[' + ''.join(('\n' if index == 0 else ',\n') + item for index, item in enumerate(objects)) + '\n]\n').encode(), text.getvalue().encode()
 
 
@@ -730,7 +729,7 @@ def test_export_leaves_only_the_archive_and_works_without_nameless_files(backend
     subject = pick_subject(backend)
     out = tmp_path / 'out'
     out.mkdir()
-    key = _rgpd.base64.urlsafe_b64encode(os.urandom(32)).decode()
+    key = base64.urlsafe_b64encode(os.urandom(32)).decode()
     with backend.open(read_only=True) as db:
         first = engine(db).export('acme', subject, str(out / 'a.zip'))
         # A file system without O_TMPFILE: the spool gets a name, removed at once.
@@ -746,7 +745,7 @@ def test_export_leaves_only_the_archive_and_works_without_nameless_files(backend
 
 
 def test_spool_is_encrypted_on_disk(tmp_path):
-    spool = _rgpd._Spool(str(tmp_path), '.x.rgpd-tmp-1-spool', encrypted=True)
+    spool = _rgpd_archive.Spool(str(tmp_path), '.x.rgpd-tmp-1-spool', encrypted=True)
     try:
         spool.reset()
         spool.write(b'secret row, ' * 1000)
@@ -776,10 +775,10 @@ def test_prefetched_stops_its_reader_and_passes_errors():
         finally:
             closed.append(fail)
 
-    assert [item[0] for item in _rgpd._prefetched(batches(False))] == list(range(100))
+    assert [item[0] for item in _rgpd_batches.prefetched(batches(False))] == list(range(100))
     with pytest.raises(_rgpd.DbError, match='query failed'):
-        list(_rgpd._prefetched(batches(True)))
-    consumer = _rgpd._prefetched(batches(None), depth=1)
+        list(_rgpd_batches.prefetched(batches(True)))
+    consumer = _rgpd_batches.prefetched(batches(None), depth=1)
     assert next(consumer) == [0]
     consumer.close()  # the consumer stops early: the reader stops too and closes the stream
     assert closed == [False, True, None]

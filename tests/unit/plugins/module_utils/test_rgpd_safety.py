@@ -9,6 +9,7 @@ and export memory is bounded in bytes. Each test runs on SQLite (foreign keys on
 from __future__ import annotations
 
 import copy
+import base64
 import csv
 import io
 import json
@@ -21,9 +22,10 @@ import zipfile
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.module_utils import _rgpd
+from ansible_collections.dihya.ops.plugins.module_utils import _rgpd, _rgpd_batches, _rgpd_request
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd import Engine, RgpdError
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import load_data_map, load_data_map_file
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_request import RgpdRequest
 from ansible_collections.dihya.ops.tests.unit.plugins import rgpd_fixtures
 from ansible_collections.dihya.ops.tests.unit.plugins.rgpd_fixtures import ACCOUNTS_MAP, DEMO_DATA_MAP, backup, restore
 
@@ -250,8 +252,8 @@ def test_erase_needs_a_ledger(backend):
     before = backend.dump()
     with backend.open() as db:
         with pytest.raises(RgpdError, match='erase needs the erasure ledger file'):
-            _rgpd.run(engine(db), 'erase', tenant='acme', subject_id=user)
-        done = _rgpd.run(engine(db), 'erase', tenant='acme', subject_id=user, ledger_table=True)
+            _rgpd_request.run(engine(db), RgpdRequest('erase', tenant='acme', subject_id=user))
+        done = _rgpd_request.run(engine(db), RgpdRequest('erase', tenant='acme', subject_id=user, ledger_table=True))
     assert done['changed'] is True and before != backend.dump() and _rgpd.LEDGER_TABLE in backend.tables()
 
 
@@ -358,7 +360,7 @@ def test_export_never_holds_secret_columns(backend, tmp_path):
     me, data_map = _logins_schema(backend)
     with backend.open(read_only=True) as db:
         result = engine(db, data_map).export('t', me, str(tmp_path / 'me.zip'))
-        key = _rgpd.base64.urlsafe_b64encode(os.urandom(32)).decode()
+        key = base64.urlsafe_b64encode(os.urandom(32)).decode()
         engine(db, data_map).export('t', me, str(tmp_path / 'me.zip.enc'), encryption_key=key)
     _rgpd.decrypt_archive(str(tmp_path / 'me.zip.enc'), str(tmp_path / 'plain.zip'), key)
     for path in (tmp_path / 'me.zip', tmp_path / 'plain.zip'):
@@ -484,7 +486,7 @@ def test_export_of_one_megabyte_rows_stays_within_bounded_memory(backend, tmp_pa
 
 
 def test_byte_budget_picks_fewer_rows_for_bigger_rows():
-    budget = _rgpd._ByteBudget(budget=4 * 1024 * 1024, first=16, most=1000)
+    budget = _rgpd_batches.ByteBudget(budget=4 * 1024 * 1024, first=16, most=1000)
     assert budget() == 16
     budget.measure([(1, 'x' * 100)] * 16)
     assert budget() == 1000
@@ -502,7 +504,7 @@ def test_prefetch_queue_is_bounded_in_bytes():
             produced.append(index)
             yield [index]
 
-    stream = _rgpd._prefetched(batches(), depth=40, max_bytes=30, size=lambda batch: 10)
+    stream = _rgpd_batches.prefetched(batches(), depth=40, max_bytes=30, size=lambda batch: 10)
     assert next(stream) == [0]
     time.sleep(0.3)
     # Queued: at most 30 bytes of 10-byte items; plus the item the reader holds while it waits for room.

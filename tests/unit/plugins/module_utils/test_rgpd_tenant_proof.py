@@ -68,9 +68,8 @@ def data_map(tables, consent=None, lookup=None):
 
 def refused(backend, mapping):
     before = backend.dump()
-    with backend.open() as db:
-        with pytest.raises(RgpdError) as caught:
-            Engine(db, mapping, KEY)
+    with backend.open() as db, pytest.raises(RgpdError) as caught:
+        Engine(db, mapping, KEY)
     assert backend.dump() == before
     return str(caught.value)
 
