@@ -39,7 +39,7 @@ stage_lint() {
     "python tests/lint/check_argument_specs.py"
     "python tests/lint/check_role_booleans.py"
     "mypy"
-    "ruff check --no-fix ."
+    "ruff check --no-fix --output-format concise ."
   )
   for check in "${checks[@]}"; do
     printf -- '--- %s\n' "$check"
