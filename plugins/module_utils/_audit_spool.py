@@ -86,20 +86,19 @@ class Spool:
     def _ensure_dir(self, path: str) -> None:
         if self._check_dir(path):
             return
-        parent = os.path.dirname(path)
-        parent_existed = os.path.isdir(parent)
+        created = []
+        missing = path
+        while not os.path.lexists(missing) and missing != os.path.dirname(missing):
+            created.append(missing)
+            missing = os.path.dirname(missing)
         try:
             os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+            self._check_dir(path)
+            # A new directory is durable once its entry is: fsync the directory holding each one created, outermost first.
+            for directory in reversed(created):
+                fsync_directory(os.path.dirname(directory))
         except OSError as exc:
             raise SpoolError(f'cannot create the spool directory {path}: {exc.strerror}') from exc
-        self._check_dir(path)
-        # A new directory is durable once its entry is: fsync the directory holding it (the parents makedirs
-        # created are not fsynced; the spool's own parent normally exists).
-        if parent_existed:
-            try:
-                fsync_directory(parent)
-            except OSError as exc:
-                raise SpoolError(f'cannot create the spool directory {path}: {exc.strerror}') from exc
 
     def check(self) -> None:
         """Raise :class:`SpoolError` when the spool path exists and is not a directory (or is a symbolic link)."""

@@ -387,6 +387,19 @@ def test_new_spool_directories_are_flushed_to_disk(tmp_path, monkeypatch):
     assert len(flushed) == 2, 'directories that exist are not flushed again'
     spool.reject(item, 'refused')
     assert flushed[2:] == [str(tmp_path / 'spool' / 'a')]
+    flushed.clear()
+    spooling.Spool(str(tmp_path / 'new' / 'parents' / 'spool')).put('a', {'x': 1})
+    assert flushed == [str(tmp_path), str(tmp_path / 'new'), str(tmp_path / 'new' / 'parents'), str(tmp_path / 'new' / 'parents' / 'spool')]
+
+
+def test_spool_directory_that_cannot_be_flushed_is_an_error(tmp_path, monkeypatch):
+    def fail(directory):
+        raise OSError(5, 'Input/output error')
+
+    monkeypatch.setattr(spooling, 'fsync_directory', fail)
+    with pytest.raises(spooling.SpoolError, match=r'cannot create the spool directory .*: Input/output error'):
+        spooling.Spool(str(tmp_path / 'spool')).put('a', {'x': 1})
+    assert not (tmp_path / 'spool' / 'a').exists()
 
 
 def test_delivery_stops_when_time_is_up(tmp_path):
