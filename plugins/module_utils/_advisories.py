@@ -130,9 +130,7 @@ def _range_affects(events: tuple[tuple[str, str], ...], version: t.Any) -> bool:
     for kind, point in parsed:
         if kind == 'introduced' and (point is None or version >= point):
             affected = True
-        elif kind == 'fixed' and point is not None and version >= point:
-            affected = False
-        elif kind == 'last_affected' and point is not None and version > point:
+        elif point is not None and ((kind == 'fixed' and version >= point) or (kind == 'last_affected' and version > point)):
             affected = False
     return affected
 

@@ -42,6 +42,7 @@ from ansible_collections.dihya.ops.plugins.module_utils._pydeps_specs import (
     Sources,
     canonical_name,
     compare_versions,
+    direct_urls,
     freeze_differences,
     missing_wheels,
     parse_freeze,
@@ -178,7 +179,8 @@ def make_plan(pip: Pip, specs: t.Sequence[str], sources: Sources, upgrade: bool 
                 report = json.load(handle)
         except (OSError, ValueError) as exc:
             raise PyDepsError(f'pip wrote no readable installation report: {exc}') from None
-    return Plan(specs=checked, changes=parse_report(report, before), before=before)
+    # A package asked for as ``name @ URL`` is installed from that URL (see Change.pin), where the plan found it.
+    return Plan(specs=checked, changes=parse_report(report, before, direct_urls(checked)), before=before)
 
 
 @dataclasses.dataclass
@@ -368,10 +370,14 @@ def load_snapshot(path: str) -> Snapshot:
 
 
 def apply(pip: Pip, plan: Plan, sources: Sources, check_mode: bool = False) -> list[Change]:
-    """Install exactly the versions of ``plan`` and check the environment holds them."""
+    """Install exactly the versions of ``plan`` and check the environment holds them.
+
+    Each change is installed by its pin: ``name==version`` from ``sources``, or ``name @ URL`` for a package the
+    plan found at the URL it was asked for at (the pin is validated again, as a URL of a wheel over http or https).
+    """
     if not plan.changes or check_mode:
         return plan.changes
-    pins = [validate_spec(pin) for pin in plan.pins]
+    pins = [validate_spec(change.pin, allow_urls=change.url is not None) for change in plan.changes]
     pip.run('install', '--quiet', '--no-deps', *sources.argv(), '--', *pins)
     installed = pip.installed()
     wrong = [f'{change.name} (wanted {change.new}, found {installed.get(canonical_name(change.name), ("", "nothing"))[1]})'
@@ -421,7 +427,7 @@ def rollback(pip: Pip, snapshot: Snapshot, check_mode: bool = False) -> Rollback
 __all__ = [
     'ACTIONS', 'ARCHIVE_SUFFIXES', 'BINARY_ONLY', 'FORBIDDEN_CHARACTERS', 'FREEZE_FILE', 'HAS_PACKAGING', 'MANIFEST_FILE',
     'PACKAGING_IMPORT_ERROR', 'SNAPSHOT_ENTRIES', 'WHEELS_DIR', 'Change', 'Pip', 'Plan', 'PyDepsError', 'RollbackResult', 'Runner',
-    'Snapshot', 'Sources', 'apply', 'canonical_name', 'compare_versions', 'freeze_differences', 'load_snapshot', 'make_plan',
+    'Snapshot', 'Sources', 'apply', 'canonical_name', 'compare_versions', 'direct_urls', 'freeze_differences', 'load_snapshot', 'make_plan',
     'parse_freeze', 'parse_freeze_lenient', 'parse_report', 'parse_version', 'require_packaging', 'rollback', 'subprocess_runner',
     'take_snapshot', 'validate_source', 'validate_spec',
 ]

@@ -185,31 +185,52 @@ def parse_freeze(lines: t.Iterable[str]) -> dict[str, tuple[str, str]]:
 
 @dataclasses.dataclass(frozen=True)
 class Change:
-    """One package an install changes."""
+    """One package an install changes.
+
+    ``url`` is set when the package was asked for as a direct reference (``name @ URL``): that URL, where pip
+    found the version planned, is then where it is installed from (it may be the only place that has it).
+    """
 
     name: str
     current: str | None
     new: str
     action: str
     requested: bool
+    url: str | None = None
 
     @property
     def pin(self) -> str:
-        return f'{self.name}=={self.new}'
+        """What installs exactly this version: ``name==new``, or ``name @ URL`` for a direct reference."""
+        return f'{self.name} @ {self.url}' if self.url else f'{self.name}=={self.new}'
 
     def as_dict(self) -> dict[str, t.Any]:
         return {'name': self.name, 'current': self.current, 'new': self.new, 'action': self.action,
-                'requested': self.requested, 'pin': self.pin, 'summary': self.summary}
+                'requested': self.requested, 'pin': self.pin, 'url': self.url, 'summary': self.summary}
 
     @property
     def summary(self) -> str:
         return f'{self.name} {self.current} -> {self.new}' if self.current else f'{self.name} (new) -> {self.new}'
 
 
-def parse_report(report: t.Any, before: dict[str, tuple[str, str]]) -> list[Change]:
+def direct_urls(specs: t.Iterable[str]) -> dict[str, str]:
+    """Canonical name -> URL of every direct reference (``name @ URL``) among ``specs``, already validated."""
+    require_packaging()
+    urls: dict[str, str] = {}
+    for spec in specs:
+        try:
+            requirement = Requirement(spec)
+        except InvalidRequirement:
+            continue
+        if requirement.url:
+            urls[canonical_name(requirement.name)] = requirement.url
+    return urls
+
+
+def parse_report(report: t.Any, before: dict[str, tuple[str, str]], urls: dict[str, str] | None = None) -> list[Change]:
     """Changes from a ``pip install --report`` document, against the installed versions.
 
-    Entries that would reinstall the version already there are not changes.
+    Entries that would reinstall the version already there are not changes. ``urls`` (see :func:`direct_urls`)
+    gives the URL of the packages asked for as direct references; it is kept in their :class:`Change`.
     """
     if not isinstance(report, dict) or not isinstance(report.get('install'), list):
         raise PyDepsError('the pip installation report has no "install" list')
@@ -227,7 +248,7 @@ def parse_report(report: t.Any, before: dict[str, tuple[str, str]]) -> list[Chan
             if action == 'reinstall':
                 continue
         changes.append(Change(name=name, current=current[1] if current else None, new=new, action=action,
-                              requested=bool(entry.get('requested', False))))
+                              requested=bool(entry.get('requested', False)), url=(urls or {}).get(canonical_name(name))))
     return sorted(changes, key=lambda change: canonical_name(change.name))
 
 

@@ -215,7 +215,7 @@ from ansible_collections.dihya.ops.plugins.module_utils._advisories import (
 from ansible_collections.dihya.ops.plugins.module_utils._pydeps import HAS_PACKAGING, PACKAGING_IMPORT_ERROR
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             packages=dict(type='dict', required=True),

@@ -315,7 +315,7 @@ from ansible_collections.dihya.ops.plugins.module_utils._purge import (
 )
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             paths=dict(type='list', elements='path', required=True),

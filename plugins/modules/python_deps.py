@@ -95,6 +95,7 @@ options:
       - Accept direct references (C(name @ https://...)) in O(packages).
       - Only C(http://) and C(https://) URLs of wheels (C(.whl)) are accepted; C(file:), VCS (C(git+...)) and source archive
         URLs are refused, since they would have to be built.
+      - A package asked for this way is installed from its URL by O(action=apply); its RV(changes[].pin) is C(name @ URL).
     type: bool
     default: false
   snapshot_dir:
@@ -189,10 +190,17 @@ changes:
       returned: always
       sample: true
     pin:
-      description: C(name==new).
+      description:
+        - C(name==new), or C(name @ URL) for a package asked for as a direct reference (O(allow_urls)), which is installed
+          from that URL.
       type: str
       returned: always
       sample: dihya-demo-ext==1.1.0
+    url:
+      description: The URL of a package asked for as a direct reference (C(name @ URL)), V(null) for any other package.
+      type: str
+      returned: always
+      sample: null
     summary:
       description: C(name current -> new), or C(name (new) -> new) for a new package.
       type: str
@@ -201,7 +209,7 @@ changes:
   sample: [{name: dihya-demo-ext, current: 1.0.0, new: 1.1.0, action: upgrade, requested: true, pin: dihya-demo-ext==1.1.0,
             summary: dihya-demo-ext 1.0.0 -> 1.1.0}]
 pins:
-  description: C(name==version) of every entry of RV(changes), ready for O(action=apply).
+  description: The C(pin) (C(name==version), or C(name @ URL)) of every entry of RV(changes), ready for O(action=apply).
   returned: action is plan or apply
   type: list
   elements: str
@@ -269,13 +277,17 @@ freeze:
   sample: [Flask==3.1.3]
 """
 
+import typing as t
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.dihya.ops.plugins.module_utils._pydeps import (
     ACTIONS,
     HAS_PACKAGING,
     PACKAGING_IMPORT_ERROR,
+    Change,
     Pip,
+    Plan,
     PyDepsError,
     Sources,
     apply,
@@ -286,12 +298,12 @@ from ansible_collections.dihya.ops.plugins.module_utils._pydeps import (
 )
 
 
-def plan_result(plan, changes):
+def plan_result(plan: Plan, changes: list[Change]) -> dict[str, t.Any]:
     return dict(changed=bool(changes), changes=[change.as_dict() for change in changes], pins=[change.pin for change in changes],
                 before=dict(plan.before.values()), result=plan.result)
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             venv=dict(type='path', required=True),
