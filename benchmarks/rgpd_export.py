@@ -341,7 +341,7 @@ def inline(sql: str, params: t.Sequence[t.Any]) -> str:
     if len(parts) != len(params) + 1:
         raise BenchmarkError(f'cannot inline {len(params)} parameters into {sql!r}')
     literals = [str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'" for value in params]
-    return parts[0] + ''.join(literal + part for literal, part in zip(literals, parts[1:]))
+    return parts[0] + ''.join(literal + part for literal, part in zip(literals, parts[1:], strict=True))
 
 
 def sqlite_client(path: pathlib.Path, selects: dict[str, tuple[str, list]], out: pathlib.Path) -> tuple[float, float, int]:
@@ -363,18 +363,18 @@ def psql_client(dsn: str, selects: dict[str, tuple[str, list]], out: pathlib.Pat
     return elapsed, cpu, sum(path.stat().st_size for path in out.iterdir())
 
 
-def engine_modules() -> tuple[t.Any, t.Any, t.Any]:
+def engine_modules() -> tuple[t.Any, t.Any, t.Any, t.Any]:
     """The engine's modules, imported from the collection as the module imports them."""
     if str(COLLECTIONS) not in sys.path:
         sys.path.insert(0, str(COLLECTIONS))
     # pylint: disable=import-outside-toplevel,import-error
-    from ansible_collections.dihya.ops.plugins.module_utils import _rgpd, _rgpd_db, _rgpd_map
-    return _rgpd, _rgpd_db, _rgpd_map
+    from ansible_collections.dihya.ops.plugins.module_utils import _rgpd, _rgpd_db, _rgpd_map, _rgpd_schema
+    return _rgpd, _rgpd_db, _rgpd_map, _rgpd_schema
 
 
 def client_selects(target: dict[str, str], user_id: int) -> dict[str, tuple[str, list]]:
     """The SELECT of every mapped table exactly as the engine's export runs it (same WHERE, same ORDER BY)."""
-    rgpd, rgpd_db, rgpd_map = engine_modules()
+    rgpd, rgpd_db, rgpd_map, rgpd_schema = engine_modules()
     data_map = rgpd_map.load_data_map_file(str(DATA_MAP))
     with rgpd_db.open_database(path=target.get('path'), dsn=target.get('dsn'), read_only=True) as db:
         engine = rgpd.Engine(db, data_map, pseudonym_key=PSEUDONYM_KEY.encode())
@@ -382,8 +382,8 @@ def client_selects(target: dict[str, str], user_id: int) -> dict[str, tuple[str,
         selects = {}
         for name, table in data_map.tables.items():
             columns = ', '.join(f't0.{rgpd_db.quote(column)}' for column in engine.info[name].columns)
-            where, params = engine._match(table, 't0', 0, None, subject)  # pylint: disable=protected-access
-            order = ', '.join(f't0.{rgpd_db.quote(column)}' for column in engine._key(table))  # pylint: disable=protected-access
+            where, params = engine.query.match(table, subject)
+            order = ', '.join(f't0.{rgpd_db.quote(column)}' for column in rgpd_schema.table_key(table, engine.info))
             selects[name] = (f'SELECT {columns} FROM {db.table(name)} t0 WHERE {where} ORDER BY {order}', params)
     return selects
 

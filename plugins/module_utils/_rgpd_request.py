@@ -140,12 +140,17 @@ def _ledger_warning(url: DbUrl, ledger_file: str | None) -> list[str]:
 
 @dataclasses.dataclass
 class Outcome:
-    """What the module exits with: ``result``, ``warnings``, and on failure ``message`` (and ``exception``, a traceback)."""
+    """What the module exits with: ``result``, ``warnings``, and on failure ``message`` (and ``exception``, a traceback).
+
+    ``shown`` holds the values of no_log options that hold no secret: a ``db_url`` naming a SQLite file is a path,
+    shown in messages as the ``database`` option always was; a PostgreSQL URL stays masked.
+    """
 
     result: dict[str, t.Any]
     warnings: list[str] = dataclasses.field(default_factory=list)
     message: str | None = None
     exception: str | None = None
+    shown: tuple[str, ...] = ()
 
 
 def handle(params: t.Mapping[str, t.Any], check_mode: bool = False) -> Outcome:
@@ -158,8 +163,11 @@ def handle(params: t.Mapping[str, t.Any], check_mode: bool = False) -> Outcome:
     audited = params if not check_mode else {**params, 'audit_log': None}
     url: DbUrl | None = None
     db: Database | None = None
+    shown: tuple[str, ...] = ()
     try:
         url = database_url(params)
+        if url.kind == SQLITE and isinstance(params.get('db_url'), str):
+            shown = (params['db_url'],)
         data_map = load_data_map(params['data_map']) if params.get('data_map') is not None else load_data_map_file(params['data_map_file'])
         db = open_database(url=url, read_only=operation in READ_ONLY or check_mode, foreign_keys=params.get('sqlite_foreign_keys', True),
                            schema=params.get('pg_schema') or 'public', timeout=params.get('timeout') or 10.0)
@@ -169,13 +177,13 @@ def handle(params: t.Mapping[str, t.Any], check_mode: bool = False) -> Outcome:
     except (DataMapError, DbError, DbUrlError, RgpdError) as exc:
         message = url.scrub(str(exc)) if url is not None else str(exc)
         audit_error = audit(audited, 'failure', result, message)
-        return Outcome(result, message=f'{message} ({audit_error})' if audit_error else message)
+        return Outcome(result, message=f'{message} ({audit_error})' if audit_error else message, shown=shown)
     except OSError as exc:
         message = f'{exc.strerror or exc}: {exc.filename}' if exc.filename else str(exc)
         message = url.scrub(message) if url is not None else message
         audit(audited, 'failure', result, message)
         trace = traceback.format_exc()
-        return Outcome(result, message=message, exception=url.scrub(trace) if url is not None else trace)
+        return Outcome(result, message=message, exception=url.scrub(trace) if url is not None else trace, shown=shown)
     finally:
         if db is not None:
             db.close()
@@ -186,4 +194,4 @@ def handle(params: t.Mapping[str, t.Any], check_mode: bool = False) -> Outcome:
     audit_error = audit(audited, 'success', result)
     if audit_error:
         warnings.append(audit_error)
-    return Outcome(result, warnings)
+    return Outcome(result, warnings, shown=shown)

@@ -438,6 +438,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     outcome = handle(module.params, check_mode=module.check_mode)
+    module.no_log_values.difference_update(outcome.shown)
     for warning in outcome.warnings:
         module.warn(warning)
     if outcome.message is not None:
