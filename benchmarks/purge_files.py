@@ -68,7 +68,7 @@ def timed(argv: list[str]) -> tuple[float, str]:
     return elapsed, completed.stdout.decode()
 
 
-def engine(path: pathlib.Path, check: bool) -> tuple[float, dict]:
+def engine(path: pathlib.Path, check: bool) -> tuple[float, dict[str, int]]:
     """The engine's time and result, with its own peak RSS (VmHWM, which starts afresh at exec)."""
     elapsed, output = timed([sys.executable, "-c", ENGINE.format(age=OLD_AGE // 2, check=check), str(path)])
     return elapsed, json.loads(output)

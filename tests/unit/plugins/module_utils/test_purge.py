@@ -365,7 +365,6 @@ def test_errors_are_recorded_not_raised(tmp_path, monkeypatch):
     make(tmp_path / 'sub' / 'inner')
     age_dir(tmp_path / 'sub')
     real_unlink = os.unlink
-    real_rmdir = os.rmdir
 
     def refuse_unlink(name, *, dir_fd=None):
         if name == 'locked':
@@ -481,7 +480,7 @@ def test_path_that_cannot_be_opened(tmp_path, monkeypatch):
         return real_open(path, flags, mode, dir_fd=dir_fd)
 
     monkeypatch.setattr(_purge.os, 'open', refuse)
-    with pytest.raises(PurgeError, match='cannot open .*/sub: permission denied'):
+    with pytest.raises(PurgeError, match=r'cannot open .*/sub: permission denied'):
         Purger(PurgeSpec(age=0)).purge(str(tmp_path / 'sub'), [str(tmp_path)])
 
 
@@ -534,7 +533,7 @@ def test_one_bad_path_anywhere_removes_nothing(tmp_path, position, kind):
     (root / 'link').symlink_to(root / 'tmp')
     (root / 'app').mkdir()
     bad, message = BAD_PATHS[kind]
-    bad = bad if bad.startswith('/') or bad.startswith('relative') else str(tmp_path / bad)
+    bad = bad if bad.startswith(('/', 'relative')) else str(tmp_path / bad)
     paths = [str(path) for path in good]
     paths.insert(position, bad)
     purger = Purger(PurgeSpec(age=DAY))
@@ -1054,7 +1053,7 @@ def test_protected_paths_refused(tmp_path, spelling, message, check_mode):
 
 def test_protected_path_given_through_a_link(tmp_path):
     """The protected path is a link to the real folder (a release switch): the folder itself is protected."""
-    root, precious, junk, protected = backend(tmp_path)
+    root, dummy_precious, dummy_junk, dummy_protected = backend(tmp_path)
     releases = tmp_path / 'releases' / 'v5'
     make(releases / 'code.py')
     (root / 'current').symlink_to(releases)
@@ -1065,7 +1064,7 @@ def test_protected_path_given_through_a_link(tmp_path):
 
 
 def test_protected_path_identity_through_a_bind_mount(tmp_path, mounts):
-    root, precious, junk, protected = backend(tmp_path)
+    root, precious, dummy_junk, protected = backend(tmp_path)
     (tmp_path / 'view').mkdir()
     mounts('--bind', root / 'data', tmp_path / 'view')
     with pytest.raises(PurgeError, match=f'it is the protected path {root}/data'):
@@ -1087,7 +1086,7 @@ def test_inside_a_protected_path_is_allowed_and_force_overrides(tmp_path):
 
 
 def test_protected_directory_moved_into_a_purged_one_is_not_entered(tmp_path):
-    root, precious, junk, protected = backend(tmp_path)
+    root, dummy_precious, dummy_junk, protected = backend(tmp_path)
 
     def move(target):
         os.rename(root / 'data', root / 'tmp' / 'data')
@@ -1115,7 +1114,7 @@ def spellings(path):
     return found
 
 
-@pytest.mark.parametrize('path', sorted(_purge.CRITICAL_PATHS) + ['/lib-anything', '/usr/anything', '/usr/local/anything'])
+@pytest.mark.parametrize('path', [*sorted(_purge.CRITICAL_PATHS), '/lib-anything', '/usr/anything', '/usr/local/anything'])
 def test_every_critical_path_is_refused(path):
     assert is_critical(path)
     for spelling in spellings(path):

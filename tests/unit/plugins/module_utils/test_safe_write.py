@@ -111,11 +111,10 @@ def test_default_mode_is_0600(tmp_path):
 def test_temp_removed_when_the_writer_fails(place, kind):
     thing = place(kind)
     before = thing.state()
-    with pytest.raises(RuntimeError, match='boom'):
-        with atomic_write(str(thing.path), force=True) as handle:
-            handle.write(NEW)
-            assert len(leftovers(thing.path.parent, 'dest')) == 1, 'the data goes to a temporary file first'
-            raise RuntimeError('boom')
+    with pytest.raises(RuntimeError, match='boom'), atomic_write(str(thing.path), force=True) as handle:
+        handle.write(NEW)
+        assert len(leftovers(thing.path.parent, 'dest')) == 1, 'the data goes to a temporary file first'
+        raise RuntimeError('boom')
     assert thing.state() == before
     assert leftovers(thing.path.parent, 'dest') == []
 
@@ -160,26 +159,24 @@ def test_a_temp_name_taken_by_something_else_is_not_used(tmp_path, monkeypatch):
 def test_something_appears_while_writing(place, tmp_path, appears, force):
     """Nothing at dest when the write starts; a file, link, FIFO, device... is put there before the end."""
     dest = tmp_path / 'out' / 'dest'
-    with pytest.raises(UnsafeDestination, match='appeared while the file was being written'):
-        with atomic_write(str(dest), force=force) as handle:
-            handle.write(NEW)
-            thing = place(appears)
-            before = thing.state()
+    with pytest.raises(UnsafeDestination, match='appeared while the file was being written'), atomic_write(str(dest), force=force) as handle:
+        handle.write(NEW)
+        thing = place(appears)
+        before = thing.state()
     assert thing.state() == before
     assert leftovers(dest.parent, 'dest') == []
 
 
-@pytest.mark.parametrize('swapped_for', NOT_REGULAR + ('file',))
+@pytest.mark.parametrize('swapped_for', (*NOT_REGULAR, 'file'))
 def test_existing_file_swapped_while_writing_with_force(place, tmp_path, swapped_for):
     """force replaces the regular file that was checked, not what was put in its place meanwhile."""
     dest = tmp_path / 'out' / 'dest'
     dest.write_bytes(b'old\n')
-    with pytest.raises(UnsafeDestination):
-        with atomic_write(str(dest), force=True) as handle:
-            handle.write(NEW)
-            dest.unlink()
-            thing = place(swapped_for)
-            before = thing.state()
+    with pytest.raises(UnsafeDestination), atomic_write(str(dest), force=True) as handle:
+        handle.write(NEW)
+        dest.unlink()
+        thing = place(swapped_for)
+        before = thing.state()
     assert thing.state() == before
     assert leftovers(dest.parent, 'dest') == []
 
@@ -194,11 +191,10 @@ def test_without_hard_links_the_destination_is_checked_again(place, tmp_path, mo
     write_bytes(str(tmp_path / 'ok'), NEW)
     assert (tmp_path / 'ok').read_bytes() == NEW
     dest = tmp_path / 'out' / 'dest'
-    with pytest.raises(UnsafeDestination, match='is a symbolic link'):
-        with atomic_write(str(dest)) as handle:
-            handle.write(NEW)
-            thing = place('symlink-file')
-            before = thing.state()
+    with pytest.raises(UnsafeDestination, match='is a symbolic link'), atomic_write(str(dest)) as handle:
+        handle.write(NEW)
+        thing = place('symlink-file')
+        before = thing.state()
     assert thing.state() == before
     assert leftovers(dest.parent, 'dest') == []
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import stat
 import sys
 
@@ -93,9 +94,8 @@ def test_rgpd_export_in_check_mode_refuses_the_same(backend, place, kind, force)
 def test_rgpd_export_through_a_symlinked_directory_is_refused(backend, tmp_path):
     (tmp_path / 'real').mkdir()
     (tmp_path / 'linked').symlink_to(tmp_path / 'real')
-    with backend.open(read_only=True) as db:
-        with pytest.raises(RgpdError, match='linked is a symbolic link'):
-            Engine(db, load_data_map_file(DEMO_DATA_MAP), KEY).export('acme', 3, str(tmp_path / 'linked' / 'export.zip'))
+    with backend.open(read_only=True) as db, pytest.raises(RgpdError, match='linked is a symbolic link'):
+        Engine(db, load_data_map_file(DEMO_DATA_MAP), KEY).export('acme', 3, str(tmp_path / 'linked' / 'export.zip'))
     assert os.listdir(tmp_path / 'real') == []
 
 
@@ -117,7 +117,7 @@ def test_rgpd_module_force_option(tmp_path, sqlite_template):
     from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import run_module  # pylint: disable=import-outside-toplevel
 
     database = tmp_path / 'app.db'
-    database.write_bytes(open(sqlite_template, 'rb').read())  # pylint: disable=consider-using-with
+    database.write_bytes(pathlib.Path(sqlite_template).read_bytes())
     (tmp_path / 'old.zip').write_bytes(PRECIOUS)
     os.mkfifo(tmp_path / 'fifo.zip')
     base = {'operation': 'export', 'database': str(database), 'data_map_file': DEMO_DATA_MAP, 'tenant': 'acme',
@@ -175,9 +175,8 @@ def test_erase_with_an_unsafe_ledger_file_erases_nothing(backend, place, kind):
     thing = place(kind, 'ledger.jsonl')
     before = thing.state()
     users = backend.query('SELECT count(*) FROM users')[0][0]
-    with backend.open() as db:
-        with pytest.raises(RgpdError, match=FOUND[kind]):
-            Engine(db, load_data_map_file(DEMO_DATA_MAP), KEY).erase('acme', 3, ledger_file=str(thing.path))
+    with backend.open() as db, pytest.raises(RgpdError, match=FOUND[kind]):
+        Engine(db, load_data_map_file(DEMO_DATA_MAP), KEY).erase('acme', 3, ledger_file=str(thing.path))
     assert backend.query('SELECT count(*) FROM users')[0][0] == users, 'the erasure is rolled back'
     assert thing.state() == before
 
@@ -291,7 +290,7 @@ def test_spool_records_never_replace_anything(tmp_path, monkeypatch):
     first = spool.put('siem', {'n': 1})
     with pytest.raises(spooling.SpoolError, match='is an existing file'):
         spool.put('siem', {'n': 2})
-    assert json.loads(open(first.path, encoding='utf-8').read()) == {'n': 1}  # pylint: disable=consider-using-with
+    assert json.loads(pathlib.Path(first.path).read_text(encoding='utf-8')) == {'n': 1}
     assert leftovers(tmp_path / 'spool' / 'siem', first.name) == []
 
 
@@ -309,7 +308,7 @@ def pip(tmp_path):
     return Pip(str(venv), runner=lambda argv, timeout: (0, '', ''))
 
 
-SNAPSHOT_KINDS = KINDS + ('foreign-directory', 'snapshot')
+SNAPSHOT_KINDS = (*KINDS, 'foreign-directory', 'snapshot')
 
 
 @pytest.mark.parametrize('check_mode', [False, True], ids=['run', 'check-mode'])
@@ -332,7 +331,7 @@ def test_snapshot_folder(pip, place, tmp_path, kind, check_mode):
             assert sorted(os.listdir(thing.path)) == ['freeze.txt', 'snapshot.json', 'wheels']
             assert os.lstat(thing.path).st_ino != (before[0][1] if kind == 'snapshot' else None)
     else:
-        with pytest.raises(PyDepsError, match='refusing to replace it|symbolic link') as caught:
+        with pytest.raises(PyDepsError, match=r'refusing to replace it|symbolic link') as caught:
             take_snapshot(pip, str(thing.path), Sources(), check_mode=check_mode)
         assert str(thing.path) in str(caught.value)
         assert thing.state() == before
