@@ -25,10 +25,5 @@ sandbox="${DIHYA_DEMO_SANDBOX:-/tmp/dihya-ops-demo}"
 export ANSIBLE_CALLBACKS_ENABLED="dihya.ops.audit${ANSIBLE_CALLBACKS_ENABLED:+,$ANSIBLE_CALLBACKS_ENABLED}"
 export DIHYA_AUDIT_KEY_FILE="${DIHYA_AUDIT_KEY_FILE:-$root/inventories/local/controller-audit-key.vault}"
 export DIHYA_AUDIT_LOG_PATH="${DIHYA_AUDIT_LOG_PATH:-$sandbox/controller-audit.log}"
-ansible-playbook tests/demo_backend/demo.yml "$@"
-summary="$sandbox/last-run.txt"
-if [ -f "$summary" ]; then
-  printf '\n'
-  cat "$summary"
-  printf 'controller audit log  %s\n' "$DIHYA_AUDIT_LOG_PATH"
-fi
+# The playbook's last task prints the summary (kept in $sandbox/last-run.txt).
+exec ansible-playbook tests/demo_backend/demo.yml "$@"
