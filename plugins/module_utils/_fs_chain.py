@@ -39,7 +39,8 @@ NOT_A_DIRECTORY = 'not-a-directory'
 REPLACED = 'replaced'
 ERROR = 'error'
 
-Identity = tuple[int, int]
+# typing's spelling: managed hosts may run a Python older than 3.9, where tuple[...] cannot be evaluated.
+Identity = t.Tuple[int, int]  # noqa: UP006
 
 
 class ChainError(Exception):

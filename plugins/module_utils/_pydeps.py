@@ -270,7 +270,7 @@ def take_snapshot(pip: Pip, dest: str, sources: Sources, check_mode: bool = Fals
             os.close(parent_fd)
     freeze = pip.freeze()
     pins = parse_freeze(freeze)
-    created = datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+    created = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')  # noqa: UP017 - datetime.UTC is Python 3.11+
     if check_mode:
         return Snapshot(path=dest, freeze=freeze, pins=pins, wheels=[], created=created)
     parent = os.path.dirname(dest)
