@@ -125,6 +125,7 @@ def _attempt(spool: Spool, sender: Sender, report: SinkReport, waiting: list[Spo
             break
     return still
 
+
 @dataclasses.dataclass
 class DeliveryResult:
     reports: list[SinkReport]

@@ -124,4 +124,3 @@ def _epoch(stamp: t.Any) -> float | None:
         return None
     parsed = datetime.datetime.fromisoformat(stamp.replace('Z', '+00:00'))
     return round(parsed.timestamp(), 6)
-
