@@ -15,9 +15,11 @@ any managed host and on the controller. Its parts:
   opening log files, :func:`rotated_files`;
 * ``_audit_log``: :class:`AuditLog`, the writer (locking, rotation checkpoints, crash recovery,
   durability);
-* ``_audit_verify``: :func:`verify` and :class:`VerifyReport` (what is a crash, what is tampering).
+* ``_audit_verify``: :func:`verify` and :class:`VerifyReport` (what is a crash, what is tampering);
+* ``_audit_emit``: the work of the audit_event module (event, log, spool and sinks).
 
-Callers import from here; each part's documentation tells its rules.
+Other engines and plugins import from here. The audit modules import the parts they need, so that
+Ansible ships no more than those to the managed host. Each part's documentation tells its rules.
 """
 
 from __future__ import annotations
@@ -29,16 +31,14 @@ from ansible_collections.dihya.ops.plugins.module_utils._audit_event import (
     AuditError,
     AuditSettings,
     build_event,
-    check_key,
     check_path,
-    format_timestamp,
 )
 from ansible_collections.dihya.ops.plugins.module_utils._audit_log import AuditLog
-from ansible_collections.dihya.ops.plugins.module_utils._audit_record import CHECKPOINT_ACTION, ZERO_HASH, line_hash, record_mac, rotated_files
-from ansible_collections.dihya.ops.plugins.module_utils._audit_verify import TRUNCATED_REASON, VerifyReport, verify
+from ansible_collections.dihya.ops.plugins.module_utils._audit_record import CHECKPOINT_ACTION, ZERO_HASH, rotated_files
+from ansible_collections.dihya.ops.plugins.module_utils._audit_verify import VerifyReport, verify
 
 __all__ = [
-    'CATEGORIES', 'CHECKPOINT_ACTION', 'FSYNC_MODES', 'OUTCOMES', 'TRUNCATED_REASON', 'ZERO_HASH',
+    'CATEGORIES', 'CHECKPOINT_ACTION', 'FSYNC_MODES', 'OUTCOMES', 'ZERO_HASH',
     'AuditError', 'AuditLog', 'AuditSettings', 'VerifyReport',
-    'build_event', 'check_key', 'check_path', 'format_timestamp', 'line_hash', 'record_mac', 'rotated_files', 'verify',
+    'build_event', 'check_path', 'rotated_files', 'verify',
 ]

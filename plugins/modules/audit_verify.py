@@ -176,7 +176,8 @@ notes:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes
 
-from ansible_collections.dihya.ops.plugins.module_utils._audit import AuditError, check_path, verify
+from ansible_collections.dihya.ops.plugins.module_utils._audit_event import AuditError, check_path
+from ansible_collections.dihya.ops.plugins.module_utils._audit_verify import verify
 
 
 def main() -> None:
