@@ -5,7 +5,8 @@
 # a summary.  Installs what it needs first (scripts/bootstrap.sh run).
 #
 #   scripts/demo.sh [extra ansible-playbook arguments, e.g. --check]
-#   scripts/demo.sh --stop      stop the demo fleet and remove its sandbox
+#   scripts/demo.sh --stop      stop the demo fleet and remove its instances (the run
+#                               reports and the controller audit log stay in the sandbox)
 #
 # DIHYA_DEMO_SANDBOX (default /tmp/dihya-ops-demo) and DIHYA_DEMO_BASE_PORT
 # (default 18080; instances listen on +1..+3) move the fleet.
