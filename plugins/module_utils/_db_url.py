@@ -145,7 +145,7 @@ def _spellings(password: str) -> tuple[str, ...]:
     Percent-encoded bytes that are not UTF-8 are decoded both as U+FFFD and as lone surrogates.
     """
     found = {password}
-    for decoded in {urllib.parse.unquote(password), urllib.parse.unquote(password, errors='surrogateescape')}:
+    for decoded in (urllib.parse.unquote(password), urllib.parse.unquote(password, errors='surrogateescape')):
         found.update((decoded, _quote(decoded, urllib.parse.quote), _quote(decoded, urllib.parse.quote_plus)))
     return tuple(found)
 
