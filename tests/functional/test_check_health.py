@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import pathlib
 import sys
+import typing as t
 
 import pytest
 
 from ansible_collections.dihya.ops.tests.support.fleet import BIN, HOSTS, ROOT, run
 
+if t.TYPE_CHECKING:
+    from ansible_collections.dihya.ops.tests.support.fleet import Fleet
 
-def promtool_check(path) -> subprocess.CompletedProcess:
+
+def promtool_check(path: pathlib.Path) -> subprocess.CompletedProcess[str]:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: install the Debian package 'prometheus' (bindep.txt)"
     with open(path, "rb") as metrics:
         return subprocess.run([promtool, "check", "metrics"], stdin=metrics, capture_output=True, text=True, check=False)
 
 
-def test_check_mode_runs_checks_and_writes_no_metrics(fleet):
+def test_check_mode_runs_checks_and_writes_no_metrics(fleet: Fleet) -> None:
     for host in HOSTS:
         (fleet.root(host) / "metrics" / "dihya_health.prom").unlink(missing_ok=True)
     proc = fleet.playbook("playbooks/check_health.yml", "--check")
@@ -28,7 +33,7 @@ def test_check_mode_runs_checks_and_writes_no_metrics(fleet):
         assert not (fleet.root(host) / "metrics" / "dihya_health.prom").exists()
 
 
-def test_check_health_writes_valid_metrics_for_every_host(fleet):
+def test_check_health_writes_valid_metrics_for_every_host(fleet: Fleet) -> None:
     proc = fleet.playbook("playbooks/check_health.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for host in HOSTS:
@@ -43,7 +48,7 @@ def test_check_health_writes_valid_metrics_for_every_host(fleet):
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_a_host_of_one_tenant_labels_its_metrics_with_that_tenant(fleet):
+def test_a_host_of_one_tenant_labels_its_metrics_with_that_tenant(fleet: Fleet) -> None:
     host = "dihya-demo-2"
     proc = fleet.playbook("playbooks/check_health.yml", "--limit", host, "-e", '{"dihya_backend_tenants": ["globex"]}')
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -53,7 +58,7 @@ def test_a_host_of_one_tenant_labels_its_metrics_with_that_tenant(fleet):
     assert 'tenant="all"' not in text
 
 
-def test_unhealthy_host_fails_with_the_failing_check(fleet):
+def test_unhealthy_host_fails_with_the_failing_check(fleet: Fleet) -> None:
     proc = fleet.playbook("playbooks/check_health.yml", "--limit", "dihya-demo-3",
                           "-e", "check_health_url=http://127.0.0.1:9/healthz")
     output = proc.stdout + proc.stderr
@@ -70,13 +75,13 @@ def test_unhealthy_host_fails_with_the_failing_check(fleet):
     ],
     ids=["unknown-type", "negative-timeout"],
 )
-def test_bad_module_input_fails_cleanly(fleet, module_args, expected):
+def test_bad_module_input_fails_cleanly(fleet: Fleet, module_args: dict[str, t.Any], expected: str) -> None:
     result = fleet.adhoc("dihya.ops.health_check", module_args)
     assert result.get("failed") is True
     assert expected in result["msg"]
 
 
-def test_malformed_url_and_unreachable_host_are_reported_per_check(fleet):
+def test_malformed_url_and_unreachable_host_are_reported_per_check(fleet: Fleet) -> None:
     result = fleet.adhoc("dihya.ops.health_check", {"checks": [
         {"name": "malformed", "type": "http", "url": "http//127.0.0.1:8080/healthz"},
         {"name": "refused", "type": "tcp", "host": "127.0.0.1", "port": 9},
@@ -90,7 +95,7 @@ def test_malformed_url_and_unreachable_host_are_reported_per_check(fleet):
     assert checks["live"]["healthy"] is True
 
 
-def test_built_collection_installs_and_runs_playbooks_by_fqcn(fleet, tmp_path):
+def test_built_collection_installs_and_runs_playbooks_by_fqcn(fleet: Fleet, tmp_path: pathlib.Path) -> None:
     build = run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path)], env=fleet.env, timeout=300)
     assert build.returncode == 0, build.stdout + build.stderr
     tarball = next(tmp_path.glob("dihya-ops-*.tar.gz"))
