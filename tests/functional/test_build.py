@@ -24,7 +24,7 @@ import tarfile
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, run
+from ansible_collections.dihya.ops.tests.support.fleet import BIN, ROOT, run
 
 IMPORTER_VENV = pathlib.Path(os.environ.get("DIHYA_IMPORTER_VENV", ROOT / ".cache" / "galaxy-importer-venv"))
 

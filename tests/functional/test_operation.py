@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import BIN, HOSTS, run
+from ansible_collections.dihya.ops.tests.support.fleet import BIN, HOSTS, run
 
 CONTROLLER_KEY = "functional-controller-audit-key-0123456789"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from conftest import HOSTS
+from ansible_collections.dihya.ops.tests.support.fleet import HOSTS
 from test_restart_services import recap
 
 OLD = time.time() - 30 * 86400

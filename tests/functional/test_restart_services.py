@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 
-from conftest import HOSTS, ROOT
+from ansible_collections.dihya.ops.tests.support.fleet import HOSTS, ROOT
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

@@ -12,11 +12,9 @@ environment with local wheels and a file-based package index, and logrotate.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import http.server
-import ipaddress
 import contextlib
+import dataclasses
+import http.server
 import json
 import os
 import pathlib
@@ -33,19 +31,17 @@ import typing as t
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ansible_collections.dihya.ops.plugins.module_utils import _rgpd
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.pydeps_utils import install, make_venv
-from conftest import BIN, ROOT
-from wheelbuilder import build_all, build_wheel
+from ansible_collections.dihya.ops.tests.support.fleet import BIN, ROOT, run
+from ansible_collections.dihya.ops.tests.support.services import Supervisor
+from ansible_collections.dihya.ops.tests.support.tls import self_signed
+from ansible_collections.dihya.ops.tests.support.wheelbuilder import build_all, build_wheel
 
 sys.path.insert(0, str(ROOT / "tests" / "lint"))
-import check_argument_specs  # noqa: E402  (tests/lint is not a package)
-import check_role_booleans  # noqa: E402
+import check_argument_specs  # tests/lint is not a package
+import check_role_booleans
 
 PLAYBOOK = ROOT / "tests" / "functional" / "playbooks" / "role_booleans.yml"
 DATA_MAP = ROOT / "docs" / "examples" / "rgpd-datamap-demo.yml"
@@ -69,7 +65,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 class _Handler(http.server.BaseHTTPRequestHandler):
     """/healthz answers ok, /down answers 503, /wheels/<file> serves the local wheels."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:  # http.server's name
         if self.path.startswith("/wheels/"):
             wheel = self.server.wheels / pathlib.Path(self.path).name  # type: ignore[attr-defined]
             if wheel.is_file():
@@ -98,48 +94,6 @@ def _serve(wheels: pathlib.Path, tls: ssl.SSLContext | None = None) -> http.serv
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     return server
-
-
-def _self_signed(folder: pathlib.Path) -> ssl.SSLContext:
-    """A server context with a self-signed certificate for 127.0.0.1 (no client trusts it)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dihya-role-booleans")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-    return context
-
-
-SUPERVISORD_CONF = """\
-[unix_http_server]
-file={dir}/supervisor.sock
-
-[supervisord]
-logfile={dir}/supervisord.log
-pidfile={dir}/supervisord.pid
-childlogdir={dir}
-nodaemon=true
-silent=true
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{dir}/supervisor.sock
-
-[program:web]
-command=sleep 1000
-startsecs=0
-stopwaitsecs=2
-"""
 
 
 @dataclasses.dataclass
@@ -178,7 +132,7 @@ class Box:
         extra.write_text(json.dumps({"role_booleans_role": role, "role_booleans_hosts": hosts, **(variables or {})}))
         argv = [str(BIN / "ansible-playbook"), "-i", str(self.base / "inventory.yml"), str(PLAYBOOK),
                 "-e", f"@{extra}", "-e", f"{name}={value}", *flags]
-        return subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300, check=False)
+        return run(argv, env=self.env, timeout=300)
 
     def supervisorctl(self, *args: str) -> str:
         return subprocess.run([str(BIN / "supervisorctl"), "-c", str(self.supervisor_config), *args],
@@ -231,35 +185,24 @@ def box(tmp_path_factory) -> t.Iterator[Box]:
             (base / host / folder).mkdir(parents=True)
     shutil.copy(pristine, base / "box" / "data" / "app.db")
 
-    supervisor_dir = base / "supervisor"
-    supervisor_dir.mkdir()
-    supervisor_config = supervisor_dir / "supervisord.conf"
-    supervisor_config.write_text(SUPERVISORD_CONF.format(dir=supervisor_dir))
     # A port bound but not listening: connections to it are refused at once.
     refused = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     refused.bind(("127.0.0.1", 0))
     plain = _serve(wheels)
-    secure = _serve(wheels, _self_signed(base))
-    supervisord = subprocess.Popen([str(BIN / "supervisord"), "-c", str(supervisor_config)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    secure = _serve(wheels, self_signed(base, "dihya-role-booleans"))
+    (base / "supervisor").mkdir()
+    supervisor = None
     try:
+        supervisor = Supervisor.start(base / "supervisor", programs=("web",))
         sandbox = Box(base=base, http_port=plain.server_address[1], https_port=secure.server_address[1],
                       refused_port=refused.getsockname()[1], wheels=wheels, low_wheels=low_wheels, index=index,
-                      venv=venv, supervisor_config=supervisor_config, pristine_db=pristine)
+                      venv=venv, supervisor_config=pathlib.Path(supervisor.config), pristine_db=pristine)
         hosts = {host: dict(_host_model(base / host, sandbox.http_port), dihya_backend_venv=str(venv)) for host in ("box", "box2")}
         (base / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
-        deadline = time.monotonic() + 20
-        while "RUNNING" not in sandbox.supervisorctl("status", "web") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "RUNNING" in sandbox.supervisorctl("status", "web")
         yield sandbox
     finally:
-        supervisord.terminate()
-        try:
-            supervisord.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            supervisord.kill()
-            supervisord.wait(timeout=5)
+        if supervisor is not None:
+            supervisor.stop()
         for server in (plain, secure):
             server.shutdown()
             server.server_close()

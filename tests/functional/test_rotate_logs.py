@@ -9,7 +9,7 @@ import time
 import urllib.request
 import uuid
 
-from conftest import HOSTS
+from ansible_collections.dihya.ops.tests.support.fleet import HOSTS
 from test_restart_services import recap
 
 HOST = "dihya-demo-1"

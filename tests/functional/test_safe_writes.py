@@ -15,7 +15,7 @@ import stat
 
 import pytest
 
-from conftest import HOSTS, ROOT
+from ansible_collections.dihya.ops.tests.support.fleet import HOSTS, ROOT
 
 DATA_MAP = ROOT / "docs" / "examples" / "rgpd-datamap-demo.yml"
 PRECIOUS = b"precious, not an archive\n"
@@ -102,7 +102,7 @@ def export(fleet, tmp_path):
 
 @pytest.mark.parametrize("force", [False, True], ids=["no-force", "force"])
 def test_fetch_refuses_what_is_at_the_controller_name(fleet, export, tmp_path, force):
-    cases = dict(zip(HOSTS, ("symlink", "fifo", "device") if force else ("file", "symlink", "dangling")))
+    cases = dict(zip(HOSTS, ("symlink", "fifo", "device") if force else ("file", "symlink", "dangling"), strict=True))
     names = {host: f"case-{kind}-{secrets.token_hex(3)}.zip.enc" for host, kind in cases.items()}
     fetched = {host: tmp_path / "fetch" / "acme" / f"{host}-{names[host]}" for host in HOSTS}
     for host, kind in cases.items():
@@ -122,7 +122,7 @@ def test_fetch_refuses_what_is_at_the_controller_name(fleet, export, tmp_path, f
 
 
 def test_fetch_with_force_replaces_only_a_regular_file_and_never_writes_through(fleet, export, tmp_path):
-    cases = dict(zip(HOSTS, ("file", "directory", "missing")))
+    cases = dict(zip(HOSTS, ("file", "directory", "missing"), strict=True))
     names = {host: f"force-{kind}-{secrets.token_hex(3)}.zip.enc" for host, kind in cases.items()}
     fetched = {host: tmp_path / "fetch" / "acme" / f"{host}-{names[host]}" for host in HOSTS}
     for host, kind in cases.items():
@@ -130,7 +130,7 @@ def test_fetch_with_force_replaces_only_a_regular_file_and_never_writes_through(
             make(kind, fetched[host], tmp_path / "victims")
     before = {host: state(path) for host, path in fetched.items()}
 
-    proc, archives, dummy = export(names, force=True)
+    proc, dummy_archives, dummy = export(names, force=True)
     output = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0, output  # the directory is refused
     directory_host, file_host, new_host = HOSTS[1], HOSTS[0], HOSTS[2]
@@ -155,7 +155,7 @@ def test_the_host_archive_name_is_never_written_over_without_force_nor_through_w
     before = {host: state(path) for host, path in paths.items()}
     try:
         for force in (False, True):
-            proc, archives, fetched = export(names, force=force)
+            proc, dummy_archives, fetched = export(names, force=force)
             output = " ".join((proc.stdout + proc.stderr).split())
             assert proc.returncode != 0, output
             for host in (HOSTS[1], HOSTS[2]):

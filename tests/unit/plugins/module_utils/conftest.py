@@ -6,13 +6,16 @@
 
 from __future__ import annotations
 
+import pathlib
+import typing as t
+
 import pytest
 
-from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.safe_write_utils import make
+from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.safe_write_utils import Thing, make
 
 
 @pytest.fixture
-def place(tmp_path):
+def place(tmp_path: pathlib.Path) -> t.Iterator[t.Callable[..., Thing]]:
     """A writer's folder ``out/`` and a victims' folder next to it.
 
     Yields a function that puts a kind of thing (see ``safe_write_utils.KINDS``) at ``out/<name>``; symbolic
@@ -20,9 +23,9 @@ def place(tmp_path):
     """
     out = tmp_path / 'out'
     out.mkdir()
-    made = []
+    made: list[Thing] = []
 
-    def put(kind, name='dest'):
+    def put(kind: str, name: str = 'dest') -> Thing:
         thing = make(kind, out / name, tmp_path / 'victims')
         made.append(thing)
         return thing

@@ -23,7 +23,7 @@ import venv as venv_lib
 
 import pytest
 
-from ansible_collections.dihya.ops.tests.functional.wheelbuilder import build_all, build_wheel
+from ansible_collections.dihya.ops.tests.support.wheelbuilder import build_all, build_wheel
 
 # Built once per test process (each pytest-xdist worker has its own).
 _CACHE: dict[str, pathlib.Path] = {}

@@ -1,0 +1,114 @@
+# Copyright (c) Dihya ops maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The demo fleet of the functional tests, and the runner of ansible commands that fails on deprecation warnings.
+
+The fleet is three instances of the demo backend (Flask under gunicorn under supervisord) deployed by
+tests/demo_backend/deploy.yml into a sandbox of the test run, on loopback ports; the ``fleet`` fixture of
+tests/functional/conftest.py deploys it and tears it down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import typing as t
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
+HOSTS = ("dihya-demo-1", "dihya-demo-2", "dihya-demo-3")
+DEPRECATION = "[DEPRECATION WARNING]"
+
+
+def assert_no_deprecation(output: str) -> None:
+    """Fail when ansible printed a deprecation warning: the suite allows no new ones."""
+    if DEPRECATION in output:
+        warnings = [line for line in output.splitlines() if DEPRECATION in line]
+        raise AssertionError("ansible printed deprecation warnings:\n" + "\n".join(warnings) + "\n\n" + output[-4000:])
+
+
+def run(argv: list[str], env: dict[str, str], timeout: int, cwd: pathlib.Path | str = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run an ansible command in the checkout (by default) and fail if it printed a deprecation warning.
+
+    Deprecation warnings are always on (``ANSIBLE_DEPRECATION_WARNINGS``), whatever ``env`` says.
+    """
+    proc = subprocess.run(argv, cwd=cwd, env=dict(env, ANSIBLE_DEPRECATION_WARNINGS="True"),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert_no_deprecation(proc.stdout + proc.stderr)
+    return proc
+
+
+@dataclass
+class Fleet:
+    """The demo fleet of this test session."""
+
+    sandbox: pathlib.Path
+    base_port: int
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(DIHYA_DEMO_SANDBOX=str(self.sandbox), DIHYA_DEMO_BASE_PORT=str(self.base_port),
+                   ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
+        return env
+
+    def root(self, host: str) -> pathlib.Path:
+        return self.sandbox / host
+
+    def port(self, host: str) -> int:
+        return self.base_port + HOSTS.index(host) + 1
+
+    def gunicorn_pid(self, host: str) -> int | None:
+        try:
+            pid = int((self.root(host) / "run" / "gunicorn.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pathlib.Path(f"/proc/{pid}").exists() else None
+
+    def pids(self) -> dict[str, int | None]:
+        return {host: self.gunicorn_pid(host) for host in HOSTS}
+
+    def healthz(self, host: str) -> tuple[int, dict[str, t.Any]]:
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                f"http://127.0.0.1:{self.port(host)}/healthz", timeout=5
+            ) as response:
+                return int(response.status), dict(json.loads(response.read()))
+        except urllib.error.HTTPError as exc:
+            return exc.code, {}
+        except OSError:
+            return 0, {}
+
+    def playbook(self, *args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+        return run([str(BIN / "ansible-playbook"), *args], env=env or self.env, timeout=timeout)
+
+    def adhoc(self, module: str, module_args: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Run one module on localhost with ``ansible`` and return its JSON result."""
+        env = dict(self.env, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal", ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+                   ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+        proc = run([str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+                    "-e", f"ansible_python_interpreter={sys.executable}",
+                    "-m", module, "-a", json.dumps(module_args)], env=env, timeout=120)
+        output = proc.stdout + proc.stderr
+        assert "Traceback" not in output, output
+        dummy, found, result = proc.stdout.rpartition("\nlocalhost | ")
+        status, sep, body = result.partition(" => ")
+        assert (found or proc.stdout.startswith("localhost | ")) and sep, output
+        data: dict[str, t.Any] = json.loads(body)
+        data.setdefault("failed", status.startswith("FAILED"))
+        return data
+
+
+def fleet_for_worker(worker: str | None = None) -> Fleet:
+    """The fleet of this pytest-xdist worker (``gw0`` when not under xdist): its own sandbox, ports 10 apart."""
+    worker = worker or os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    sandbox = pathlib.Path(os.environ.get("DIHYA_TEST_SANDBOX", "/tmp/dihya-ops-test")) / ("functional" if index == 0 else f"functional-{worker}")
+    return Fleet(sandbox=sandbox, base_port=int(os.environ.get("DIHYA_FUNCTIONAL_BASE_PORT", "19180")) + 10 * index)
