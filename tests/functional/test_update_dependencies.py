@@ -15,8 +15,8 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
-from wheelbuilder import build_all, build_wheel
+from ansible_collections.dihya.ops.tests.support.fleet import ROOT
+from ansible_collections.dihya.ops.tests.support.wheelbuilder import build_all, build_wheel
 
 HOST = 'dihya-demo-1'
 REAL_ADVISORIES = ROOT / 'tests' / 'fixtures' / 'osv'

@@ -40,7 +40,7 @@ from ansible_collections.dihya.ops.plugins.module_utils._pydeps import (
     validate_source,
     validate_spec,
 )
-from ansible_collections.dihya.ops.tests.functional.wheelbuilder import build_wheel
+from ansible_collections.dihya.ops.tests.support.wheelbuilder import build_wheel
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.pydeps_utils import install, make_venv, wheelhouse
 from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import run_module
 
