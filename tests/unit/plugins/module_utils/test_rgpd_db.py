@@ -18,11 +18,6 @@ from ansible_collections.dihya.ops.tests.unit.plugins import rgpd_fixtures
 sqlite_template, pg_template, backend = rgpd_fixtures.make_fixtures('db', kinds=('sqlite', 'postgresql'))
 
 
-def test_postgres_service(postgres):
-    """Requests the PostgreSQL cluster so that collection starts it for the parametrised tests."""
-    assert postgres.port > 0
-
-
 @pytest.mark.parametrize('identifier', ("users; DROP TABLE users; --", 'a"b', 'x/*', '', None, 'x' * 64))
 def test_quote_refuses_anything_but_plain_identifiers(identifier):
     with pytest.raises(DbError, match='refusing SQL identifier'):

@@ -35,11 +35,6 @@ DEMO_MAP = load_data_map_file(DEMO_DATA_MAP)
 HOSTILE = ("'; DROP TABLE users; --", 'a"b', 'x/*', '1; DELETE FROM users', '1 OR 1=1')
 
 
-def test_postgres_service(postgres):
-    """Requests the PostgreSQL cluster so that collection starts it for the parametrised tests."""
-    assert postgres.port > 0
-
-
 def engine(db, data_map=DEMO_MAP, check_mode=False, **kwargs):
     return Engine(db, data_map, KEY, check_mode=check_mode, **kwargs)
 

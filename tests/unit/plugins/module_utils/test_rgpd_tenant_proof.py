@@ -28,12 +28,7 @@ def script(backend, sql):
     backend.script(sql.replace('AUTO_ID', AUTO_ID[backend.kind]))
 
 
-def test_postgres_service(postgres):
-    """Requests the PostgreSQL cluster so that collection starts it for the parametrised tests."""
-    assert postgres.port > 0
-
-
-@pytest.fixture(params=KINDS, name='empty')
+@pytest.fixture(params=[pytest.param(kind, marks=pytest.mark.services('postgres')) if kind == 'postgresql' else kind for kind in KINDS], name='empty')
 def empty_backend(request, tmp_path):
     """An empty database of each kind; the test creates its own tables."""
     if request.param == 'sqlite':
@@ -336,7 +331,8 @@ BASE = ('CREATE TABLE users (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, em
         'CREATE TABLE posts (id INTEGER PRIMARY KEY, author_id INTEGER REFERENCES users (id), body TEXT);')
 
 
-@pytest.mark.parametrize('kind, case', [('sqlite', case) for case in sorted(SQLITE_HIDDEN)] + [('postgresql', case) for case in sorted(PG_HIDDEN)])
+@pytest.mark.parametrize('kind, case', [('sqlite', case) for case in sorted(SQLITE_HIDDEN)]
+                         + [pytest.param('postgresql', case, marks=pytest.mark.services('postgres')) for case in sorted(PG_HIDDEN)])
 def test_unmapped_referencing_tables_are_found_whatever_their_name(kind, case, request, tmp_path):
     if kind == 'sqlite':
         request.getfixturevalue('tmp_path')

@@ -25,11 +25,6 @@ AUDIT_KEY = 'module-test-audit-chain-key-0123456789'
 ENCRYPTION_KEY = '11' * 32
 
 
-def test_postgres_service(postgres):
-    """Requests the PostgreSQL cluster so that collection starts it for the parametrised tests."""
-    assert postgres.port > 0
-
-
 @pytest.fixture
 def sqlite_db(tmp_path, sqlite_template):
     path = str(tmp_path / 'app.db')
