@@ -12,6 +12,7 @@ import typing as t
 import uuid
 
 import pytest
+
 from ansible_collections.dihya.ops.plugins.module_utils import _health
 from ansible_collections.dihya.ops.plugins.module_utils._health import (
     CheckResult,

@@ -12,6 +12,7 @@ import ssl
 import typing as t
 
 import pytest
+
 from ansible_collections.dihya.ops.plugins.module_utils._probe_common import Outcome, as_text, describe_error
 
 

@@ -16,6 +16,7 @@ import time
 import typing as t
 
 import pytest
+
 from ansible_collections.dihya.ops.plugins.module_utils import _probe_common, _probe_process
 from ansible_collections.dihya.ops.plugins.module_utils._health import CheckSpec, run_checks
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.health_utils import check

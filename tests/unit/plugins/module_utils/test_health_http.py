@@ -13,6 +13,7 @@ import time
 import typing as t
 
 import pytest
+
 from ansible_collections.dihya.ops.plugins.module_utils import _probe_http
 from ansible_collections.dihya.ops.plugins.module_utils._health import CheckSpec, run_checks
 from ansible_collections.dihya.ops.plugins.module_utils._probe_common import as_text

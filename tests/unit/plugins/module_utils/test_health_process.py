@@ -14,6 +14,7 @@ import typing as t
 import uuid
 
 import pytest
+
 from ansible_collections.dihya.ops.plugins.module_utils._health import CheckResult
 from ansible_collections.dihya.ops.plugins.module_utils._probe_common import CheckConfigError
 from ansible_collections.dihya.ops.plugins.module_utils._probe_process import validate_name

@@ -19,6 +19,7 @@ import typing as t
 import uuid
 
 import pytest
+
 from ansible_collections.dihya.ops.plugins.module_utils import _probe_sql
 from ansible_collections.dihya.ops.plugins.module_utils._db_url import dsn_secrets, scrub
 from ansible_collections.dihya.ops.plugins.module_utils._health import CheckSpec, validate_spec

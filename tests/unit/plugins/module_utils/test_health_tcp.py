@@ -9,6 +9,7 @@ from __future__ import annotations
 import typing as t
 
 import pytest
+
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.health_utils import assert_error, check
 
 if t.TYPE_CHECKING:

@@ -11,6 +11,7 @@ import sys
 import typing as t
 
 import pytest
+
 from ansible_collections.dihya.ops.plugins.module_utils import _probe_tls
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.health_utils import assert_error, check
 

@@ -21,6 +21,7 @@ import typing as t
 import uuid
 
 import pytest
+
 from ansible_collections.dihya.ops.plugins.module_utils import _health, _metrics
 from ansible_collections.dihya.ops.plugins.modules import health_check
 from ansible_collections.dihya.ops.tests.unit.plugins.modules.utils import (
