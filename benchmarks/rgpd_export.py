@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -344,7 +345,7 @@ def inline(sql: str, params: t.Sequence[t.Any]) -> str:
     return parts[0] + ''.join(literal + part for literal, part in zip(literals, parts[1:], strict=True))
 
 
-def sqlite_client(path: pathlib.Path, selects: dict[str, tuple[str, list]], out: pathlib.Path) -> tuple[float, float, int]:
+def sqlite_client(path: pathlib.Path, selects: dict[str, tuple[str, list[t.Any]]], out: pathlib.Path) -> tuple[float, float, int]:
     """``sqlite3 -json`` running the SELECTs into one file; wall and CPU seconds, bytes written."""
     script = ''.join(f'{inline(sql, params)};\n' for sql, params in selects.values())
     with open(out, 'wb') as handle:
@@ -352,7 +353,7 @@ def sqlite_client(path: pathlib.Path, selects: dict[str, tuple[str, list]], out:
     return elapsed, cpu, out.stat().st_size
 
 
-def psql_client(dsn: str, selects: dict[str, tuple[str, list]], out: pathlib.Path) -> tuple[float, float, int]:
+def psql_client(dsn: str, selects: dict[str, tuple[str, list[t.Any]]], out: pathlib.Path) -> tuple[float, float, int]:
     """``psql`` with one ``\\copy (SELECT ...) TO 'file' CSV HEADER`` per table; wall and CPU seconds (psql's, not the server's), bytes written."""
     out.mkdir(parents=True, exist_ok=True)
     script = ''.join(
@@ -372,7 +373,7 @@ def engine_modules() -> tuple[t.Any, t.Any, t.Any, t.Any]:
     return _rgpd, _rgpd_db, _rgpd_map, _rgpd_schema
 
 
-def client_selects(target: dict[str, str], user_id: int) -> dict[str, tuple[str, list]]:
+def client_selects(target: dict[str, str], user_id: int) -> dict[str, tuple[str, list[t.Any]]]:
     """The SELECT of every mapped table exactly as the engine's export runs it (same WHERE, same ORDER BY)."""
     rgpd, rgpd_db, rgpd_map, rgpd_schema = engine_modules()
     data_map = rgpd_map.load_data_map_file(str(DATA_MAP))
@@ -394,8 +395,9 @@ def sqlite_schema() -> str:
     if fixtures.is_file():
         module = load_file(fixtures, 'dihya_rgpd_fixtures')
         for name in ('SQLITE_SCHEMA', 'SQLITE_DDL', 'SCHEMA_SQLITE'):
-            if isinstance(getattr(module, name, None), str):
-                return getattr(module, name)
+            found = getattr(module, name, None)
+            if isinstance(found, str):
+                return found
     return demo_schema()
 
 
@@ -403,8 +405,9 @@ def postgres_schema() -> str:
     """The demo schema's PostgreSQL DDL, from the unit-test fixtures."""
     module = load_file(ROOT / 'tests' / 'unit' / 'plugins' / 'rgpd_fixtures.py', 'dihya_rgpd_fixtures')
     for name in ('POSTGRES_SCHEMA', 'POSTGRES_DDL', 'SCHEMA_POSTGRES', 'PG_SCHEMA', 'PG_DDL'):
-        if isinstance(getattr(module, name, None), str):
-            return getattr(module, name)
+        found = getattr(module, name, None)
+        if isinstance(found, str):
+            return found
     raise BenchmarkError('tests/unit/plugins/rgpd_fixtures.py holds no PostgreSQL schema')
 
 
@@ -448,7 +451,7 @@ def expected_counts(subject: Subject) -> dict[str, int]:
     }
 
 
-def verify_archive(path: pathlib.Path, expected: dict[str, int], report: dict) -> None:
+def verify_archive(path: pathlib.Path, expected: dict[str, int], report: dict[str, t.Any]) -> None:
     """The archive holds the rows the builder gave the subject, and every file matches the manifest's checksum."""
     digest = hashlib.sha256()
     with open(path, 'rb') as handle:
@@ -466,13 +469,13 @@ def verify_archive(path: pathlib.Path, expected: dict[str, int], report: dict) -
         for name, entry in manifest['files'].items():
             member = hashlib.sha256()
             with archive.open(name) as handle:
-                for chunk in iter(lambda handle=handle: handle.read(1 << 20), b''):
+                for chunk in iter(functools.partial(handle.read, 1 << 20), b''):
                     member.update(chunk)
             if member.hexdigest() != entry['sha256']:
                 raise BenchmarkError(f'{path}: {name} does not match its checksum in the manifest')
 
 
-def engine_export(target: dict[str, str], subject: Subject, work: pathlib.Path) -> tuple[float, dict]:
+def engine_export(target: dict[str, str], subject: Subject, work: pathlib.Path) -> tuple[float, dict[str, t.Any]]:
     """One export by the engine in a child process: wall seconds and what the child reports."""
     dest = work / f'export-{subject.user_id}.zip'
     job = {**target, 'subject': str(subject.user_id), 'tenant': TENANT, 'dest': str(dest), 'data_map': str(DATA_MAP), 'key': PSEUDONYM_KEY}
@@ -516,7 +519,7 @@ def run_sqlite(layout: Layout, args: argparse.Namespace, work: pathlib.Path) -> 
     for subject in layout.subjects:
         selects = client_selects({'path': str(path)}, subject.user_id)
         results.append(measure('sqlite', {'path': str(path)}, subject,
-                               lambda out, selects=selects: sqlite_client(path, selects, out), work, args.repeat))
+                               functools.partial(sqlite_client, path, selects), work, args.repeat))
     return results
 
 
@@ -530,7 +533,7 @@ def run_postgres(layout: Layout, args: argparse.Namespace, work: pathlib.Path) -
         for subject in layout.subjects:
             selects = client_selects({'dsn': dsn}, subject.user_id)
             results.append(measure('postgresql', {'dsn': dsn}, subject,
-                                   lambda out, selects=selects: psql_client(dsn, selects, out), work, args.repeat))
+                                   functools.partial(psql_client, dsn, selects), work, args.repeat))
         return results
     finally:
         postgres.stop()

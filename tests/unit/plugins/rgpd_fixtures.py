@@ -174,7 +174,7 @@ ACCOUNTS_SCHEMA = """
 CREATE TABLE accounts (tenant TEXT NOT NULL, uid TEXT NOT NULL, email TEXT, PRIMARY KEY (tenant, uid));
 CREATE TABLE notes (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, uid TEXT NOT NULL, body TEXT NOT NULL);
 """
-ACCOUNTS_ROWS = {
+ACCOUNTS_ROWS: dict[str, list[tuple[t.Any, ...]]] = {
     'accounts': [('a', 'u1', 'u1@a.example'), ('b', 'u1', 'u1@b.example'), ('a', 'u2', 'u2@a.example'),
                  ('a', "'; DROP TABLE notes; --", 'evil@a.example')],
     'notes': [(1, 'a', 'u1', 'note a/u1 #1'), (2, 'a', 'u1', 'note a/u1 #2'), (3, 'b', 'u1', 'note b/u1'), (4, 'a', 'u2', 'note a/u2'),
@@ -345,12 +345,12 @@ class Backend:
         """Every row of every table, sorted: equal dumps mean equal databases (for the data)."""
         tables = self.tables()
         results = self.queries([(f'SELECT * FROM "{table}"', ()) for table in tables])
-        return {table: sorted(rows, key=repr) for table, rows in zip(tables, results)}
+        return {table: sorted(rows, key=repr) for table, rows in zip(tables, results, strict=True)}
 
     def references_to(self, user_id: int) -> dict[str, int]:
         """How many rows still hold ``user_id`` in a user id column (non-zero entries only)."""
         counts = self.queries([(f'SELECT count(*) FROM "{table}" WHERE "{column}" = ?', (user_id,)) for table, column in USER_REFERENCES])
-        return {f'{table}.{column}': rows[0][0] for (table, column), rows in zip(USER_REFERENCES, counts) if rows[0][0]}
+        return {f'{table}.{column}': rows[0][0] for (table, column), rows in zip(USER_REFERENCES, counts, strict=True) if rows[0][0]}
 
     def copy_to(self, other: Backend) -> None:
         """Back up this database into ``other`` (a file copy, or CREATE DATABASE ... TEMPLATE)."""

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import pathlib
 import stat
 import subprocess
 import sys
@@ -112,7 +113,7 @@ def test_export_round_trip(backend, tmp_path):
         result = engine(db, trace_id='ab' * 16).export('acme', subject, dest)
     assert result['changed'] is True
     assert stat.S_IMODE(os.stat(dest).st_mode) == 0o600
-    assert result['archive']['sha256'] == hashlib.sha256(open(dest, 'rb').read()).hexdigest()
+    assert result['archive']['sha256'] == hashlib.sha256(pathlib.Path(dest).read_bytes()).hexdigest()
     members = read_archive(dest)
     manifest = json.loads(members.pop('manifest.json'))
     assert manifest['subject'] == _rgpd.pseudonym(subject, KEY) and manifest['data_map_version'] == DEMO_MAP.version
@@ -142,7 +143,7 @@ def test_export_encrypted_and_check_mode(backend, tmp_path):
         assert checked['changed'] is True and checked['tables']['users']['rows'] == 1
         key = base64.urlsafe_b64encode(os.urandom(32)).decode()
         result = engine(db).export('acme', subject, dest, encryption_key=key)
-    raw = open(dest, 'rb').read()
+    raw = pathlib.Path(dest).read_bytes()
     assert raw.startswith(_rgpd_archive.ENCRYPTION_MAGIC) and b'PK' not in raw[:40] and result['archive']['encrypted'] is True
     plain = str(tmp_path / 'plain.zip')
     _rgpd.decrypt_archive(dest, plain, key)
@@ -260,9 +261,9 @@ def test_erase_removes_every_trace_and_keeps_other_peoples_data(backend, tmp_pat
     # The ledger holds the pseudonym only.
     rows = backend.query(f'SELECT entry_id, subject, tenant, counts FROM {_rgpd.LEDGER_TABLE}')
     assert [(row[0], row[1], row[2]) for row in rows] == [(result['ledger_entry_id'], _rgpd.pseudonym(subject, KEY), 'acme')]
-    lines = [json.loads(line) for line in open(ledger, encoding='utf-8')]
+    lines = [json.loads(line) for line in pathlib.Path(ledger).read_text(encoding='utf-8').splitlines()]
     assert [line['state'] for line in lines] == ['pending', 'committed'] and stat.S_IMODE(os.stat(ledger).st_mode) == 0o600
-    assert f'"{subject}"' not in open(ledger, encoding='utf-8').read()
+    assert f'"{subject}"' not in pathlib.Path(ledger).read_text(encoding='utf-8')
     # Other people's rows did not change (apart from the tombstone and the repointed references).
     after = backend.dump()
     for table in ('tenants', 'products', 'schema_meta'):
@@ -491,7 +492,7 @@ def test_subject_of_another_tenant_is_not_touched(backend, tmp_path):
         assert rgpd.anonymise('globex', subject)['changed'] is False
         exported = rgpd.export('globex', subject, str(tmp_path / 'x.zip'))
         assert all(entry['rows'] == 0 for entry in exported['tables'].values())
-        with pytest.raises(RgpdError, match='tenant .* not found'):
+        with pytest.raises(RgpdError, match=r'tenant .* not found'):
             rgpd.inventory('nosuchtenant', subject)
     assert backend.dump() == before
 
@@ -505,7 +506,7 @@ def test_hostile_subject_ids(backend):
             with pytest.raises(RgpdError, match='subject_id must be an integer') as caught:
                 rgpd.erase('acme', hostile)
             assert hostile not in str(caught.value)
-            with pytest.raises(RgpdError, match='tenant .* not found'):
+            with pytest.raises(RgpdError, match=r'tenant .* not found'):
                 rgpd.inventory(hostile, 1)
             assert accounts.inventory('a', hostile)['total_rows'] == 0
             assert accounts.erase('a', hostile)['changed'] is False
@@ -666,7 +667,7 @@ def _reference_members(backend, table, where):
             cursor = conn.execute(f'SELECT * FROM "{table}" WHERE {where} ORDER BY id')
             rows, columns = cursor.fetchall(), [entry.name for entry in cursor.description]
     encode = json.JSONEncoder(ensure_ascii=False, separators=(',', ':'), default=_rgpd_values.json_value).encode
-    objects = [encode(dict(zip(columns, row))) for row in rows]
+    objects = [encode(dict(zip(columns, row, strict=True))) for row in rows]
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(columns)

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import threading
@@ -146,7 +147,7 @@ def test_replay_after_restore_lists_then_erases_only_the_matching_person(backend
     entries = _rgpd.read_ledger_file(ledger)
     assert [entry.get('replay_of') for entry in entries][-1] == replayed['replayed'][0]['entry_id']
     assert all(entry['fingerprint'].startswith('hmac:') and entry['fingerprint_columns'] == ['created_at'] for entry in entries)
-    assert '2025-01-01T00:00:00Z' not in open(ledger, encoding='utf-8').read()
+    assert '2025-01-01T00:00:00Z' not in pathlib.Path(ledger).read_text(encoding='utf-8')
 
 
 @pytest.mark.parametrize('entry', ['no-fingerprint', 'empty-fingerprint', 'bad-columns'])
@@ -388,7 +389,7 @@ def test_secret_columns_are_cleared_by_anonymise_and_erase(backend, tmp_path):
 
 def test_secret_that_erasure_could_not_clear_is_refused(backend):
     backend.script('CREATE TABLE pins (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, owner BIGINT NOT NULL, pin INTEGER NOT NULL)')
-    me, data_map = _logins_schema(backend)
+    me, dummy_map = _logins_schema(backend)
     data = {'version': 'pins-1', 'subject': {'table': 'logins', 'id_column': 'id', 'tenant_column': 'tenant'},
             'tables': {'logins': {'subject_columns': ['id'],
                                   'columns': {'password_hash': 'secret', 'api_token': 'secret', 'resetToken': 'secret', 'otp_secret': 'secret'}},
@@ -397,13 +398,13 @@ def test_secret_that_erasure_could_not_clear_is_refused(backend):
     before = backend.dump()
     with backend.open() as db:
         for call in (lambda rgpd: rgpd.anonymise('t', me), lambda rgpd: rgpd.erase('t', me, ledger_table=True)):
-            with pytest.raises(RgpdError, match='strategy secret on a NOT NULL .* column'):
+            with pytest.raises(RgpdError, match=r'strategy secret on a NOT NULL .* column'):
                 call(engine(db, load_data_map(data)))
     assert backend.dump() == before
 
 
 def test_secret_looking_columns_that_are_exported_are_warned_about(backend):
-    me, data_map = _logins_schema(backend)
+    dummy_me, data_map = _logins_schema(backend)
     with backend.open(read_only=True) as db:
         warnings = engine(db, data_map).warnings()
         assert len(warnings) == 1 and "tables.logins: column 'otp_secret'" in warnings[0] and "mapped with strategy 'keep'" in warnings[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 
 import pytest
@@ -94,7 +95,7 @@ def test_audit_events_are_written_for_success_and_failure(sqlite_db, tmp_path):
     first = records[0]
     assert first['trace']['id'] == 'cd' * 16 and first['organization']['id'] == 'acme'
     assert first['dihya']['details']['subject'] == result['subject'] and first['dihya']['details']['ledger_entry_id'] == result['ledger_entry_id']
-    assert first['user']['id'].startswith('hmac:') and 'dpo@example.com' not in open(log, encoding='utf-8').read()
+    assert first['user']['id'].startswith('hmac:') and 'dpo@example.com' not in pathlib.Path(log).read_text(encoding='utf-8')
     assert 'DROP TABLE' not in records[1]['dihya']['details']['error']
     assert _audit.verify(log, AUDIT_KEY.encode()).ok
     no_secrets(result)
