@@ -121,7 +121,8 @@ def emit(module: _Module) -> dict[str, t.Any]:
         module.fail_json(msg=f'delivery_timeout must be more than 0 and at most {MAX_DELIVERY_TIMEOUT} seconds', **outcome)
     if params['max_attempts'] < 1:
         module.fail_json(msg='max_attempts must be at least 1', **outcome)
-    preflight(module, metrics_path, **outcome)
+    # The outcome's own path key goes to fail_json with the rest of it: that is what the positional-only path is for.
+    preflight(module, metrics_path, **outcome)  # pylint: disable=kwarg-superseded-by-positional-arg
 
     settings, event = _event(module, outcome)
     outcome['trace_id'] = event['trace']['id']

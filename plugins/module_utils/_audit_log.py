@@ -376,7 +376,6 @@ class AuditLog:
             written.pop(0)
         return written
 
-
     def _sync_directory(self) -> None:
         """Flush the directory entry of a new (or still empty) log file; AuditError when it cannot be made durable."""
         directory = os.path.dirname(self.path)
@@ -399,4 +398,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         count = os.write(fd, view)
         view = view[count:]
-
