@@ -57,7 +57,7 @@ for set in "${sets[@]}"; do
       frozen="$(freeze run -r "$root/requirements/run.in")"
       {
         echo "# Pinned runtime set: ansible-core and the libraries the modules and the demo backend use."
-        echo "# Regenerate with scripts/lock-requirements.sh."
+        echo "# Regenerate with scripts/lock-requirements.sh (from requirements/run.in)."
         echo "$frozen"
       } > "$out/run.txt"
       run_pins="$out/run.txt"
