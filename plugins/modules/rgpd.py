@@ -75,7 +75,7 @@ options:
     type: str
   database:
     description:
-      - Older spelling of O(db_url) for a SQLite file: its absolute path (or C(sqlite:///ABSOLUTE/PATH)), read by the same rules.
+      - Older spelling of O(db_url) for a SQLite file, its absolute path (or C(sqlite:///ABSOLUTE/PATH)), read by the same rules.
       - Mutually exclusive with O(db_url) and O(dsn).
     type: path
   dsn:

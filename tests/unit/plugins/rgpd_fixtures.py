@@ -213,6 +213,16 @@ def seed_sqlite(path: str, tenants: t.Sequence[str] = ('acme', 'globex', 'initec
     return path
 
 
+def seeded_database(directory: t.Any, users_per_tenant: int = 4) -> str:
+    """A seeded demo database at ``<directory>/data/app.db``, alone in its folder (the template is seeded beside it)."""
+    template = os.path.join(str(directory), 'template.db')
+    seed_sqlite(template, users_per_tenant=users_per_tenant)
+    os.mkdir(os.path.join(str(directory), 'data'))
+    path = os.path.join(str(directory), 'data', 'app.db')
+    shutil.copyfile(template, path)
+    return path
+
+
 def pg_connect(dsn: str, autocommit: bool = True) -> t.Any:
     import psycopg  # pylint: disable=import-outside-toplevel
     return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10)

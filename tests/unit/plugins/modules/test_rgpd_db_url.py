@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.parse
 
 import pytest
@@ -26,12 +25,7 @@ SECRET = 'S3cr3t/pass?word#1@x'
 
 @pytest.fixture
 def sqlite_path(tmp_path):
-    template = tmp_path / 'template.db'
-    rgpd_fixtures.seed_sqlite(str(template), users_per_tenant=3)
-    (tmp_path / 'data').mkdir()
-    path = tmp_path / 'data' / 'app.db'
-    shutil.copyfile(template, path)
-    return str(path)
+    return rgpd_fixtures.seeded_database(tmp_path, users_per_tenant=3)
 
 
 def inventory(check_mode=False, **database):

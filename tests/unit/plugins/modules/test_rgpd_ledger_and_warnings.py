@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 
 import pytest
@@ -22,12 +21,7 @@ PSEUDONYM_KEY = 'module-test-pseudonym-key-0123456789'
 
 @pytest.fixture
 def database(tmp_path):
-    template = tmp_path / 'template.db'
-    rgpd_fixtures.seed_sqlite(str(template), users_per_tenant=4)
-    (tmp_path / 'data').mkdir()
-    path = tmp_path / 'data' / 'app.db'
-    shutil.copyfile(template, path)
-    return str(path)
+    return rgpd_fixtures.seeded_database(tmp_path, users_per_tenant=4)
 
 
 def sql(path, statement, params=()):
