@@ -442,6 +442,28 @@ def test_symlink_at_lock_path_and_special_files_are_refused(tmp_path):
         verify(str(tmp_path / 'fifo.log'), KEY)
 
 
+
+def test_check_finds_what_append_refuses_and_writes_nothing(tmp_path):
+    """AuditLog.check (check mode): what append would refuse, and False for a directory an earlier task may still create."""
+    assert AuditLog(str(tmp_path / 'later' / 'audit.log'), settings()).check() is False
+    log = AuditLog(str(tmp_path / 'audit.log'), settings())
+    assert log.check() is True and os.listdir(tmp_path) == []
+    (tmp_path / 'target').write_text('keep\n')
+    for name in ('audit.log', 'audit.log.lock'):
+        (tmp_path / name).symlink_to(tmp_path / 'target')
+        with pytest.raises(AuditError, match=rf'refusing to open .*{name}: it is a symbolic link'):
+            log.check()
+        with pytest.raises(AuditError, match='it is a symbolic link'):
+            log.append([event()])
+        (tmp_path / name).unlink()
+    os.mkfifo(tmp_path / 'audit.log')
+    with pytest.raises(AuditError, match=r'audit\.log: it is not a regular file'):
+        log.check()
+    with pytest.raises(AuditError, match='File name too long'):
+        AuditLog(str(tmp_path / ('x' * 300)), settings()).check()
+    assert (tmp_path / 'target').read_text() == 'keep\n' and sorted(os.listdir(tmp_path)) == ['audit.log', 'target']
+
+
 def test_hostile_file_names(tmp_path):
     folder = tmp_path / 'a b;$(touch x)\'"'
     folder.mkdir()
