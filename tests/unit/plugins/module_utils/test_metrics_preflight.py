@@ -143,8 +143,10 @@ def test_a_relative_path_is_checked_from_the_working_directory(tmp_path: pathlib
 
 
 def test_an_outcome_may_hold_a_path_key(tmp_path: pathlib.Path) -> None:
+    # module and path are positional-only so that these keys go to the outcome: what this test checks.
+    path = str(tmp_path / 'missing' / 'health.prom')
     with pytest.raises(Failed) as info:
-        preflight(FakeModule(), str(tmp_path / 'missing' / 'health.prom'), path='/the/result/path', module='rgpd')
+        preflight(FakeModule(), path, path='/the/result/path', module='rgpd')  # pylint: disable=kwarg-superseded-by-positional-arg
     assert info.value.result['path'] == '/the/result/path'
     assert info.value.result['module'] == 'rgpd'
 
