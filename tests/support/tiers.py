@@ -5,7 +5,7 @@
 """The two tiers of the Python tests, and the guard that keeps services out of the unit tier.
 
 * ``unit``: every test that is not marked ``services``. Nothing is started but in-process loopback servers and
-  short-lived child processes: no supervisord, PostgreSQL, rsyslog or virtual environment with pip
+  short-lived child processes: no supervisord, PostgreSQL, rsyslog, virtual environment with pip or ansible-playbook run
   (``scripts/test.sh unit``, which runs ``pytest --tier unit``; ``-m "not services"`` selects the same tests).
 * ``integration``: the tests marked ``services``, against the same real services (``pytest --tier integration``).
 
@@ -30,8 +30,10 @@ UNIT = 'unit'
 INTEGRATION = 'integration'
 TIERS = (ALL, UNIT, INTEGRATION)
 
-# The services a test can need, as the ``services`` marker names them.
-SERVICES = ('postgres', 'rsyslog', 'supervisor', 'venv')
+# What a test of the integration tier needs, as the ``services`` marker names it: a daemon (postgres, rsyslog,
+# supervisor), a virtual environment that pip works in (venv), a real run of the Ansible controller, ansible or
+# ansible-playbook, on localhost (ansible), or a load test that works on a large data set in a child process (load).
+SERVICES = ('ansible', 'load', 'postgres', 'rsyslog', 'supervisor', 'venv')
 
 # Fixtures that are a service, wherever they are defined.
 SERVICE_FIXTURES = {'postgres': 'postgres', 'supervisor': 'supervisor', 'rsyslog': 'rsyslog'}
@@ -47,7 +49,7 @@ STARTERS = {
 
 # Programs that are services (by file name), and modules run with ``python -m`` that build or fill virtual environments.
 PROGRAMS = {'supervisord': 'supervisor', 'postgres': 'postgres', 'initdb': 'postgres', 'pg_ctl': 'postgres', 'rsyslogd': 'rsyslog',
-            'gunicorn': 'gunicorn'}
+            'gunicorn': 'gunicorn', 'ansible-playbook': 'ansible', 'ansible': 'ansible'}
 PYTHON_MODULES = {'pip': 'venv', 'venv': 'venv', 'ensurepip': 'venv', 'virtualenv': 'venv'}
 
 
