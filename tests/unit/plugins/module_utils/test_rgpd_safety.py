@@ -454,6 +454,7 @@ print(result['tables']['big_rows']['rows'], resource.getrusage(resource.RUSAGE_S
 """
 
 
+@pytest.mark.services('load')
 def test_export_of_one_megabyte_rows_stays_within_bounded_memory(backend, tmp_path):
     if backend.kind == 'sqlite' and not backend.foreign_keys:
         pytest.skip('same file as the sqlite case')

@@ -540,6 +540,7 @@ def run_playbook(tmp_path: pathlib.Path, playbook: str, *args: str) -> subproces
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False, env=env)
 
 
+@pytest.mark.services('ansible')
 @pytest.mark.parametrize('verbosity', ['-vvv', '-vvvvv'])
 def test_ansible_playbook_never_prints_the_url_password(http_server: Server, tmp_path: pathlib.Path, verbosity: str) -> None:
     """A real ansible-playbook run on localhost at high verbosity: stdout and stderr never hold the password."""
@@ -585,6 +586,7 @@ TENANT_PLAYBOOK = """
     ({}, 'all'),
     ({'dihya_backend_tenants': ['acme', 'globex'], 'check_health_tenant': 'globex'}, 'globex'),
 ], ids=['one-tenant', 'several-tenants', 'no-tenants', 'explicit'])
+@pytest.mark.services('ansible')
 def test_check_health_role_labels_the_metrics_with_the_tenant(http_server: Server, tmp_path: pathlib.Path, extra: dict[str, t.Any], label: str) -> None:
     """The role reads the backend model's dihya_backend_tenants: one tenant labels the metrics, several (or none) give 'all'."""
     metrics_dir = tmp_path / 'metrics'
