@@ -126,6 +126,39 @@ def test_second_run_changes_nothing(fleet, update):
     assert fleet.pids() == pids
 
 
+def tree_of(path: pathlib.Path) -> dict[str, tuple[int, int]]:
+    return venv_tree(path) if path.exists() else {}
+
+
+@pytest.mark.parametrize('step', ['install', 'restart'])
+def test_check_mode_failure_is_not_rolled_back(fleet, update, step):
+    """A step failing in check mode: check mode installed nothing and took no snapshot, so the rescue rolls nothing back.
+
+    A snapshot of an earlier real run is there: it is neither restored nor reported as restored.
+    """
+    state = fleet.root(HOST) / 'state' / 'update_dependencies'
+    assert (state / 'snapshot' / 'freeze.txt').is_file()
+    freeze, venv, snapshot, pids = update['freeze'](), venv_tree(update['venv']), tree_of(state), fleet.pids()
+    if step == 'install':
+        # The install step fails: its pins (given by the plan) name a version no source has.
+        forged = {'changes': [{'name': 'dihya-demo-ext', 'summary': 'dihya-demo-ext 1.1.0 -> 9.9.9'}], 'pins': ['dihya-demo-ext==9.9.9'],
+                  'result': {'dihya-demo-ext': '9.9.9'}, 'before': {'dihya-demo-ext': '1.1.0'}}
+        proc = update['run'](['dihya-demo-ext==1.1.0'], '--check', __update_dependencies_plan=forged)
+        failed_at = 'would fail at install (task: Install the planned versions)'
+    else:
+        # The restart step fails: it is asked to restart a service the host does not have.
+        proc = update['run'](['dihya-demo-ext==1.0.0'], '--check', restart_services_only=['no-such-service'])
+        failed_at = 'would fail at restart behind the health gate'
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert 'Traceback' not in output
+    assert f'Check mode: the update of {update["venv"]} on {HOST} {failed_at}' in output, output
+    assert 'no rollback was attempted and no incident report was written' in output, output
+    assert 'Roll back the virtual environment to the snapshot' not in output and 'Rollback to the snapshot' not in output
+    assert update['freeze']() == freeze and venv_tree(update['venv']) == venv
+    assert tree_of(state) == snapshot and fleet.pids() == pids
+
+
 def test_breaking_upgrade_is_rolled_back(fleet, update):
     freeze = update['freeze']()
     proc = update['run'](['dihya-demo-ext==2.0.0'])
