@@ -10,6 +10,7 @@ The wheels of the test package ``dihya-demo-ext`` (1.0.0, 1.1.0, 2.0.0) and of a
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import pathlib
 import sys
 import tarfile
 import textwrap
+import threading
 import zipfile
 
 import pytest
@@ -272,7 +274,7 @@ def test_incomplete_snapshot_fails_and_keeps_the_previous_one(venv, wheels, tmp_
     take_snapshot(pip, str(tmp_path / 'snap'), Sources(find_links=(str(wheels),), no_index=True))
     for wheel in (tmp_path / 'snap' / 'wheels').iterdir():
         wheel.unlink()
-    with pytest.raises(PyDepsError, match='lacks the wheels of dihya-demo-ext==1.1.0'):
+    with pytest.raises(PyDepsError, match=r'lacks the wheels of dihya-demo-ext==1\.1\.0'):
         load_snapshot(str(tmp_path / 'snap'))
     with pytest.raises(PyDepsError, match='not a readable snapshot'):
         load_snapshot(str(tmp_path / 'nothing'))
@@ -295,7 +297,7 @@ def test_apply_reports_install_errors_and_wrong_results(venv, wheels, tmp_path):
     # The dry run cannot see that the wheel writes outside the environment; the install refuses it.
     plan = make_plan(pip, ['dihya-demo-ext==1.2.0'], sources)
     assert plan.pins == ['dihya-demo-ext==1.2.0']
-    with pytest.raises(PyDepsError, match='pip install failed .*outside the target directory'):
+    with pytest.raises(PyDepsError, match=r'pip install failed .*outside the target directory'):
         apply(pip, plan, sources)
     plan = make_plan(pip, ['dihya-demo-ext==1.1.0'], sources)
     real_installed = pip.installed
@@ -317,7 +319,7 @@ def test_rollback_reports_a_freeze_that_differs(venv, wheels, tmp_path):
         return real_run(*args, **kwargs)
 
     pip.run = no_install
-    with pytest.raises(PyDepsError, match='differs from the snapshot: dihya-demo-ext is 1.1.0 instead of 1.0.0'):
+    with pytest.raises(PyDepsError, match=r'differs from the snapshot: dihya-demo-ext is 1\.1\.0 instead of 1\.0\.0'):
         rollback(pip, snapshot)
 
 
@@ -398,7 +400,7 @@ ARCHIVE_SPECS = ['evilpkg-1.0.tar.gz', 'evilpkg-1.0.zip', 'evilpkg-1.0.tar.bz2',
 def test_plan_refuses_archive_names_and_builds_nothing(venv, evil_dir, spec, monkeypatch):
     folder, canary = evil_dir
     monkeypatch.chdir(folder)
-    with pytest.raises(PyDepsError, match='archive or wheel file name|looks like a path'):
+    with pytest.raises(PyDepsError, match=r'archive or wheel file name|looks like a path'):
         make_plan(Pip(str(venv)), [spec], Sources(find_links=(str(folder),), no_index=True))
     assert not canary.exists()
 
@@ -432,7 +434,7 @@ def test_sdists_in_the_sources_are_never_built(venv, evil_dir, tmp_path, wheels)
     # A snapshot whose sources hold only the sdist of an installed version does not build its wheel.
     build_wheel(tmp_path / 'evil-wheel', '1.0', name='evilpkg')
     install(venv, tmp_path / 'evil-wheel', 'evilpkg==1.0')
-    with pytest.raises(PyDepsError, match='pip wheel failed|no wheel could be stored'):
+    with pytest.raises(PyDepsError, match=r'pip wheel failed|no wheel could be stored'):
         take_snapshot(pip, str(tmp_path / 'snap'), sources)
     assert not canary.exists()
     fetching = [argv for argv in pip.commands if argv[5] in ('install', 'wheel')]
@@ -470,3 +472,69 @@ def test_module_check_mode_plan_builds_nothing(venv, evil_dir, packages, monkeyp
         result = run_module(python_deps.main, args, check_mode=True)
         assert result['failed'] is True, result
         assert not canary.exists()
+
+
+# ---------------------------------------------------------------------------
+# Direct references: a package only available at the URL given for it
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def served_wheel(tmp_path, monkeypatch):
+    """A wheel of ``dihya-demo-url`` 4.0.0 served by a loopback HTTP server (in this process), and the requests it saw."""
+    folder = tmp_path / 'served'
+    wheel = build_wheel(folder, '4.0.0', name='dihya-demo-url')
+    seen: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+            seen.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    for variable in ('http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY', 'PIP_PROXY'):
+        monkeypatch.delenv(variable, raising=False)
+    try:
+        yield f'http://127.0.0.1:{server.server_port}/{wheel.name}', seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_direct_reference_installs_the_package_from_its_url(venv, wheels, served_wheel):
+    """``name @ URL``: the plan, its pins and the install all use the URL, where the only copy of the package is."""
+    url, seen = served_wheel
+    install(venv, wheels, 'dihya-demo-ext==1.0.0')
+    pip = Pip(str(venv))
+    # The other sources do not have the package: only the URL does.
+    sources = Sources(find_links=(str(wheels),), no_index=True)
+    spec = f'dihya-demo-url @ {url}'
+    plan = make_plan(pip, [spec, 'dihya-demo-ext==1.1.0'], sources, allow_urls=True)
+    by_name = {change.name: change for change in plan.changes}
+    assert by_name['dihya-demo-url'].url == url and by_name['dihya-demo-url'].new == '4.0.0'
+    assert by_name['dihya-demo-url'].as_dict()['url'] == url
+    assert by_name['dihya-demo-ext'].url is None
+    assert plan.pins == ['dihya-demo-ext==1.1.0', spec]
+    assert plan.result['dihya-demo-url'] == '4.0.0'
+    assert apply(pip, plan, sources) == plan.changes
+    assert pip.freeze()[0] == 'dihya-demo-ext==1.1.0'
+    assert pip.installed()['dihya-demo-url'] == ('dihya-demo-url', '4.0.0')
+    assert any(path.endswith(pathlib.PurePosixPath(url).name) for path in seen)
+    # The pins of a plan are what apply is given again (the role does so): the URL is kept, and nothing is left to change.
+    assert make_plan(pip, plan.pins, sources, allow_urls=True).changes == []
+
+
+def test_a_direct_reference_in_the_pins_still_needs_allow_urls(venv, served_wheel):
+    url, dummy_seen = served_wheel
+    pip = Pip(str(venv))
+    with pytest.raises(PyDepsError, match='set allow_urls'):
+        make_plan(pip, [f'dihya-demo-url @ {url}'], Sources())
+    forged = _pydeps.Plan(specs=[], changes=[_pydeps.Change('dihya-demo-url', None, '4.0.0', 'install', True, url='file:///etc/x.whl')],
+                          before={})
+    with pytest.raises(PyDepsError, match='only http:// or https:// URLs of wheels'):
+        apply(pip, forged, Sources())
+    assert 'dihya-demo-url' not in pip.installed()
