@@ -133,6 +133,19 @@ def test_role_readme_documents_every_variable(role):
         assert heading in readme, heading
 
 
+@pytest.mark.parametrize("role", ROLES)
+def test_role_readme_example_playbook_is_valid(role, tmp_path):
+    readme = (ROOT / "roles" / role / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"^```yaml\n(.*?)^```$", readme, re.S | re.M)
+    assert example, f"roles/{role}/README.md has no example playbook"
+    playbook = tmp_path / "example.yml"
+    playbook.write_text("---\n" + example.group(1), encoding="utf-8")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    proc = run([str(BIN / "ansible-playbook"), "--syntax-check", "-i", str(ROOT / "inventories" / "example" / "hosts.yml"), str(playbook)],
+               env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 IMPORTER_CONFIG = """\
 [galaxy-importer]
 log_level_main = INFO
