@@ -45,7 +45,7 @@ def test_pid_1_is_alive() -> None:
     assert pid_alive(1)
 
 
-@pytest.mark.parametrize('pid', [0, -1, -os.getpid(), True, False, None, '1', 1.0, 2**31, 2**63, 2**64, 2**200])
+@pytest.mark.parametrize('pid', [0, -1, pytest.param(-os.getpid(), id='minus-own-pid'), True, False, None, '1', 1.0, 2**31, 2**63, 2**64, 2**200])
 def test_what_is_no_pid_is_no_live_process(pid: t.Any) -> None:
     assert pid_alive(pid) is False
 
