@@ -138,23 +138,6 @@ class Engine:
         rows = self.query.select(self.map.subject, subject, columns)
         return fingerprint(self.key, columns, rows[0]) if rows else None
 
-    def _unique_sets(self, name: str) -> list[set[str | None]]:
-        """The column sets of the table's unique indexes and constraints; None stands for an expression."""
-        if self.db.kind == 'sqlite':
-            rows = self.db.query('SELECT il.name, ii.name FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii WHERE il."unique" = 1',
-                                 (name,))
-        else:
-            rows = self.db.query(self.db.sql(
-                'SELECT i.indexrelid::text, a.attname FROM pg_index i JOIN pg_class cl ON cl.oid = i.indrelid'
-                ' JOIN pg_namespace n ON n.oid = cl.relnamespace'
-                ' JOIN LATERAL unnest(i.indkey) AS k(attnum) ON true LEFT JOIN pg_attribute a ON a.attrelid = cl.oid AND a.attnum = k.attnum'
-                ' WHERE i.indisunique AND n.nspname = ? AND cl.relname = ?'
-            ), (getattr(self.db, 'schema', 'public'), name))
-        sets: dict[str, set[str | None]] = {}
-        for index, column in rows:
-            sets.setdefault(str(index), set()).add(column)
-        return list(sets.values())
-
     # -- inventory ---------------------------------------------------------------------------------
     def inventory(self, tenant: t.Any, subject_id: t.Any) -> dict[str, t.Any]:
         """Rows held about the subject, per table."""
@@ -315,7 +298,7 @@ class Engine:
             values[id_column] = f'erased-{token}'
         # The subject row still exists (kept rows point at it until they are repointed), and earlier tombstones too: a column
         # under a unique constraint that does not hold the id gets a value of this tombstone's own.
-        for unique in self._unique_sets(table.name):
+        for unique in self.db.unique_column_sets(table.name):
             if id_column in unique:
                 continue
             candidates = [column for column in columns if (None in unique or column in unique)

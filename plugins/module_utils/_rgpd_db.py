@@ -114,6 +114,14 @@ def column_kind(declared: str) -> str:
     return 'other'
 
 
+def column_sets(rows: t.Iterable[tuple[t.Any, ...]]) -> list[set[str | None]]:
+    """The column sets of (index, column) rows, one set per index."""
+    sets: dict[str, set[str | None]] = {}
+    for index, column in rows:
+        sets.setdefault(str(index), set()).add(column)
+    return list(sets.values())
+
+
 def _culprits(violations: t.Iterable[tuple[t.Any, ...]]) -> list[tuple[str, str, int]]:
     """(table, referenced table, rows) from foreign key violations (table, rowid, parent, fkid)."""
     counts: dict[tuple[str, str], int] = {}
@@ -249,6 +257,11 @@ class Database:
     # -- schema ------------------------------------------------------------------------------------
     def introspect(self, names: t.Iterable[str]) -> dict[str, TableInfo]:
         """Describe the named tables that exist; missing ones are left out."""
+        raise NotImplementedError
+
+    def unique_column_sets(self, name: str) -> list[set[str | None]]:
+        """The column sets of every unique index and constraint of the table ``name``, whatever it covers (partial and
+        expression indexes too: a tombstone must not collide with any of them); None stands for an expression."""
         raise NotImplementedError
 
     def referencing_tables(self, name: str) -> set[str]:
@@ -412,6 +425,10 @@ class SQLiteDatabase(Database):
             if parts and all(cid >= 0 for cid, dummy in parts):
                 keys.add(tuple(column for dummy, column in parts))
         return frozenset(keys)
+
+    def unique_column_sets(self, name: str) -> list[set[str | None]]:
+        return column_sets(self.query('SELECT il.name, ii.name FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii'
+                                      ' WHERE il."unique" = 1', (name,)))
 
     def referencing_tables(self, name: str) -> set[str]:
         # Every table, whatever its name ("user-notes" included); the names are bound values, never SQL text. SQLite

@@ -22,7 +22,7 @@ import typing as t
 from ansible_collections.dihya.ops.plugins.module_utils._db_url import dsn_secrets
 from ansible_collections.dihya.ops.plugins.module_utils._optional import optional_library
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_db import (
-    DEFAULT_TIMEOUT, STREAM_BATCH, BatchSize, ColumnInfo, Database, DbError, RowText, TableInfo, column_kind, quote,
+    DEFAULT_TIMEOUT, STREAM_BATCH, BatchSize, ColumnInfo, Database, DbError, RowText, TableInfo, column_kind, column_sets, quote,
 )
 
 # PostgreSQL type names (as format_type spells them) that bulk updates may cast to; anything else falls back to one
@@ -254,6 +254,15 @@ class PostgresDatabase(Database):
                 cursor.execute(statement, [value for row in rows for value in row])
         except self.psycopg.Error as exc:
             raise self.error(exc, 'PostgreSQL statement failed') from exc
+
+    def unique_column_sets(self, name: str) -> list[set[str | None]]:
+        return column_sets(self.query(
+            'SELECT i.indexrelid::text, a.attname FROM pg_index i JOIN pg_class cl ON cl.oid = i.indrelid'
+            ' JOIN pg_namespace n ON n.oid = cl.relnamespace'
+            ' JOIN LATERAL unnest(i.indkey) AS k(attnum) ON true LEFT JOIN pg_attribute a ON a.attrelid = cl.oid AND a.attnum = k.attnum'
+            ' WHERE i.indisunique AND n.nspname = ? AND cl.relname = ?',
+            (self.schema, name),
+        ))
 
     def referencing_tables(self, name: str) -> set[str]:
         # Names are compared as PostgreSQL does: exactly ("Users" is not users). A table of another schema is given
