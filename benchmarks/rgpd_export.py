@@ -412,6 +412,9 @@ def postgres_schema() -> str:
 
 
 def load_file(path: pathlib.Path, name: str) -> t.Any:
+    # The test fixtures import the collection's test helpers by their collection name.
+    if str(COLLECTIONS) not in sys.path:
+        sys.path.insert(0, str(COLLECTIONS))
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise BenchmarkError(f'{path} cannot be loaded')
