@@ -96,6 +96,13 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip('/') + '/')
 
 
+def _resolved(path: str, what: str) -> str:
+    """``path`` with every symbolic link resolved; a link changing while it is read is a refusal, not a crash."""
+    try:
+        return os.path.realpath(_normalise(path))
+    except OSError as exc:
+        raise PurgeError(f'refusing {what} {path}: it changed while its symbolic links were resolved ({describe_error(exc)})') from None
+
 
 def allowed_root_names(allowed_roots: t.Sequence[str]) -> list[str]:
     """The allowed roots, each normalised and with every symbolic link resolved; raise :class:`PurgeError` if one is unusable."""
@@ -105,7 +112,7 @@ def allowed_root_names(allowed_roots: t.Sequence[str]) -> list[str]:
     for root in allowed_roots:
         if not isinstance(root, str) or not os.path.isabs(root):
             raise PurgeError(f'allowed root {root!r} must be absolute')
-        roots.append(os.path.realpath(_normalise(root)))
+        roots.append(_resolved(root, 'the allowed root'))
     return roots
 
 
@@ -121,7 +128,7 @@ def resolve_path(path: str, allowed_roots: t.Sequence[str]) -> str:
     if not isinstance(path, str) or not os.path.isabs(path):
         raise PurgeError(f'path {path!r} must be absolute')
     normalised = _normalise(path)
-    resolved = os.path.realpath(normalised)
+    resolved = _resolved(normalised, 'to purge')
     for candidate in (normalised, resolved):
         if is_critical(candidate):
             raise PurgeError(f'refusing to purge {path}: {candidate} is a critical system directory')
@@ -215,7 +222,7 @@ def _protected_identities(protected_paths: t.Sequence[str]) -> _Protected:
     for path in protected_paths:
         if not isinstance(path, str) or not os.path.isabs(path):
             raise PurgeError(f'protected path {path!r} must be absolute')
-        resolved = os.path.realpath(_normalise(path))
+        resolved = _resolved(path, 'the protected path')
         protected.names.append((path, resolved))
         with contextlib.suppress(OSError):
             protected.themselves.setdefault(identity(os.stat(resolved)), path)

@@ -698,6 +698,25 @@ def test_component_swapped_while_validated(tmp_path, monkeypatch):
     assert precious.exists()
 
 
+@pytest.mark.parametrize('which', ['path', 'root', 'protected'])
+def test_a_link_changing_while_it_is_resolved_is_a_refusal(tmp_path, monkeypatch, which):
+    """realpath() reads each link: one renamed between its lstat and its readlink (a swap race) is refused, not a crash."""
+    make(tmp_path / 'sub' / 'junk')
+    names = {'path': str(tmp_path / 'sub'), 'root': str(tmp_path), 'protected': str(tmp_path / 'other')}
+    real_realpath = os.path.realpath
+
+    def racing_realpath(path, *args, **kwargs):
+        if path == names[which]:
+            raise FileNotFoundError(2, 'No such file or directory')
+        return real_realpath(path, *args, **kwargs)
+
+    monkeypatch.setattr(_purge_paths.os.path, 'realpath', racing_realpath)
+    what = {'path': 'to purge', 'root': 'the allowed root', 'protected': 'the protected path'}[which]
+    with pytest.raises(PurgeError, match=f'refusing {what} {names[which]}: it changed while its symbolic links were resolved'):
+        Purger(PurgeSpec(age=0)).prepare([str(tmp_path / 'sub')], [str(tmp_path)], protected_paths=[names['protected']])
+    assert (tmp_path / 'sub' / 'junk').exists()
+
+
 def test_swap_race_in_a_thread(tmp_path):
     """A thread swaps a middle component for a link to the victim, again and again, while a big tree is walked."""
     root = tmp_path / 'allowed'
