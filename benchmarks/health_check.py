@@ -327,7 +327,7 @@ def health_check_playbook(checks: list[dict[str, t.Any]]) -> list[dict[str, t.An
 
 def loop_playbook(check_set: CheckSet) -> list[dict[str, t.Any]]:
     """The usual way: a ``uri`` task looping over the URLs and a ``wait_for`` task looping over the ports."""
-    tasks = [
+    tasks: list[dict[str, t.Any]] = [
         {'name': 'Check the HTTP endpoints', URI: {'url': '{{ item }}', 'status_code': 200, 'timeout': CHECK_TIMEOUT}, 'loop': check_set.urls},
         {'name': 'Check the TCP ports', WAIT_FOR: {'host': HOST, 'port': '{{ item }}', 'timeout': CHECK_TIMEOUT}, 'loop': check_set.tcp_ports},
     ]
