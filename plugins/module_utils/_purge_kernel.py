@@ -148,4 +148,3 @@ class Refusals:
     def of_attributes(attributes: int) -> str | None:
         """An immutable or append-only entry cannot be removed, whoever asks."""
         return EPERM if attributes & UNREMOVABLE else None
-

@@ -116,4 +116,3 @@ def describe_error(exc: OSError) -> str:
     """A short description of a file system error, without the file name."""
     text = exc.strerror or type(exc).__name__
     return text[:1].lower() + text[1:]
-

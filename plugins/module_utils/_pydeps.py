@@ -135,6 +135,7 @@ class Pip:
             raise PyDepsError('pip list did not return JSON') from None
         return {canonical_name(item['name']): (item['name'], item['version']) for item in items}
 
+
 @dataclasses.dataclass
 class Plan:
     """What an install would change, and the set of versions the environment would then hold."""
@@ -158,6 +159,7 @@ class Plan:
     @property
     def pins(self) -> list[str]:
         return [change.pin for change in self.changes]
+
 
 def make_plan(pip: Pip, specs: t.Sequence[str], sources: Sources, upgrade: bool = False, allow_urls: bool = False,
               no_deps: bool = False) -> Plan:
@@ -196,6 +198,7 @@ class Snapshot:
     def as_dict(self) -> dict[str, t.Any]:
         return {'path': self.path, 'created': self.created, 'freeze': list(self.freeze),
                 'packages': dict(self.pins.values()), 'wheels': list(self.wheels)}
+
 
 def _safe_target(path: str, what: str) -> str:
     if not isinstance(path, str) or not os.path.isabs(path):
@@ -399,6 +402,7 @@ class RollbackResult:
     @property
     def changed(self) -> bool:
         return bool(self.reinstalled or self.removed)
+
 
 def rollback(pip: Pip, snapshot: Snapshot, check_mode: bool = False) -> RollbackResult:
     """Bring the environment back to ``snapshot``, offline, and check ``pip freeze`` equals it."""

@@ -31,7 +31,7 @@ from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import IDENTIF
 
 STREAM_BATCH = 1000
 # Rows per fetch: a number, or a function called before each fetch giving the number of rows to fetch next.
-BatchSize = int | t.Callable[[], int]
+BatchSize: t.TypeAlias = 'int | t.Callable[[], int]'
 DEFAULT_TIMEOUT = 10.0
 # Columns SQLite builds a row's JSON from (json_object takes two arguments per column; SQLite allows 127 by default).
 JSON_MAX_COLUMNS = 48

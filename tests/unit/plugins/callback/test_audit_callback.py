@@ -37,7 +37,7 @@ PASSWORD = "unit-test-vault-password"
 
 def test_resolve_context_prefers_awx_then_option_then_os_user():
     awx = _audit_context.resolve_context({"awx_user_name": "alice", "tower_user_name": "bob", "awx_job_id": 7, "tower_job_template_name": "Deploy",
-                                 "dihya_tenant": "acme"}, user="ci", tenant="globex", os_user="root")
+                                          "dihya_tenant": "acme"}, user="ci", tenant="globex", os_user="root")
     assert (awx["user"], awx["user_source"], awx["tenant"]) == ("alice", "awx", "acme")
     assert awx["labels"] == {"awx_job_id": "7", "awx_job_template": "Deploy"}
     tower = _audit_context.resolve_context({"tower_user_name": "bob"}, os_user="root")
@@ -141,8 +141,8 @@ def test_vault_plaintexts_from_encrypted_files_and_inline_values(vault):
     inline = vault.loader.load(f"inline_secret: !vault |\n  {vault.loader._vault.encrypt('inline-secret-42').decode().replace(chr(10), chr(10) + '  ')}\n")
     broken = vault.loader.load("broken: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162\n")
     found = _audit_redact.vault_plaintexts({str(encrypted): cache_data, str(inline_source): {"not_secret": "visible-value"},
-                                    "/nonexistent": "ignored-value"},
-                                   [inline, broken, {"deep": [[["x"]]] * 70}, ("tuple-not-secret",)])
+                                            "/nonexistent": "ignored-value"},
+                                           [inline, broken, {"deep": [[["x"]]] * 70}, ("tuple-not-secret",)])
     assert found == {"token-0123456789", "deep-secret-value", "inline-secret-42"}
 
 

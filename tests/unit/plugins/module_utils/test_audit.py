@@ -442,7 +442,6 @@ def test_symlink_at_lock_path_and_special_files_are_refused(tmp_path):
         verify(str(tmp_path / 'fifo.log'), KEY)
 
 
-
 def test_check_finds_what_append_refuses_and_writes_nothing(tmp_path):
     """AuditLog.check (check mode): what append would refuse, and False for a directory an earlier task may still create."""
     assert AuditLog(str(tmp_path / 'later' / 'audit.log'), settings()).check() is False
@@ -641,7 +640,6 @@ def test_corrupt_compressed_predecessor_stops_the_writer(tmp_path):
     (tmp_path / 'audit.log.1.gz').write_bytes(b'\x1f\x8b\x08\x00garbage')
     with pytest.raises(AuditError, match=r'cannot read the rotated file .*audit\.log\.1\.gz'):
         write(path, 1)
-
 
 
 def test_a_new_log_whose_directory_cannot_be_flushed_gets_no_record(tmp_path, monkeypatch):

@@ -298,6 +298,7 @@ class TestDeadlines:
     def test_bounded_call_discards_late_results(self) -> None:
         closed = threading.Event()
         budget = _probe_common.Budget(0.1)
+
         def late() -> str:
             time.sleep(0.3)
             return 'late'

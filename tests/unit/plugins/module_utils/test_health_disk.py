@@ -19,6 +19,7 @@ from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.health_utils 
 # Disk
 # ---------------------------------------------------------------------------
 
+
 class TestDisk:
     def test_enough_space(self, tmp_path: pathlib.Path) -> None:
         result = check('disk', path=str(tmp_path), min_free_bytes=1, min_free_percent=0.001)

@@ -23,9 +23,6 @@ if t.TYPE_CHECKING:
     from ansible_collections.dihya.ops.tests.unit.conftest import Server, TLSMaterial
 
 
-
-
-
 # ---------------------------------------------------------------------------
 # HTTP
 # ---------------------------------------------------------------------------

@@ -25,9 +25,6 @@ if t.TYPE_CHECKING:
     from ansible_collections.dihya.ops.tests.unit.conftest import Supervisor
 
 
-
-
-
 # ---------------------------------------------------------------------------
 # Process
 # ---------------------------------------------------------------------------

@@ -30,9 +30,6 @@ if t.TYPE_CHECKING:
     from ansible_collections.dihya.ops.tests.unit.conftest import Postgres
 
 
-
-
-
 # ---------------------------------------------------------------------------
 # SQL
 # ---------------------------------------------------------------------------

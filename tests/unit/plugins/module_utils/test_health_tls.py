@@ -19,9 +19,6 @@ if t.TYPE_CHECKING:
     from ansible_collections.dihya.ops.tests.unit.conftest import Server, TLSMaterial
 
 
-
-
-
 # ---------------------------------------------------------------------------
 # TLS certificate
 # ---------------------------------------------------------------------------

@@ -110,8 +110,8 @@ REFUSALS = {
     ),
     'parent column not unique in a table with a unique key elsewhere': (
         ('CREATE TABLE users (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, email TEXT);'
-        'CREATE TABLE orders (id INTEGER PRIMARY KEY, code TEXT, user_id INTEGER);'
-        'CREATE TABLE items (id INTEGER PRIMARY KEY, order_code TEXT, label TEXT);'),
+         'CREATE TABLE orders (id INTEGER PRIMARY KEY, code TEXT, user_id INTEGER);'
+         'CREATE TABLE items (id INTEGER PRIMARY KEY, order_code TEXT, label TEXT);'),
         {'users': USERS, 'orders': {'subject_columns': ['user_id']},
          'items': {'parent': {'table': 'orders', 'column': 'order_code', 'references': 'code'}}}, None, None,
         ["tables.items: cannot prove each row's tenant: orders.code is not unique on its own (the key is (id))"],
@@ -137,13 +137,13 @@ REFUSALS = {
     ),
     'unique index on the id and another column': (
         ('CREATE TABLE users (id INTEGER NOT NULL, tenant_id TEXT NOT NULL, email TEXT); CREATE UNIQUE INDEX users_id_email ON users (id, email);'
-        'CREATE TABLE posts (id INTEGER PRIMARY KEY, author_id INTEGER, body TEXT);'),
+         'CREATE TABLE posts (id INTEGER PRIMARY KEY, author_id INTEGER, body TEXT);'),
         {'users': {**USERS, 'key': ['id', 'email']}, 'posts': {'subject_columns': ['author_id']}}, None, None,
         ["tables.posts: cannot prove each row's tenant: users.id is not unique on its own (the key is no primary key)"],
     ),
     'update key unique only per tenant': (
         ('CREATE TABLE users (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, email TEXT);'
-        'CREATE TABLE posts (id INTEGER NOT NULL, tenant_id TEXT NOT NULL, author_id INTEGER, body TEXT, PRIMARY KEY (id, tenant_id));'),
+         'CREATE TABLE posts (id INTEGER NOT NULL, tenant_id TEXT NOT NULL, author_id INTEGER, body TEXT, PRIMARY KEY (id, tenant_id));'),
         {'users': USERS, 'posts': {'subject_columns': ['author_id'], 'tenant_column': 'tenant_id', 'key': ['id'], 'columns': {'body': 'hmac'}}},
         None, None, ['tables.posts.key: (id) does not identify one row: no primary key or unique key of posts is made of these columns'],
     ),
@@ -187,25 +187,25 @@ ACCEPTED = {
     ),
     'subject id unique by a UNIQUE constraint': (
         ('CREATE TABLE users (id INTEGER NOT NULL UNIQUE, tenant_id TEXT NOT NULL, email TEXT, PRIMARY KEY (id, tenant_id));'
-        'CREATE TABLE posts (id INTEGER PRIMARY KEY, author_id INTEGER, body TEXT);'
-        'CREATE TABLE consents (id AUTO_ID, user_id INTEGER, purpose TEXT, granted INTEGER, source TEXT, at TEXT);'
-        "INSERT INTO users VALUES (42, 'acme', 'a@acme'), (43, 'globex', 'b@globex');"
-        "INSERT INTO posts VALUES (1, 42, 'acme post'), (2, 43, 'globex post');"
-        "INSERT INTO consents VALUES (1, 42, 'news', 1, 'web', '2025-01-01'), (2, 43, 'news', 1, 'web', '2025-01-01');"),
+         'CREATE TABLE posts (id INTEGER PRIMARY KEY, author_id INTEGER, body TEXT);'
+         'CREATE TABLE consents (id AUTO_ID, user_id INTEGER, purpose TEXT, granted INTEGER, source TEXT, at TEXT);'
+         "INSERT INTO users VALUES (42, 'acme', 'a@acme'), (43, 'globex', 'b@globex');"
+         "INSERT INTO posts VALUES (1, 42, 'acme post'), (2, 43, 'globex post');"
+         "INSERT INTO consents VALUES (1, 42, 'news', 1, 'web', '2025-01-01'), (2, 43, 'news', 1, 'web', '2025-01-01');"),
         {'users': USERS, 'posts': {'subject_columns': ['author_id'], 'columns': {'body': 'hmac'}},
          'consents': {'subject_columns': ['user_id']}},
         {'table': 'consents', 'subject_column': 'user_id'}, 43,
     ),
     'subject id unique by a unique index, parent chain through unique keys': (
         ('CREATE TABLE users (id INTEGER NOT NULL, tenant_id TEXT NOT NULL, email TEXT, PRIMARY KEY (tenant_id, id));'
-        'CREATE UNIQUE INDEX users_id ON users (id);'
-        'CREATE TABLE orders (id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, user_id INTEGER);'
-        'CREATE TABLE items (id INTEGER PRIMARY KEY, order_code TEXT, label TEXT);'
-        'CREATE TABLE notes (id INTEGER PRIMARY KEY, item_id INTEGER, body TEXT);'
-        "INSERT INTO users VALUES (42, 'acme', 'a@acme'), (43, 'globex', 'b@globex');"
-        "INSERT INTO orders VALUES (1, 'A-1', 42), (2, 'G-1', 43);"
-        "INSERT INTO items VALUES (1, 'A-1', 'acme item'), (2, 'G-1', 'globex item');"
-        "INSERT INTO notes VALUES (1, 1, 'acme note'), (2, 2, 'globex note');"),
+         'CREATE UNIQUE INDEX users_id ON users (id);'
+         'CREATE TABLE orders (id INTEGER PRIMARY KEY, code TEXT NOT NULL UNIQUE, user_id INTEGER);'
+         'CREATE TABLE items (id INTEGER PRIMARY KEY, order_code TEXT, label TEXT);'
+         'CREATE TABLE notes (id INTEGER PRIMARY KEY, item_id INTEGER, body TEXT);'
+         "INSERT INTO users VALUES (42, 'acme', 'a@acme'), (43, 'globex', 'b@globex');"
+         "INSERT INTO orders VALUES (1, 'A-1', 42), (2, 'G-1', 43);"
+         "INSERT INTO items VALUES (1, 'A-1', 'acme item'), (2, 'G-1', 'globex item');"
+         "INSERT INTO notes VALUES (1, 1, 'acme note'), (2, 2, 'globex note');"),
         {'users': USERS, 'orders': {'subject_columns': ['user_id']},
          'items': {'parent': {'table': 'orders', 'column': 'order_code', 'references': 'code'}, 'columns': {'label': 'redact'}},
          'notes': {'parent': {'table': 'items', 'column': 'item_id', 'references': 'id'}}},

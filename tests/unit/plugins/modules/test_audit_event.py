@@ -202,7 +202,6 @@ def test_check_mode_reports_bad_sinks(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-
 def test_check_mode_refuses_what_the_real_run_refuses(tmp_path):
     """A symbolic link at the log or its lock file, or a spool that is a file: the real run fails, so does check mode."""
     (tmp_path / 'target').write_text('')
