@@ -485,9 +485,13 @@ def test_boolean_given_as_a_string_has_its_effect(box, name, value):
 # yes/no, on/off, 1/0 and true/false (any case): it reads y and t as false (with a deprecation warning).
 # The operation role (every playbook of the collection) refuses them; a role included directly reads them wrong.
 KNOWN_GAP = pytest.mark.xfail(strict=True, reason="ansible-core 2.19: the bool filter reads 'y' and 't' as false")
+# The bool filter reads 'n' and 'f' as false only through a coercion ansible-core 2.19 deprecates (an error from 2.23):
+# the run prints a deprecation warning, which the suite refuses. The collection's playbooks refuse these spellings.
+DEPRECATED_GAP = pytest.mark.xfail(strict=True, reason="ansible-core 2.19 deprecates the bool filter's reading of 'n' and 'f'")
 
 
-@pytest.mark.parametrize("spelling", ["no", "off", "0", "False", "NO", "n", "f", "yes", "on", "1", "TRUE", "Yes",
+@pytest.mark.parametrize("spelling", ["no", "off", "0", "False", "NO", pytest.param("n", marks=DEPRECATED_GAP),
+                                      pytest.param("f", marks=DEPRECATED_GAP), "yes", "on", "1", "TRUE", "Yes",
                                       pytest.param("y", marks=KNOWN_GAP), pytest.param("t", marks=KNOWN_GAP)])
 def test_every_spelling_of_a_boolean_is_read_as_the_role_validation_reads_it(box, spelling):
     # -e NAME=<spelling> is a string; the role must read it as the validation at role entry does.
