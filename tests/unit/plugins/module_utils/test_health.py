@@ -91,14 +91,18 @@ class TestRunner:
         assert result.attempts == 3
         assert time.monotonic() - started >= 0.4
 
-    def test_deadline_bounds_the_run(self, http_server: Server) -> None:
-        specs = [CheckSpec(f'slow-{index}', 'http', {'url': http_server.url('/slow')}) for index in range(3)]
+    def test_deadline_bounds_the_run(self, http_server: Server, silent_listener: int) -> None:
+        # One quick check, then two that never get an answer: the second is cut by the run's deadline, the third
+        # never starts. The first has all of the deadline, so a loaded machine does not change the outcome.
+        silent = f'http://127.0.0.1:{silent_listener}/'
+        specs = [CheckSpec('quick', 'http', {'url': http_server.url('/ok')}),
+                 CheckSpec('silent-1', 'http', {'url': silent}), CheckSpec('silent-2', 'http', {'url': silent})]
         started = time.monotonic()
-        results = run_checks(specs, concurrency=1, deadline=0.45)
+        results = run_checks(specs, concurrency=1, deadline=2)
         elapsed = time.monotonic() - started
-        assert elapsed < 1.2
+        assert elapsed < 2 + 1.5
         assert results[0].healthy
-        assert results[1].message.startswith('deadline exceeded while reading the status line and headers (run deadline 0.45 s)')
+        assert results[1].message.startswith('deadline exceeded while reading the status line and headers (run deadline 2 s)'), results[1].message
         assert results[2].message == 'deadline exceeded before the check could start'
         assert results[2].attempts == 0 and results[2].status == 'failed'
 

@@ -273,9 +273,9 @@ class TestDeadlines:
     def test_postgresql_server_that_never_answers(self, slow_peer: Peers) -> None:
         peer = slow_peer(never_respond)
         started = time.monotonic()
-        [result] = run_checks([CheckSpec('db', 'sql', {'db_url': f'postgresql://app:S3cret-pw@127.0.0.1:{peer.port}/app'}, timeout=0.5)],
-                              retries=1, delay=0, deadline=1)
-        assert time.monotonic() - started < 1 + MARGIN
+        # One attempt: the connection is bounded by the check's timeout (the run deadline is tested on its own).
+        [result] = run_checks([CheckSpec('db', 'sql', {'db_url': f'postgresql://app:S3cret-pw@127.0.0.1:{peer.port}/app'}, timeout=0.5)])
+        assert time.monotonic() - started < 0.5 + MARGIN
         assert result.message.startswith('deadline exceeded while connecting to the database ('), result.message
         assert 'S3cret-pw' not in json.dumps(result.to_dict())
 
