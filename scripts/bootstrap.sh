@@ -16,6 +16,11 @@ venv="${DIHYA_VENV:-$root/.venv}"
 python="${DIHYA_PYTHON:-python3}"
 req="$root/requirements/$profile.txt"
 
+# One bootstrap at a time per checkout: two pip runs into one environment would corrupt it.
+mkdir -p "$root/.cache"
+exec 9>"$root/.cache/bootstrap.lock"
+flock 9
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # pipq VENV ARGS...: a quiet pip install into VENV.
 pipq() {
