@@ -12,7 +12,8 @@ column against the live schema before any row is read (``_rgpd_schema.check_sche
 :class:`RgpdError` listing all problems.
 
 Every query is scoped to one tenant: a row is the subject's only when it points at the subject (directly,
-through the subject row, or through a join path) *and* belongs to the requested tenant (``_rgpd_query``).
+through the subject row, or through a join path) *and* belongs to the requested tenant (``_rgpd_query``). A
+single-tenant data map (``tenancy: single``) has no tenant column: the whole database is its one tenant's.
 The archive of an export is written by ``_rgpd_archive``, the erasure ledger by ``_rgpd_ledger``, and the values
 anonymise writes come from ``_rgpd_values``.
 
@@ -404,11 +405,14 @@ class Engine:
         """The id of the subject of ``tenant`` whose pseudonym is ``wanted`` (every id of the tenant is tried) and the
         fingerprint of its row over ``columns``; (None, None) when there is none."""
         resolved = self.query.resolve_tenant(tenant)
-        id_column, tenant_column = quote(self.map.subject_id_column), quote(self.map.subject_tenant_column)
+        id_column = quote(self.map.subject_id_column)
         selected = ', '.join([id_column, *(quote(column) for column in columns)])
-        query = self.db.sql(f'SELECT {selected} FROM {self.db.table(self.map.subject_table)} WHERE {tenant_column} = ?')
+        query = f'SELECT {selected} FROM {self.db.table(self.map.subject_table)}'
+        params: tuple[t.Any, ...] = ()
+        if self.map.subject_tenant_column is not None:
+            query, params = f'{query} WHERE {quote(self.map.subject_tenant_column)} = ?', (resolved,)
         with self.db.transaction(write=False):
-            for row in self.db.stream(query, (resolved,)):
+            for row in self.db.stream(self.db.sql(query), params):
                 if hmac.compare_digest(pseudonym_of(row[0], self.key), wanted):
                     return row[0], (fingerprint(self.key, columns, row[1:]) if columns else None)
         return None, None
@@ -426,12 +430,16 @@ class Engine:
         """
         entries = read_ledger_file(ledger_file)
         subject_columns = self.info[self.map.subject_table].columns
+        if self.map.single_tenant and tenant is not None and tenant != '':
+            tenant = self.query.resolve_tenant(tenant)  # refuses a tenant that is not this database's
         replayed = []
-        for candidate in replay_entries(entries, tenant):
+        for candidate in replay_entries(entries, tenant or None):
             entry, recorded, columns = candidate.entry, candidate.recorded, candidate.columns
             item = candidate.item()
             missing = [column for column in columns if column not in subject_columns]
-            subject_id, found = self._find_subject(entry['tenant'], entry['subject'], columns if not missing else ())
+            # A single-tenant database is its one tenant's, whatever name the entry was written under.
+            entry_tenant = (self.map.tenant or entry['tenant']) if self.map.single_tenant else entry['tenant']
+            subject_id, found = self._find_subject(entry_tenant, entry['subject'], columns if not missing else ())
             item['found'] = subject_id is not None
             if subject_id is None:
                 item['status'] = REPLAY_ABSENT
@@ -442,7 +450,7 @@ class Engine:
             elif recorded is not None and not (found is not None and hmac.compare_digest(found, recorded)):
                 item.update(status=REPLAY_MISMATCH, reason='the row with this id is not the erased person (its fingerprint differs)')
             else:
-                outcome = self.erase(entry['tenant'], subject_id, ledger_file=ledger_file, replay_of=entry['entry_id'], ledger_table=ledger_table,
+                outcome = self.erase(entry_tenant, subject_id, ledger_file=ledger_file, replay_of=entry['entry_id'], ledger_table=ledger_table,
                                      expected_fingerprint=recorded)
                 if outcome.get('fingerprint_mismatch'):
                     item.update(status=REPLAY_MISMATCH, reason='the row changed while replay looked at it (its fingerprint differs)')

@@ -32,7 +32,18 @@ ERASURES = ('delete', 'anonymise')
 # (the PostgreSQL limit). Quotes, semicolons, comment markers and spaces are never accepted.
 IDENTIFIER = re.compile(r'[A-Za-z_][A-Za-z0-9_]{0,62}')
 
-_TOP_KEYS = frozenset(('version', 'subject', 'tables', 'consent', 'retention', 'tenant_lookup', 'format'))
+# ``tenancy``: ``column`` (the default) for a database holding several tenants, told apart by a tenant column the data
+# map names; ``single`` for a database that is one tenant's as a whole (no tenant column anywhere).
+TENANCY_COLUMN = 'column'
+TENANCY_SINGLE = 'single'
+TENANCIES = (TENANCY_COLUMN, TENANCY_SINGLE)
+# The tenant name a single-tenant database goes by when neither the data map nor the request names one.
+DEFAULT_SINGLE_TENANT = 'default'
+# A tenant name of a single-tenant database (carried by requests, audit events, metrics, archive and folder names):
+# letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters, never '..'.
+TENANT_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}')
+
+_TOP_KEYS = frozenset(('version', 'subject', 'tables', 'consent', 'retention', 'tenant_lookup', 'format', 'tenancy', 'tenant'))
 _SUBJECT_KEYS = frozenset(('table', 'id_column', 'tenant_column', 'fingerprint_columns'))
 _TABLE_KEYS = frozenset(('subject_columns', 'parent', 'tenant_column', 'erasure', 'columns', 'key', 'retention'))
 _SIDE_KEYS = frozenset(('columns',))
@@ -44,6 +55,16 @@ _LOOKUP_KEYS = frozenset(('table', 'id_column', 'key_column'))
 
 class DataMapError(ValueError):
     """The data map is malformed; the message lists every problem found."""
+
+
+def tenant_name_problem(value: t.Any) -> str | None:
+    """Why ``value`` cannot name the tenant of a single-tenant database, or None when it can."""
+    if not isinstance(value, str):
+        return f'must be a string, not {type(value).__name__}'
+    if not TENANT_NAME.fullmatch(value) or '..' in value:
+        return (f'{value[:64]!r}{"..." if len(value) > 64 else ""} is not a valid tenant name (letters, digits, ".", "_" and "-", '
+                'starting with a letter or digit, at most 63 characters, no "..")')
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +140,8 @@ class DataMap:
     version: str
     subject_table: str
     subject_id_column: str
-    subject_tenant_column: str
+    # None in a single-tenant data map (``tenancy: single``), which has no tenant column anywhere.
+    subject_tenant_column: str | None
     tables: t.Mapping[str, TableMap]
     consent: ConsentMap | None
     tenant_lookup: TenantLookup | None
@@ -127,6 +149,15 @@ class DataMap:
     # Stable columns of the subject row (its creation time...) whose keyed hash the erasure ledger keeps, so that a
     # replay recognises the erased person and not someone who got the same id later. None: the engine's default.
     subject_fingerprint_columns: tuple[str, ...] | None = None
+    # ``column`` (several tenants, told apart by tenant columns) or ``single`` (the whole database is one tenant's).
+    tenancy: str = TENANCY_COLUMN
+    # The fixed tenant name of a single-tenant database, when the data map gives one (``tenant: main``).
+    tenant: str | None = None
+
+    @property
+    def single_tenant(self) -> bool:
+        """Whether the whole database is one tenant's (no tenant column anywhere)."""
+        return self.tenancy == TENANCY_SINGLE
 
     @property
     def subject(self) -> TableMap:
@@ -331,7 +362,7 @@ def _load_consent(check: _Collector, value: t.Any) -> ConsentMap:
     )
 
 
-def _check_relations(check: _Collector, tables: dict[str, TableMap], subject_table: str, id_column: str, tenant_column: str) -> None:
+def _check_relations(check: _Collector, tables: dict[str, TableMap], subject_table: str, id_column: str, tenant_column: str | None) -> None:
     subject = tables.get(subject_table)
     if subject is None:
         if subject_table:
@@ -339,7 +370,7 @@ def _check_relations(check: _Collector, tables: dict[str, TableMap], subject_tab
         return
     if subject.parent is not None or [side.column for side in subject.sides] != [id_column]:
         check.add(f'tables.{subject_table}.subject_columns', f'the subject table relates to the subject through its id column only: [{id_column}]')
-    if subject.tenant_column not in (None, tenant_column):
+    if tenant_column is not None and subject.tenant_column not in (None, tenant_column):
         check.add(f'tables.{subject_table}.tenant_column', f'must be the subject tenant column {tenant_column!r}')
     for table in tables.values():
         if table.parent is None:
@@ -372,7 +403,31 @@ def load_data_map(data: t.Any) -> DataMap:
     subject = check.mapping('subject', top.get('subject'), _SUBJECT_KEYS)
     subject_table = check.identifier('subject.table', subject.get('table'))
     id_column = check.identifier('subject.id_column', subject.get('id_column', 'id'))
-    tenant_column = check.identifier('subject.tenant_column', subject.get('tenant_column'))
+    tenancy = top.get('tenancy', TENANCY_COLUMN)
+    if tenancy not in TENANCIES:
+        check.add('tenancy', f'unknown tenancy {str(tenancy)[:64]!r} (expected {TENANCY_COLUMN}: several tenants told apart by a tenant column, '
+                  f'or {TENANCY_SINGLE}: the whole database is one tenant\'s)')
+        tenancy = ''
+    tenant_column: str | None = None
+    fixed_tenant: str | None = None
+    if tenancy == TENANCY_SINGLE:
+        _check_single_tenant(check, top, subject)
+        if top.get('tenant') is not None:
+            problem = tenant_name_problem(top['tenant'])
+            if problem is not None:
+                check.add('tenant', problem)
+            else:
+                fixed_tenant = top['tenant']
+    else:
+        if top.get('tenant') is not None:
+            check.add('tenant', f'a fixed tenant name is only for a single-tenant data map (tenancy: {TENANCY_SINGLE}); in a multi-tenant '
+                      'map each request names its tenant')
+        if subject.get('tenant_column') is None and tenancy:
+            check.add('subject.tenant_column', 'is required: a multi-tenant data map (tenancy: column, the default) names the subject table\'s '
+                      'tenant column; for a database without tenants, declare tenancy: single at the top of the data map instead '
+                      '(and give no tenant_column anywhere)')
+        elif tenancy:
+            tenant_column = check.identifier('subject.tenant_column', subject.get('tenant_column'))
     fingerprint_columns: tuple[str, ...] | None = None
     if subject.get('fingerprint_columns') is not None:
         raw_fingerprint = subject['fingerprint_columns']
@@ -400,7 +455,7 @@ def load_data_map(data: t.Any) -> DataMap:
     retention = check.text('retention', top.get('retention'))
     if check.errors:
         raise DataMapError('invalid data map:\n  - ' + '\n  - '.join(check.errors))
-    if subject_table in tables and tables[subject_table].tenant_column is None:
+    if tenant_column is not None and subject_table in tables and tables[subject_table].tenant_column is None:
         tables[subject_table] = dataclasses.replace(tables[subject_table], tenant_column=tenant_column)
     return DataMap(
         version=str(version),
@@ -412,7 +467,25 @@ def load_data_map(data: t.Any) -> DataMap:
         tenant_lookup=lookup,
         retention=retention,
         subject_fingerprint_columns=fingerprint_columns,
+        tenancy=tenancy,
+        tenant=fixed_tenant,
     )
+
+
+def _check_single_tenant(check: _Collector, top: t.Mapping[str, t.Any], subject: t.Mapping[str, t.Any]) -> None:
+    """A single-tenant data map names no tenant column anywhere: a map that mixes both is refused, never half-read."""
+    way_out = f'remove it, or declare tenancy: {TENANCY_COLUMN} if this database holds several tenants'
+    if subject.get('tenant_column') is not None:
+        check.add('subject.tenant_column', f'a single-tenant data map (tenancy: {TENANCY_SINGLE}) has no tenant column; {way_out}')
+    tables = top.get('tables')
+    for name, value in (tables.items() if isinstance(tables, dict) else ()):
+        if isinstance(value, dict) and value.get('tenant_column') is not None:
+            check.add(f'tables.{name}.tenant_column', f'a single-tenant data map (tenancy: {TENANCY_SINGLE}) has no tenant column; {way_out}')
+    consent = top.get('consent')
+    if isinstance(consent, dict) and consent.get('tenant_column') is not None:
+        check.add('consent.tenant_column', f'a single-tenant data map (tenancy: {TENANCY_SINGLE}) has no tenant column; {way_out}')
+    if top.get('tenant_lookup') is not None:
+        check.add('tenant_lookup', f'a single-tenant data map (tenancy: {TENANCY_SINGLE}) has no tenants to look up; {way_out}')
 
 
 def parse_data_map_text(text: str) -> DataMap:

@@ -20,7 +20,7 @@ import typing as t
 
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_db import Database, TableInfo, quote
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_errors import RgpdError
-from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import DataMap, TableMap
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import DEFAULT_SINGLE_TENANT, DataMap, TableMap, tenant_name_problem
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_schema import table_key
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_values import pseudonym_of
 
@@ -28,9 +28,26 @@ DEFAULT_BATCH = 500
 _INTEGER = re.compile(r'-?\d{1,19}')
 
 
+def single_tenant_name(data_map: DataMap, tenant: t.Any) -> str:
+    """The tenant name of a single-tenant database for a request naming ``tenant`` (None or '' when it names none).
+
+    The data map's fixed name (``tenant: main``) is the only one accepted; without one, the request's name is taken
+    as given (a plain name: it ends up in archive and folder names), ``default`` when the request names none.
+    """
+    if tenant is None or tenant == '':
+        return data_map.tenant or DEFAULT_SINGLE_TENANT
+    problem = tenant_name_problem(tenant if isinstance(tenant, str) else str(tenant))
+    if problem is not None:
+        raise RgpdError(f'tenant {problem}')
+    if data_map.tenant is not None and str(tenant) != data_map.tenant:
+        raise RgpdError(f'tenant {str(tenant)!r} is not the tenant of this database: the data map is single-tenant (tenancy: single) '
+                        f'and names its tenant {data_map.tenant!r}; give {data_map.tenant!r} or no tenant')
+    return str(tenant)
+
+
 @dataclasses.dataclass
 class Subject:
-    """A subject resolved in one tenant."""
+    """A subject resolved in one tenant (in a single-tenant database, ``tenant`` is the database's tenant name)."""
 
     given: str
     id: t.Any
@@ -65,10 +82,15 @@ class SubjectQuery:
         return str(value)
 
     def resolve_tenant(self, tenant: t.Any) -> t.Any:
-        """The tenant as the subject table holds it (through the data map's ``tenant_lookup``, when it has one)."""
+        """The tenant as the subject table holds it (through the data map's ``tenant_lookup``, when it has one); in a
+        single-tenant database, the database's tenant name."""
+        if self.map.single_tenant:
+            return single_tenant_name(self.map, tenant)
+        if tenant is None or tenant == '':
+            raise RgpdError('tenant is required: the data map is multi-tenant (tenancy: column), every request names its tenant')
         lookup = self.map.tenant_lookup
         if lookup is None:
-            return self.coerce(tenant, self.map.subject_table, self.map.subject_tenant_column, 'tenant')
+            return self.coerce(tenant, self.map.subject_table, t.cast(str, self.map.subject_tenant_column), 'tenant')
         key = self.coerce(tenant, lookup.table, lookup.key_column, 'tenant')
         rows = self.db.query(
             self.db.sql(f'SELECT {quote(lookup.id_column)} FROM {self.db.table(lookup.table)} WHERE {quote(lookup.key_column)} = ? LIMIT 2'), (key,),
@@ -83,7 +105,8 @@ class SubjectQuery:
         """Resolve the tenant and coerce the subject id to the id column's type (the subject may not exist)."""
         resolved = self.resolve_tenant(tenant)
         value = self.coerce(subject_id, self.map.subject_table, self.map.subject_id_column, 'subject_id')
-        return Subject(str(subject_id), value, str(tenant), resolved, pseudonym_of(value, self.key))
+        given = resolved if self.map.single_tenant else str(tenant)
+        return Subject(str(subject_id), value, given, resolved, pseudonym_of(value, self.key))
 
     # -- the subject's rows ---------------------------------------------------------------------------
     def match(self, table: TableMap, subject: Subject, side: str | None = None, alias: str = 't0', depth: int = 0) -> tuple[str, list[t.Any]]:
@@ -91,7 +114,8 @@ class SubjectQuery:
 
         The SQL carries the tenant proof that ``_rgpd_schema.tenant_proof_errors`` checked on the schema: a subject column
         is matched against the subject row found by its id *and* tenant; a parent path against the parent rows matched
-        the same way, step by step; a table's own tenant column is always filtered on too.
+        the same way, step by step; a table's own tenant column is always filtered on too. A single-tenant data map has
+        no tenant column: the same SQL, without the tenant conditions.
         """
         params: list[t.Any] = []
         if table.parent is not None:
@@ -108,7 +132,10 @@ class SubjectQuery:
         else:
             parts = []
             inner = f's{depth}'
-            id_column, tenant_column = quote(self.map.subject_id_column), quote(self.map.subject_tenant_column)
+            id_column = quote(self.map.subject_id_column)
+            in_tenant, tenant_params = '', []
+            if self.map.subject_tenant_column is not None:
+                in_tenant, tenant_params = f' AND {inner}.{quote(self.map.subject_tenant_column)} = ?', [subject.tenant]
             for entry in table.sides:
                 if side is not None and entry.column != side:
                     continue
@@ -117,9 +144,9 @@ class SubjectQuery:
                 column = f'{alias}.{quote(entry.column)}'
                 parts.append(
                     f'({column} = ? AND {column} IN (SELECT {inner}.{id_column} FROM {self.db.table(self.map.subject_table)} {inner} '
-                    f'WHERE {inner}.{id_column} = ? AND {inner}.{tenant_column} = ?))'
+                    f'WHERE {inner}.{id_column} = ?{in_tenant}))'
                 )
-                params.extend((subject.id, subject.id, subject.tenant))
+                params.extend((subject.id, subject.id, *tenant_params))
             clause = '(' + ' OR '.join(parts) + ')'
         if table.tenant_column is not None:
             clause += f' AND {alias}.{quote(table.tenant_column)} = ?'

@@ -15,6 +15,7 @@ and fingerprints.
 
 from __future__ import annotations
 
+import re
 import typing as t
 
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_db import Database, DbError, TableInfo, quote
@@ -59,6 +60,9 @@ def tenant_proof_errors(data_map: DataMap, info: t.Mapping[str, TableInfo]) -> l
     (``PRIMARY KEY (id, tenant_id)``) proves nothing: the same id names a row of every tenant. Uniqueness is a fact of the
     schema (a partial or expression unique index does not count), so this is checked against the live database.
     Missing tables and columns are left to the other checks.
+
+    A single-tenant data map has no tenant column, so every row is proven by references alone, and the same
+    uniqueness is required: ``author_id = 42`` must name one person, and a parent path one parent row.
     """
     reasons: dict[str, str | None] = {}
 
@@ -88,13 +92,18 @@ def tenant_proof_errors(data_map: DataMap, info: t.Mapping[str, TableInfo]) -> l
     errors = []
     for name in data_map.tables:
         why = reason(name, frozenset((name,)))
-        if why is not None:
+        if why is not None and data_map.single_tenant:
+            errors.append(f"tables.{name}: cannot prove each row is the subject's: {why}; make it unique, "
+                          'or give a parent path through a table whose key is unique')
+        elif why is not None:
             errors.append(f"tables.{name}: cannot prove each row's tenant: {why}; add tenant_column to {name}, "
                           'or a parent path through a table whose key is unique')
     consent = data_map.consent
     if consent is not None and consent.tenant_column is None:
         why = not_unique(data_map.subject_table, data_map.subject_id_column)
-        if why is not None:
+        if why is not None and data_map.single_tenant:
+            errors.append(f"consent: cannot prove each row is the subject's: {why}")
+        elif why is not None:
             errors.append(f"consent: cannot prove each row's tenant: {why}; add consent.tenant_column (the tenant column of {consent.table})")
     lookup = data_map.tenant_lookup
     if lookup is not None:
@@ -258,6 +267,8 @@ def data_map_warnings(data_map: DataMap, info: t.Mapping[str, TableInfo]) -> lis
             how = f'mapped with strategy {strategies[column]!r}' if column in strategies else 'not mapped'
             found.append(f'tables.{table.name}: column {column!r} looks like a secret (password, hash, token, key...) but is {how}, so '
                          'exports include it; give it the strategy secret (never exported, NULL or [redacted] on erasure and anonymisation)')
+    if data_map.single_tenant:
+        found.extend(_tenant_like_warnings(data_map, info))
     try:
         columns = fingerprint_columns(data_map, info)
     except RgpdError as exc:
@@ -271,4 +282,26 @@ def data_map_warnings(data_map: DataMap, info: t.Mapping[str, TableInfo]) -> lis
         if subject_strategies.get(column, 'keep') != 'keep':
             found.append(f'subject.fingerprint_columns: {column!r} is changed by anonymise ({subject_strategies[column]}); replay will '
                          'report a subject anonymised before its erasure as a mismatch')
+    return found
+
+
+# Column names that usually tell tenants apart: ``tenant``, ``tenant_id``, ``TenantId``, ``org_id``, ``organisation_id``...
+_TENANT_LIKE = re.compile(r'(?:^|_)tenant(?:$|_)|^(?:org|organisation|organization|workspace)_?id$')
+
+
+def _tenant_like_warnings(data_map: DataMap, info: t.Mapping[str, TableInfo]) -> list[str]:
+    """A single-tenant data map on a table with a column named like a tenant column: if the database does hold several
+    tenants, each request reads (and erasure changes) the subject's rows of all of them. The name alone proves nothing,
+    so this is a warning, not a refusal."""
+    found = []
+    for table in data_map.tables.values():
+        table_info = info.get(table.name)
+        if table_info is None:
+            continue
+        for column in table_info.columns:
+            words = re.sub(r'([a-z0-9])([A-Z])', r'\1_\2', column).lower()
+            if _TENANT_LIKE.search(words):
+                found.append(f'tables.{table.name}: column {column!r} looks like a tenant column, but the data map is single-tenant '
+                             '(tenancy: single), so every request covers the whole database; if it holds several tenants, declare '
+                             'tenancy: column and give tenant_column')
     return found

@@ -33,8 +33,9 @@ description:
     reported as C(unverified) and left alone unless O(replay_unverified). In check mode it lists what it would erase.
   - Data map problems that do not stop the operation (columns that look like secrets but are exported, no fingerprint
     column) are returned as warnings and in RV(data_map_warnings).
-  - Every query is scoped to O(tenant). Table and column names of the data map are validated and quoted, values are
-    always bound parameters, and the data map is checked against the database schema before anything runs.
+  - Every query is scoped to O(tenant) (a single-tenant data map, C(tenancy: single), covers its whole database). Table and
+    column names of the data map are validated and quoted, values are always bound parameters, and the data map is checked
+    against the database schema before anything runs.
   - The data map format is described in the collection's C(docs/rgpd.md).
 author:
   - Dihya ops maintainers (@dihya-ops)
@@ -107,7 +108,10 @@ options:
     description:
       - The tenant of the subject, as stored in the subject table's tenant column, or the key looked up through the
         data map's C(tenant_lookup) (for example a tenant slug).
-      - Required by every operation but V(replay), where it limits the replay to one tenant.
+      - With a multi-tenant data map, required by every operation but V(replay), where it limits the replay to one tenant.
+      - With a single-tenant data map (C(tenancy: single)), optional; it defaults to the data map's fixed C(tenant) name (or
+        V(default) when the map gives none), and a tenant other than the map's fixed name is refused. A name is letters,
+        digits, C(.), C(_) and C(-), at most 63 characters, never C(..).
     type: str
   subject_id:
     description:
@@ -282,7 +286,7 @@ subject:
   type: str
   sample: hmac:7b1ed00969f79b63df2b372f40d7b1e9edbe129f1d1f3b64276b4fe1149d6c9c
 tenant:
-  description: The tenant as given.
+  description: The tenant as given; for a single-tenant data map, the database's tenant name.
   returned: when the operation is about one subject
   type: str
   sample: acme
@@ -427,11 +431,11 @@ def main() -> None:
         mutually_exclusive=[DATABASE_OPTIONS, ('data_map', 'data_map_file')],
         required_one_of=[DATABASE_OPTIONS, ('data_map', 'data_map_file')],
         required_if=[
-            ('operation', 'inventory', ('tenant', 'subject_id')),
-            ('operation', 'export', ('tenant', 'subject_id', 'dest')),
-            ('operation', 'anonymise', ('tenant', 'subject_id')),
-            ('operation', 'erase', ('tenant', 'subject_id')),
-            ('operation', 'consent', ('tenant', 'subject_id')),
+            ('operation', 'inventory', ('subject_id',)),
+            ('operation', 'export', ('subject_id', 'dest')),
+            ('operation', 'anonymise', ('subject_id',)),
+            ('operation', 'erase', ('subject_id',)),
+            ('operation', 'consent', ('subject_id',)),
             ('operation', 'replay', ('ledger_file',)),
         ],
         required_together=[('audit_log', 'audit_key')],
