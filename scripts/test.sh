@@ -39,6 +39,7 @@ stage_lint() {
     "antsibull-docs lint-collection-docs --plugin-docs ."
     "python tests/lint/check_argument_specs.py"
     "python tests/lint/check_role_booleans.py"
+    "python tests/lint/check_doc_references.py"
     "mypy"
     "ruff check --no-fix --output-format concise ."
   )
