@@ -33,9 +33,10 @@ description:
     reported as C(unverified) and left alone unless O(replay_unverified). In check mode it lists what it would erase.
   - Data map problems that do not stop the operation (columns that look like secrets but are exported, no fingerprint
     column) are returned as warnings and in RV(data_map_warnings).
-  - Every query is scoped to O(tenant) (a single-tenant data map, C(tenancy: single), covers its whole database). Table and
-    column names of the data map are validated and quoted, values are always bound parameters, and the data map is checked
-    against the database schema before anything runs.
+  - Every query is scoped to O(tenant) (a single-tenant data map, with C(tenancy) set to V(single), covers its whole
+    database). Table and column names of the data map are validated and quoted, values are always bound parameters, and
+    the data map is checked against the database schema before anything runs.
+  - V(inventory) only reads: it is the way to check a data map against the live database before any export or erasure.
   - The data map format is described in the collection's C(docs/rgpd.md).
 author:
   - Dihya ops maintainers (@dihya-ops)
@@ -109,9 +110,9 @@ options:
       - The tenant of the subject, as stored in the subject table's tenant column, or the key looked up through the
         data map's C(tenant_lookup) (for example a tenant slug).
       - With a multi-tenant data map, required by every operation but V(replay), where it limits the replay to one tenant.
-      - With a single-tenant data map (C(tenancy: single)), optional; it defaults to the data map's fixed C(tenant) name (or
-        V(default) when the map gives none), and a tenant other than the map's fixed name is refused. A name is letters,
-        digits, C(.), C(_) and C(-), at most 63 characters, never C(..).
+      - With a single-tenant data map (C(tenancy) set to V(single)), optional; it defaults to the data map's fixed C(tenant)
+        name (or V(default) when the map gives none), and a tenant other than the map's fixed name is refused. A name is
+        letters, digits, C(.), C(_) and C(-), at most 63 characters, never C(..).
     type: str
   subject_id:
     description:
