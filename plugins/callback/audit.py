@@ -13,14 +13,19 @@ description:
   - Records, for each run of C(ansible-playbook), an event when a playbook starts, one event for every task result on every host
     (status C(ok), C(changed), C(failed), C(skipped) or C(unreachable)) and an event with the per-host recap at the end.
   - All events of a run share one trace id (W3C format, 32 lowercase hexadecimal digits), taken from the extra variable
-    C(dihya_trace_id), else from O(trace_id), else generated, so that the audit events written by modules during the run,
-    metrics and reports can carry the same id. The plugin puts it in the C(DIHYA_TRACE_ID) environment variable of the run,
-    where the C(dihya.ops.operation) role finds it for the events it records on the hosts.
+    C(dihya_trace_id), else from O(trace_id), else the run's own id. The C(dihya.ops.operation_context) action resolves the
+    same id (the callback and the action share one resolver, and the id the callback settles is inherited by the workers
+    the action runs in), so the audit events written on the hosts, metrics and reports carry the same id.
   - Events are JSON lines in the collection's audit format (ECS field names), chained with HMAC-SHA256 under O(key) so that a
     removed, reordered or edited line is detected by M(dihya.ops.audit_verify). The user is pseudonymised unless O(pseudonymise=false).
-  - The user is the AWX / Automation Controller user (C(awx_user_name) or C(tower_user_name) extra variables) when the run
-    comes from there, else the extra variable C(dihya_ops_user), else O(user), else the operating system user running Ansible.
-    The tenant is the extra variable C(dihya_ops_tenant) or C(dihya_tenant), else O(tenant).
+  - The user is, first found, the AWX / Automation Controller user (C(awx_user_name) or C(tower_user_name) extra variables),
+    the caller's user (C(DIHYA_OPS_USER) in the environment, else O(user)), the extra variable C(dihya_ops_user) only where
+    the controller trusts declared users (C(DIHYA_OPS_TRUST_DECLARED_USER=true) in its environment), else the operating
+    system user running Ansible (its effective user id, never C($USER)). The C(dihya.ops.operation_context) action names
+    the same user. The tenant is the extra variable C(dihya_ops_tenant) or C(dihya_tenant), else O(tenant).
+  - A malformed value of the run context (a tenant name with C(../) or quotes, a user name with a newline, a trace id that
+    is not 32 hexadecimal digits) is left out with a warning; the C(dihya.ops.operation_context) action refuses it before
+    any host task.
   - Only a fixed list of fields is recorded, namely the playbook, play and task names, module (fully qualified name), host, status,
     changed, duration and, for a failed task without C(no_log), its C(msg) truncated to 512 characters. Module arguments and
     results are never recorded. A task name or failure message that contains a value decrypted from Ansible Vault (vars files,
@@ -134,8 +139,8 @@ options:
         key: flush_interval
   user:
     description:
-      - User recorded when the run does not come from AWX / Automation Controller, for example the person or pipeline on whose
-        behalf a CI job runs. Defaults to the operating system user.
+      - User recorded when the run does not come from AWX / Automation Controller and C(DIHYA_OPS_USER) is not set, for
+        example the person or pipeline on whose behalf a CI job runs. Defaults to the operating system user.
     type: str
     env:
       - name: DIHYA_AUDIT_USER
@@ -154,7 +159,8 @@ options:
   trace_id:
     description:
       - Trace id of the run (32 hexadecimal digits) when the extra variable C(dihya_trace_id) is not set, for example the id a
-        CI pipeline also gives to its other steps. Anything else is ignored with a warning and a new id is generated.
+        CI pipeline also gives to its other steps. Anything else is ignored with a warning and the run's own id is used
+        (the C(dihya.ops.operation_context) action refuses it).
     type: str
     env:
       - name: DIHYA_TRACE_ID
@@ -279,13 +285,12 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]  # ansible-core ships 
             if manager is not None:
                 extra_vars = manager.extra_vars
                 self._inventory = getattr(manager, "_inventory", None)
+        # Resolved (and settled as the run's) before any worker is forked: the operation_context action that runs in
+        # the workers names the same user and trace id.
         self._context = resolve_context(extra_vars, user=self.get_option("user"), tenant=self.get_option("tenant"),
                                         trace_id=self.get_option("trace_id"))
         for warning in self._context["warnings"]:
             self._display.warning(f"dihya.ops.audit: {warning}.")
-        # Workers inherit the environment: the dihya.ops.operation role reads the run's trace id from it, so the
-        # audit events written on the hosts carry the same id as the run's events here.
-        os.environ["DIHYA_TRACE_ID"] = self._context["trace_id"]
         return True
 
     # Events --------------------------------------------------------------------------------------------------------------

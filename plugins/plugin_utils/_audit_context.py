@@ -12,58 +12,55 @@ Ansible hands the callback; the callback itself only wires them to its events.
 
 from __future__ import annotations
 
-import getpass
 import os
 import typing as t
 
 from ansible.errors import AnsibleError
 
 from ansible_collections.dihya.ops.plugins.module_utils._audit import AuditError
-from ansible_collections.dihya.ops.plugins.module_utils._ids import is_trace_id, new_trace_id
+from ansible_collections.dihya.ops.plugins.plugin_utils import _run_context
 
 
 def resolve_context(extra_vars: t.Mapping[str, t.Any] | None, *, user: str | None = None, tenant: str | None = None,
-                    trace_id: str | None = None, os_user: str | None = None) -> dict[str, t.Any]:
-    """Who runs, for which tenant, under which trace id: the run context, then the options, then defaults.
+                    trace_id: str | None = None, os_user: str | None = None,
+                    environ: t.Mapping[str, str] | None = None) -> dict[str, t.Any]:
+    """Who runs, for which tenant, under which trace id, as the ``dihya.ops.operation_context`` action resolves it.
 
-    Returns user, user_source (awx, option or os), tenant, trace_id, trace_id_source (extra_vars, option or new),
-    labels (AWX job id and template name when present) and warnings (bad trace ids that were ignored).
+    The run context of :mod:`._run_context` (the same order of sources, the same validation), with the callback's
+    options as the caller's values; a malformed trace id is ignored with a warning (the callback does not stop a
+    run), and so is any other malformed value. The resolved trace id, user option
+    and tenant option become the run's own, so the workers forked later (the action plugin) resolve the same ones.
+
+    Returns user, user_source (awx, caller, declared or os), tenant, trace_id, trace_id_source (extra_vars, option,
+    caller or run), labels (AWX job id and template name when present) and warnings.
     """
     extra = dict(extra_vars or {})
-    warnings: list[str] = []
-    labels: dict[str, str] = {}
-    resolved_user, source = None, "os"
-    for name in ("awx_user_name", "tower_user_name"):
-        if clean_text(extra.get(name)):
-            resolved_user, source = clean_text(extra[name]), "awx"
+    env = dict(os.environ if environ is None else environ)
+    options = {"user": user, "tenant": tenant}
+    refused: list[str] = []
+    # The callback records the run even when its context is malformed (the operation_context action stops the run):
+    # each malformed value is left out with a warning, and the context resolved without it.
+    for dummy in range(16):
+        try:
+            found = _run_context.resolve(extra, env, strict=False, caller_user=options["user"], caller_tenant=options["tenant"],
+                                         caller_trace_id=trace_id, system_user=os_user, pinned=False)
             break
-    if resolved_user is None and clean_text(extra.get("dihya_ops_user")):
-        resolved_user, source = clean_text(extra["dihya_ops_user"]), "extra_vars"
-    if resolved_user is None and clean_text(user):
-        resolved_user, source = clean_text(user), "option"
-    if resolved_user is None:
-        resolved_user = os_user if os_user is not None else _os_user()
-    for label, names in (("awx_job_id", ("awx_job_id", "tower_job_id")), ("awx_job_template", ("awx_job_template_name", "tower_job_template_name"))):
-        for name in names:
-            found = clean_text(extra.get(name))
-            if found:
-                labels[label] = found
-                break
-    resolved_tenant = clean_text(extra.get("dihya_ops_tenant")) or clean_text(extra.get("dihya_tenant")) or clean_text(tenant)
-    resolved_trace, trace_source = None, "new"
-    for candidate, candidate_source in ((extra.get("dihya_trace_id"), "extra_vars"), (trace_id, "option")):
-        value = clean_text(candidate)
-        if not value:
-            continue
-        if is_trace_id(value.lower()):
-            resolved_trace, trace_source = value.lower(), candidate_source
-            break
-        warnings.append(f"the {'extra variable dihya_trace_id' if candidate_source == 'extra_vars' else 'trace_id option'} "
-                        "is not a trace id of 32 hexadecimal digits; it is ignored")
+        except _run_context.ContextError as exc:
+            refused.append(f"{exc}; it is ignored")
+            extra.pop(exc.variable, None)
+            env.pop(exc.variable, None)
+            for name in options:
+                if exc.variable == f"the {name} option of the dihya.ops.audit callback":
+                    options[name] = None
+    else:  # pragma: no cover - every refusal removes one value, and there are fewer than 16
+        raise AuditError("the run context could not be resolved")
+    _run_context.pin_trace_id(found.trace_id)
+    _run_context.pin_caller_user(options["user"])
+    _run_context.pin_caller_tenant(options["tenant"])
     return {
-        "user": resolved_user, "user_source": source, "tenant": resolved_tenant,
-        "trace_id": resolved_trace or new_trace_id(), "trace_id_source": trace_source,
-        "labels": labels, "warnings": warnings,
+        "user": found.user, "user_source": found.user_source, "tenant": found.tenant,
+        "trace_id": found.trace_id, "trace_id_source": found.trace_id_source,
+        "labels": dict(found.labels), "warnings": refused + list(found.warnings),
     }
 
 
@@ -136,10 +133,3 @@ def clean_text(value: t.Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())

@@ -35,38 +35,55 @@ PASSWORD = "unit-test-vault-password"
 
 # Helpers ------------------------------------------------------------------------------------------------------------------
 
-def test_resolve_context_prefers_awx_then_option_then_os_user():
+def test_resolve_context_prefers_awx_then_the_caller_then_the_os_user():
     awx = _audit_context.resolve_context({"awx_user_name": "alice", "tower_user_name": "bob", "awx_job_id": 7, "tower_job_template_name": "Deploy",
-                                          "dihya_tenant": "acme"}, user="ci", tenant="globex", os_user="root")
+                                          "dihya_tenant": "acme"}, user="ci", tenant="globex", os_user="root", environ={})
     assert (awx["user"], awx["user_source"], awx["tenant"]) == ("alice", "awx", "acme")
     assert awx["labels"] == {"awx_job_id": "7", "awx_job_template": "Deploy"}
-    tower = _audit_context.resolve_context({"tower_user_name": "bob"}, os_user="root")
+    tower = _audit_context.resolve_context({"tower_user_name": "bob"}, os_user="root", environ={})
     assert (tower["user"], tower["user_source"]) == ("bob", "awx")
-    option = _audit_context.resolve_context({"awx_user_name": "  "}, user="ci", tenant="globex", os_user="root")
-    assert (option["user"], option["user_source"], option["tenant"]) == ("ci", "option", "globex")
-    plain = _audit_context.resolve_context(None, os_user="root")
+    option = _audit_context.resolve_context({"awx_user_name": "  "}, user="ci", tenant="globex", os_user="root", environ={})
+    assert (option["user"], option["user_source"], option["tenant"]) == ("ci", "caller", "globex")
+    runner = _audit_context.resolve_context({}, user="ci", os_user="root", environ={"DIHYA_OPS_USER": "runner-job"})
+    assert (runner["user"], runner["user_source"]) == ("runner-job", "caller")
+    plain = _audit_context.resolve_context(None, os_user="root", environ={})
     assert (plain["user"], plain["user_source"], plain["tenant"], plain["labels"]) == ("root", "os", None, {})
-    assert _audit_context.resolve_context(None)["user"]
+    assert _audit_context.resolve_context(None, environ={})["user"]
 
 
-def test_resolve_context_reads_the_operation_context_variables():
-    """The variables the dihya.ops.operation role reads name the same user and tenant here."""
-    ops = _audit_context.resolve_context({"dihya_ops_user": "carol", "dihya_ops_tenant": "initech", "dihya_tenant": "acme"}, user="ci", os_user="root")
-    assert (ops["user"], ops["user_source"], ops["tenant"]) == ("carol", "extra_vars", "initech")
-    awx = _audit_context.resolve_context({"awx_user_name": "alice", "dihya_ops_user": "carol"}, os_user="root")
+def test_resolve_context_trusts_a_declared_user_only_where_the_controller_says_so():
+    """dihya_ops_user names the user only with DIHYA_OPS_TRUST_DECLARED_USER; the tenant variables are read as the action reads them."""
+    untrusted = _audit_context.resolve_context({"dihya_ops_user": "carol", "dihya_ops_tenant": "initech", "dihya_tenant": "acme"},
+                                               os_user="root", environ={})
+    assert (untrusted["user"], untrusted["user_source"], untrusted["tenant"]) == ("root", "os", "initech")
+    assert any("dihya_ops_user is ignored" in warning for warning in untrusted["warnings"])
+    trusted = {"DIHYA_OPS_TRUST_DECLARED_USER": "true"}
+    ops = _audit_context.resolve_context({"dihya_ops_user": "carol"}, os_user="root", environ=trusted)
+    assert (ops["user"], ops["user_source"], ops["warnings"]) == ("carol", "declared", [])
+    caller = _audit_context.resolve_context({"dihya_ops_user": "carol"}, user="ci", os_user="root", environ=trusted)
+    assert (caller["user"], caller["user_source"]) == ("ci", "caller")
+    awx = _audit_context.resolve_context({"awx_user_name": "alice", "dihya_ops_user": "carol"}, os_user="root", environ=trusted)
     assert (awx["user"], awx["user_source"]) == ("alice", "awx")
 
 
 def test_resolve_context_trace_id_sources_and_bad_values():
     trace = "4BF92F3577B34DA6A3CE929D0E0E4736"
-    extra = _audit_context.resolve_context({"dihya_trace_id": trace}, trace_id="0af7651916cd43dd8448eb211c80319c", os_user="x")
+    extra = _audit_context.resolve_context({"dihya_trace_id": trace}, trace_id="0af7651916cd43dd8448eb211c80319c", os_user="x", environ={})
     assert (extra["trace_id"], extra["trace_id_source"], extra["warnings"]) == (trace.lower(), "extra_vars", [])
-    option = _audit_context.resolve_context({}, trace_id="0af7651916cd43dd8448eb211c80319c", os_user="x")
+    option = _audit_context.resolve_context({}, trace_id="0af7651916cd43dd8448eb211c80319c", os_user="x", environ={})
     assert (option["trace_id"], option["trace_id_source"]) == ("0af7651916cd43dd8448eb211c80319c", "option")
-    bad = _audit_context.resolve_context({"dihya_trace_id": "../../etc"}, trace_id="0" * 32, os_user="x")
-    assert bad["trace_id_source"] == "new" and _ids.is_trace_id(bad["trace_id"]) and bad["trace_id"] != "0" * 32
+    bad = _audit_context.resolve_context({"dihya_trace_id": "../../etc"}, trace_id="0" * 32, os_user="x", environ={})
+    assert bad["trace_id_source"] == "run" and _ids.is_trace_id(bad["trace_id"]) and bad["trace_id"] != "0" * 32
     assert len(bad["warnings"]) == 2
-    assert "extra variable dihya_trace_id" in bad["warnings"][0] and "trace_id option" in bad["warnings"][1]
+    assert "dihya_trace_id='../../etc' is not a trace id" in bad["warnings"][0] and "the trace_id option" in bad["warnings"][1]
+
+
+def test_resolve_context_leaves_out_a_malformed_value_with_a_warning():
+    found = _audit_context.resolve_context({"dihya_ops_tenant": "../acme", "awx_user_name": "alice\nroot"}, tenant="globex",
+                                           os_user="root", environ={})
+    assert (found["user"], found["user_source"], found["tenant"]) == ("root", "os", "globex")
+    assert any("dihya_ops_tenant='../acme' is not a tenant name" in warning for warning in found["warnings"])
+    assert any("awx_user_name holds a control character" in warning for warning in found["warnings"])
 
 
 @pytest.mark.parametrize(("kind", "result", "status"), [
@@ -242,7 +259,7 @@ def test_a_whole_run_is_recorded(monkeypatch, tmp_path):
     assert {record["organization"]["id"] for record in records} == {"globex"}
     start = records[0]
     assert start["labels"] == {"awx_job_id": "9", "playbook": "site.yml"}
-    assert start["dihya"]["details"] == {"check_mode": False, "user_source": "awx", "trace_id_source": "new"}
+    assert start["dihya"]["details"] == {"check_mode": False, "user_source": "awx", "trace_id_source": "run"}
     tasks = records[1:-1]
     assert [(r["host"]["name"], r["labels"]["task"], r["labels"]["status"], r["event"]["outcome"]) for r in tasks] == [
         ("web-1", "Say hello", "ok", "success"), ("web-2", "Say hello", "skipped", "success"),
@@ -351,7 +368,8 @@ def test_write_errors_and_bad_events_warn_once(monkeypatch, tmp_path):
     callback = make_callback(monkeypatch, tmp_path, tenant="t" * 2000, trace_id="bad")
     callback.v2_playbook_on_start(playbook())
     assert any("trace_id option" in warning for warning in callback._display.warnings)
-    assert any("could not be written" in warning and "tenant" in warning for warning in callback._display.warnings)
+    assert any("tenant option of the dihya.ops.audit callback='tttt" in warning and "is not a tenant name" in warning
+               for warning in callback._display.warnings)
     callback = make_callback(monkeypatch, tmp_path / "second")
     callback.v2_playbook_on_start(playbook(extra_vars={"dihya_tenant": "acme"}))
     log = tmp_path / "second" / "logs" / "audit.log"
