@@ -28,6 +28,7 @@ from ansible_collections.dihya.ops.plugins.module_utils._probe_common import (
     DeadlineExceeded,
     Options,
     Outcome,
+    as_text,
     describe_error,
     positive,
 )
@@ -327,3 +328,77 @@ def run_report(specs: t.Sequence[CheckSpec], **run_options: t.Any) -> Report:
     started = time.monotonic()
     results = run_checks(specs, **run_options)
     return Report(results, round(time.monotonic() - started, 6))
+
+
+# ---------------------------------------------------------------------------
+# The backend model's definition of "healthy", as one http(s) check
+# ---------------------------------------------------------------------------
+
+MODEL_CHECK_NAME = 'http_health'
+
+
+def _status_codes(value: t.Any) -> list[int]:
+    """The expected status codes as integers; digit strings (from ``-e`` on the command line) are read as numbers."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, t.Iterable):
+        value = [value]
+    codes = []
+    for item in value:
+        code = int(item.strip()) if isinstance(item, str) and item.strip().isdigit() else item
+        if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+            raise CheckConfigError(f'the expected status codes must be HTTP status codes between 100 and 599 (got {code!r})')
+        codes.append(code)
+    if not codes:
+        raise CheckConfigError('the expected status codes must not be empty')
+    return codes
+
+
+def model_http_check(
+    url: t.Any,
+    *,
+    name: str = MODEL_CHECK_NAME,
+    expected_status: t.Any = (200,),
+    body_regex: t.Any = '',
+    json_field: t.Any = '',
+    json_value: t.Any = 'ok',
+    validate_certs: bool = True,
+    username: t.Any = '',
+    password: t.Any = '',
+    latency_budget: float | None = None,
+) -> dict[str, t.Any]:
+    """The backend model's health definition as one check of the ``health_check`` format.
+
+    The check is ``https`` for an ``https://`` URL, else ``http``. It passes when the status is one of
+    ``expected_status`` and, when given, the body matches ``body_regex`` and the JSON field ``json_field``
+    has the value ``json_value``. Empty ``body_regex`` and ``json_field`` check no body at all, so a page of
+    any content type (an HTML login page) is healthy on its status alone. Options left empty are left out.
+    Bad values raise :class:`CheckConfigError`, with the check's own validation (the URL's rules included).
+    """
+    if not isinstance(url, str) or not url:
+        raise CheckConfigError(f'the health URL must be a non-empty string (got {type(url).__name__})')
+    check: dict[str, t.Any] = {
+        'name': name,
+        'type': 'https' if url.lower().startswith('https://') else 'http',
+        'url': url,
+        'status_codes': _status_codes(expected_status),
+        'validate_certs': validate_certs,
+    }
+    if not isinstance(validate_certs, bool):
+        raise CheckConfigError(f'validate_certs must be a boolean (got {validate_certs!r})')
+    for key, value in (('body_regex', body_regex), ('json_field', json_field)):
+        if value is None or value == '':
+            continue
+        if not isinstance(value, str):
+            raise CheckConfigError(f'{key} must be a string (got {type(value).__name__})')
+        check[key] = value
+    if 'json_field' in check:
+        check['json_value'] = as_text(json_value)
+    if username:
+        check['url_username'] = username
+        check['url_password'] = password or ''
+    elif password:
+        raise CheckConfigError('a health password needs a health user name')
+    if latency_budget is not None:
+        check['latency_budget'] = float(latency_budget)
+    options = {key: value for key, value in check.items() if key not in COMMON_OPTIONS}
+    validate_spec(CheckSpec(name=name, type=check['type'], options=options, latency_budget=check.get('latency_budget')))
+    return check
