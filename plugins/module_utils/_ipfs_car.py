@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import typing as t
 
-from ansible_collections.dihya.ops.plugins.module_utils._ipfs_unixfs import Cid, IpfsError, multiformats, varint
+from ansible_collections.dihya.ops.plugins.module_utils._ipfs_unixfs import Cid, IpfsError, block_cid, multiformats, varint
 
 
 CID_LENGTH = 36
@@ -50,13 +50,13 @@ def section(cid: Cid, data: bytes) -> bytes:
 class CarWriter:
     """Writes a CARv1 stream to ``out``; :meth:`block` for each block, then :meth:`finish` with the root.
 
-    ``out`` is ``None`` for a dry run (check mode): sizes and the SHA-256 of the blocks' part are computed, nothing
-    is written. :meth:`finish` returns the CAR's :func:`car_sha256`.
+    ``out`` is ``None`` for a dry run (check mode): sizes and the identity are computed, nothing is written.
+    :meth:`finish` returns the CAR's :func:`identity`.
     """
 
     def __init__(self, out: t.BinaryIO | None, placeholder: Cid) -> None:
         self.out = out
-        self.blocks_digest = hashlib.sha256()
+        self.index = hashlib.sha256()
         self.size = len(header(placeholder))
         self.blocks = 0
         if out is not None:
@@ -65,8 +65,7 @@ class CarWriter:
     def block(self, cid: Cid, data: bytes) -> None:
         """Append the section of one block."""
         prefix = varint(len(cid.binary) + len(data)) + cid.binary
-        self.blocks_digest.update(prefix)
-        self.blocks_digest.update(data)
+        self.index.update(prefix)
         if self.out is not None:
             self.out.write(prefix)
             self.out.write(data)
@@ -74,39 +73,44 @@ class CarWriter:
         self.blocks += 1
 
     def finish(self, root: Cid) -> str:
-        """Write the real header (over the placeholder) and return the CAR's :func:`car_sha256`."""
+        """Write the real header (over the placeholder) and return the CAR's :func:`identity`."""
         head = header(root)
         if self.out is not None:
             self.out.flush()
             self.out.seek(0)
             self.out.write(head)
             self.out.seek(0, 2)
-        return car_sha256(head, self.blocks_digest)
+        return identity(head, self.index, self.size)
 
 
-def car_sha256(head: bytes, blocks_digest: t.Any) -> str:
-    """The CAR's identity digest: SHA-256 (hex) of ``head`` followed by the SHA-256 of the blocks' part.
+def identity(head: bytes, index: t.Any, size: int) -> str:
+    """What tells two CAR files of this writer apart, without hashing their content twice (hex).
 
-    hashlib cannot prepend, and the header is written last: this digest can be computed in the one pass
-    that writes (or, in check mode, would write) the file, and two CAR files have the same digest exactly
-    when their bytes are the same. It is what tells an up-to-date destination; the file's plain SHA-256
-    is :func:`file_digests`'s second value.
+    The SHA-256 of the header, of the running SHA-256 ``index`` of every section's length and CID, and of the
+    size. Every block is content-addressed, so two files whose blocks verify against their CIDs and whose
+    identities are equal are the same bytes: an existing destination is compared this way
+    (:func:`file_digests` with ``verify``), and a file just written is checked to be the one written.
     """
-    return hashlib.sha256(head + blocks_digest.digest()).hexdigest()
+    return hashlib.sha256(head + index.digest() + str(size).encode('ascii')).hexdigest()
 
 
-def file_digests(handle: t.BinaryIO) -> tuple[str, str]:
-    """(:func:`car_sha256`, plain SHA-256) of a CAR file read from ``handle`` at its start, in one read."""
+def file_digests(handle: t.BinaryIO, verify: bool = False) -> tuple[str, str]:
+    """(:func:`identity`, plain SHA-256) of a CAR file read from ``handle`` at its start, in one read.
+
+    With ``verify`` every block is hashed and checked against its CID (:class:`IpfsError` if one does not match).
+    """
     head = _read_header_bytes(handle)
-    blocks = hashlib.sha256()
     whole = hashlib.sha256(head)
-    while True:
-        data = handle.read(1 << 20)
-        if not data:
-            break
-        blocks.update(data)
+    index = hashlib.sha256()
+    size = len(head)
+    for cid, data, prefix in _sections(handle):
+        index.update(prefix)
+        whole.update(prefix)
         whole.update(data)
-    return car_sha256(head, blocks), whole.hexdigest()
+        size += len(prefix) + len(data)
+        if verify and block_cid(cid.codec, data) != cid:
+            raise IpfsError(f'a block of the CAR file does not match its CID {cid}')
+    return identity(head, index, size), whole.hexdigest()
 
 
 def _read_varint(handle: t.BinaryIO) -> tuple[int, bytes] | None:
@@ -150,19 +154,24 @@ def read_root(handle: t.BinaryIO) -> Cid:
     return Cid(body[start + 1:start + 1 + CID_LENGTH])
 
 
-def iter_blocks(handle: t.BinaryIO, max_block: int = 4 << 20) -> t.Iterator[tuple[Cid, bytes]]:
-    """The (CID, bytes) of each section after the header (read from ``handle`` positioned after it)."""
+def _sections(handle: t.BinaryIO, max_block: int = 4 << 20) -> t.Iterator[tuple[Cid, bytes, bytes]]:
     while True:
         first = _read_varint(handle)
         if first is None:
             return
-        length = first[0]
+        length, raw = first
         if length < CID_LENGTH or length > max_block + CID_LENGTH:
             raise IpfsError(f'CAR section of {length} bytes is out of bounds')
         data = handle.read(length)
         if len(data) != length:
             raise IpfsError('truncated CAR section')
-        yield Cid(data[:CID_LENGTH]), data[CID_LENGTH:]
+        yield Cid(data[:CID_LENGTH]), data[CID_LENGTH:], raw + data[:CID_LENGTH]
 
 
-__all__ = ['CID_LENGTH', 'CarWriter', 'car_sha256', 'file_digests', 'header', 'iter_blocks', 'read_root', 'section']
+def iter_blocks(handle: t.BinaryIO, max_block: int = 4 << 20) -> t.Iterator[tuple[Cid, bytes]]:
+    """The (CID, bytes) of each section after the header (read from ``handle`` positioned after it)."""
+    for cid, data, _prefix in _sections(handle, max_block):
+        yield cid, data
+
+
+__all__ = ['CID_LENGTH', 'CarWriter', 'file_digests', 'header', 'identity', 'iter_blocks', 'read_root', 'section']

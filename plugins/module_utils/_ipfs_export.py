@@ -237,7 +237,7 @@ def _existing(dest: str, check_mode: bool) -> tuple[bool, tuple[str, str] | None
             raise IpfsError(f'dest {dest} cannot be read: {exc.strerror}') from None
         with os.fdopen(fd, 'rb') as handle:
             try:
-                return True, file_digests(handle)
+                return True, file_digests(handle, verify=True)
             except IpfsError:
                 return True, None
     finally:

@@ -26,6 +26,7 @@ Recognising (what may go to IPFS, see ``docs/ipfs.md``)
       (``dihya-rgpd-export/1``) and whose ``subject``, if any, is a pseudonym.
     * ``report``: a ``.json``, ``.md``, ``.txt`` or ``.html`` file inside one of the report folders given
       (the backend model's ``dihya_backend_reports_dir``: what operations write there is theirs).
+    * ``empty``: a file of no bytes (a lock file) holds nothing personal.
     Anything else is ``unknown``.
 """
 
@@ -50,6 +51,7 @@ from ansible_collections.dihya.ops.plugins.module_utils._safe_write import descr
 AUDIT_LOG = 'audit-log'
 RGPD_MANIFEST = 'rgpd-manifest'
 REPORT = 'report'
+EMPTY = 'empty'
 UNKNOWN = 'unknown'
 RGPD_FORMAT = 'dihya-rgpd-export/1'
 REPORT_SUFFIXES = ('.json', '.md', '.txt', '.html')
@@ -222,8 +224,11 @@ class Roots:
             children[name] = self._entry(fd, root, (*names, name), below, budget)
         return Entry(root, names, own, chain, size=sum(child.size for child in children.values()), children=children)
 
-    def open_file(self, entry: Entry) -> t.BinaryIO:
-        """The file of ``entry``, reopened without following links; :class:`IpfsError` if it is not the file walked."""
+    def open_file(self, entry: Entry, buffered: bool = False) -> t.BinaryIO:
+        """The file of ``entry``, reopened without following links; :class:`IpfsError` if it is not the file walked.
+
+        Unbuffered (reads of a chunk go straight to the kernel) unless ``buffered`` (reading lines).
+        """
         root = tuple(components(entry.root))
         fds = self.open_parent(root, entry.names, entry.chain)
         try:
@@ -242,7 +247,7 @@ class Roots:
         except BaseException:
             os.close(fd)
             raise
-        return os.fdopen(fd, 'rb', buffering=1 << 20)
+        return os.fdopen(fd, 'rb', buffering=1 << 20 if buffered else 0)
 
 
 def _inside(names: tuple[str, ...], root: str, folders: t.Sequence[tuple[str, ...]]) -> bool:
@@ -304,10 +309,12 @@ def _is_rgpd_manifest(entry: Entry, data: bytes) -> bool:
 
 def examine(roots: Roots, entry: Entry, report_dirs: t.Sequence[tuple[str, ...]]) -> None:
     """Set ``entry.kind`` and ``entry.sha256`` (of the whole file, read once)."""
-    handle = roots.open_file(entry)
+    handle = roots.open_file(entry, buffered=True)
     with handle:
         reader = _HashingReader(handle)
-        if _inside(entry.names, entry.root, report_dirs) and entry.names[-1].lower().endswith(REPORT_SUFFIXES):
+        if entry.size == 0 and not reader.read(1):
+            entry.kind = EMPTY
+        elif _inside(entry.names, entry.root, report_dirs) and entry.names[-1].lower().endswith(REPORT_SUFFIXES):
             entry.kind = REPORT
         elif entry.names[-1].endswith('.json') and entry.size <= MAX_MANIFEST_BYTES:
             entry.kind = RGPD_MANIFEST if _is_rgpd_manifest(entry, reader.read(MAX_MANIFEST_BYTES + 1)) else UNKNOWN
@@ -324,5 +331,5 @@ def report_folders(paths: t.Sequence[str]) -> list[tuple[str, ...]]:
 
 
 __all__ = [
-    'AUDIT_LOG', 'REPORT', 'RGPD_MANIFEST', 'UNKNOWN', 'Entry', 'Roots', 'examine', 'report_folders',
+    'AUDIT_LOG', 'EMPTY', 'REPORT', 'RGPD_MANIFEST', 'UNKNOWN', 'Entry', 'Roots', 'examine', 'report_folders',
 ]

@@ -12,7 +12,9 @@ Multiformats
     first time an export needs it; a host without it gets one clear :class:`IpfsError`. Building a
     :class:`multiformats.CID` object per block costs about half a millisecond (its type checks), so the
     binary CID of a block is assembled from the library's varint and multihash encoders, and a
-    :class:`~multiformats.CID` object is made only for the CIDs given back as text.
+    :class:`~multiformats.CID` object is made only for the CIDs given back as text. The library's type checks
+    cost even more per call in its varint and multihash encoders, so the prefix of a CID (version, codec and the
+    multihash's code and length) is asked of the library once per codec, and recurring varints are cached.
 
 dag-pb and UnixFS
     No maintained Python library encodes dag-pb nodes or UnixFS ``Data`` messages (``multiformats``,
@@ -34,6 +36,7 @@ dag-pb and UnixFS
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import types
 import typing as t
@@ -63,10 +66,22 @@ def multiformats() -> types.ModuleType:
     return _LIBRARY['m']
 
 
+@functools.lru_cache(maxsize=4096)
 def varint(value: int) -> bytes:
-    """The unsigned varint of ``value`` (multiformats and protobuf share it)."""
+    """The unsigned varint of ``value`` (multiformats and protobuf share it); the values that recur are cached."""
     encoded: bytes = multiformats().varint.encode(value)
     return encoded
+
+
+_CID_PREFIXES: dict[int, bytes] = {}
+
+
+def _cid_prefix(codec: int) -> bytes:
+    """Version, codec and the multihash's own prefix (sha2-256, 32 bytes), from the library, once per codec."""
+    if codec not in _CID_PREFIXES:
+        multihash = bytes(multiformats().multihash.wrap(bytes(32), 'sha2-256'))
+        _CID_PREFIXES[codec] = varint(CID_VERSION) + varint(codec) + multihash[:-32]
+    return _CID_PREFIXES[codec]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +102,7 @@ class Cid:
 
 def block_cid(codec: int, data: bytes) -> Cid:
     """The CIDv1 of a block of ``data`` encoded with ``codec``."""
-    library = multiformats()
-    digest = library.multihash.wrap(hashlib.sha256(data).digest(), 'sha2-256')
-    return Cid(varint(CID_VERSION) + varint(codec) + bytes(digest))
+    return Cid(_cid_prefix(codec) + hashlib.sha256(data).digest())
 
 
 def parse_cid(text: str) -> Cid:
