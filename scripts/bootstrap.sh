@@ -86,6 +86,22 @@ if [ -n "$missing" ]; then
   [ -n "$own_policy" ] && "${sudo[@]}" rm -f "$policy"
 fi
 
+# 2b. The independent IPFS implementations the export tests compare CIDs with
+#     (test profile): the npm packages pinned by tests/ipfs/package-lock.json,
+#     installed without install scripts into .cache/npm-ipfs.  Same stamp logic.
+if [ "$profile" = test ]; then
+  command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 with npm (bindep.txt: nodejs)" >&2; exit 1; }
+  npm_dir="$root/.cache/npm-ipfs"
+  npm_want="$(cat "$root/tests/ipfs/package.json" "$root/tests/ipfs/package-lock.json" | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$npm_dir/.dihya-npm.sha256" 2>/dev/null)" != "$npm_want" ]; then
+    log "installing pinned npm packages (tests/ipfs/package-lock.json)"
+    mkdir -p "$npm_dir"
+    cp "$root/tests/ipfs/package.json" "$root/tests/ipfs/package-lock.json" "$npm_dir/"
+    (cd "$npm_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    echo "$npm_want" > "$npm_dir/.dihya-npm.sha256"
+  fi
+fi
+
 # 3. Make the checkout importable as the dihya.ops collection.
 coll="$root/.cache/collections/ansible_collections/dihya"
 mkdir -p "$coll"
