@@ -36,7 +36,7 @@ description:
   - Every query is scoped to O(tenant) (a single-tenant data map, with C(tenancy) set to V(single), covers its whole
     database). Table and column names of the data map are validated and quoted, values are always bound parameters, and
     the data map is checked against the database schema before anything runs.
-  - V(inventory) only reads: it is the way to check a data map against the live database before any export or erasure.
+  - V(inventory) only reads, and is the way to check a data map against the live database before any export or erasure.
   - The data map format is described in the collection's C(docs/rgpd.md).
 author:
   - Dihya ops maintainers (@dihya-ops)

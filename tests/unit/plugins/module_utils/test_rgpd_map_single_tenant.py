@@ -166,7 +166,7 @@ def test_the_request_tenant_of_a_single_tenant_database():
     assert single_tenant_name(fixed, None) == single_tenant_name(fixed, '') == single_tenant_name(fixed, 'main') == 'main'
     assert single_tenant_name(free, None) == DEFAULT_SINGLE_TENANT == 'default'
     assert single_tenant_name(free, 'shop') == 'shop'
-    with pytest.raises(RgpdError, match="tenant 'acme' is not the tenant of this database: .* names its tenant 'main'"):
+    with pytest.raises(RgpdError, match=r"tenant 'acme' is not the tenant of this database: .* names its tenant 'main'"):
         single_tenant_name(fixed, 'acme')
     for name in HOSTILE_TENANTS:
         if name:

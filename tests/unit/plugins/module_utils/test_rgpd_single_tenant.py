@@ -87,7 +87,7 @@ def test_inventory_checks_the_example_map_and_counts_both_sides(single_backend):
 def test_a_request_naming_another_tenant_is_refused(single_backend, tenant):
     with single_backend.open(read_only=True) as db:
         checked = engine(db)
-        with pytest.raises(RgpdError, match='is not the tenant of this database|is not a valid tenant name') as caught:
+        with pytest.raises(RgpdError, match=r'is not the tenant of this database|is not a valid tenant name') as caught:
             checked.inventory(tenant, 1)
         assert len(str(caught.value)) < 400
         with pytest.raises(RgpdError):
@@ -240,9 +240,8 @@ def test_replay_never_erases_a_newcomer_who_got_the_erased_id(single_backend, tm
         assert item['status'] == 'mismatch' and item['found'] is True and item['tenant'] == 'main' and outcome['erased'] == 0
     assert single_backend.dump() == before
     assert single_backend.query('SELECT username FROM "user" WHERE id = ?', (newcomer,)) == [('eve',)]
-    with single_backend.open() as db:
-        with pytest.raises(RgpdError, match='is not the tenant of this database'):
-            engine(db).replay(ledger, tenant='acme')
+    with single_backend.open() as db, pytest.raises(RgpdError, match='is not the tenant of this database'):
+        engine(db).replay(ledger, tenant='acme')
     # The backup from before the erasure holds dan under that id: replay lists him, then erases him again.
     restore(single_backend, saved)
     restored = single_backend.dump()
@@ -302,7 +301,6 @@ def test_a_subject_id_that_is_not_unique_is_refused_in_a_single_tenant_map(singl
         'subject': {'table': 'member', 'fingerprint_columns': ['email']},
         'tables': {'member': {'subject_columns': ['id']}, 'note': {'subject_columns': ['member_id'], 'columns': {'body': 'redact'}}},
     })
-    with single_backend.open(read_only=True) as db:
-        with pytest.raises(RgpdError) as caught:
-            engine(db, data_map)
+    with single_backend.open(read_only=True) as db, pytest.raises(RgpdError) as caught:
+        engine(db, data_map)
     assert "tables.note: cannot prove each row is the subject's: member.id is not unique on its own (the key is (id, site))" in str(caught.value)
