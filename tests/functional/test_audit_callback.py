@@ -7,10 +7,10 @@ loopback port nothing listens on, to get an unreachable result.
 from __future__ import annotations
 
 import base64
-import getpass
 import json
 import os
 import pathlib
+import pwd
 import secrets
 import socket
 import subprocess
@@ -50,7 +50,7 @@ def closed_port() -> int:
 
 def clean_env() -> dict[str, str]:
     """The environment without Ansible or audit settings of the caller."""
-    return {name: value for name, value in os.environ.items() if not name.startswith(("DIHYA_AUDIT_", "ANSIBLE_"))}
+    return {name: value for name, value in os.environ.items() if not name.startswith(("DIHYA_AUDIT_", "DIHYA_OPS_", "DIHYA_TRACE_ID", "ANSIBLE_"))}
 
 
 def vault_encrypt(path: pathlib.Path, password_file: pathlib.Path) -> None:
@@ -216,16 +216,20 @@ def test_context_from_options_and_extra_trace_id(scene):
     assert {record["user"]["id"] for record in records} == {"ci-bot"}
     assert {record["organization"]["id"] for record in records} == {"globex"}
     assert len(records) == 2 + len(TASKS)
-    assert records[0]["dihya"]["details"]["user_source"] == "option"
+    assert records[0]["dihya"]["details"]["user_source"] == "caller"
     assert records[0]["dihya"]["details"]["trace_id_source"] == "extra_vars"
 
+    # Without USER or LOGNAME in the environment, the user is the OS user of the process.
     env = ansible_env(scene, DIHYA_AUDIT_KEY=KEY, DIHYA_AUDIT_PSEUDONYMISE="false", DIHYA_AUDIT_TRACE_ID="not-a-trace-id")
+    for name in ("USER", "LOGNAME", "DIHYA_OPS_USER", "DIHYA_TRACE_ID"):
+        env.pop(name, None)
     again = playbook(scene, "audit_callback.yml", "--limit", "web-2", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "trace_id option is not a trace id" in again.stdout + again.stderr
+    assert "the trace_id option='not-a-trace-id' is not a trace id" in again.stdout + again.stderr
     second = events(scene["log"])[len(records):]
     assert len({record["trace"]["id"] for record in second}) == 1 and second[0]["trace"]["id"] not in (trace, "not-a-trace-id")
-    assert {record["user"]["id"] for record in second} == {getpass.getuser()}
+    assert {record["user"]["id"] for record in second} == {pwd.getpwuid(os.geteuid()).pw_name}
+    assert second[0]["dihya"]["details"]["user_source"] == "os"
     assert "organization" not in second[0] or not second[0]["organization"].get("id")
     report = _audit.verify(str(scene["log"]), KEY.encode())
     assert report.ok and report.records == len(records) + len(second)
