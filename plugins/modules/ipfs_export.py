@@ -23,7 +23,7 @@ description:
   - Inputs are reached inside O(allowed_roots) one component at a time without following symbolic links. A symbolic link, FIFO,
     socket or device, a path outside the roots or with C(..) is refused before anything is written.
   - The CAR file is written under a temporary name in the folder of O(dest), fsynced and put in place with mode C(0600). An
-    existing regular file at O(dest) is left alone when it already is this export (RV(changed=false)), replaced only with
+    existing regular file at O(dest) is left alone when it already is this export (the task reports no change), replaced only with
     O(force) otherwise. A symbolic link, folder, FIFO or device at O(dest) is always refused.
   - With O(push), the CAR file is then sent to a Kubo node (C(/api/v0/dag/import)). If the node cannot be reached or refuses
     it, the module fails with a clear message once the CAR file is safely written, and the result names the CAR file.
