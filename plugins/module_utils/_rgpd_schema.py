@@ -267,6 +267,7 @@ def data_map_warnings(data_map: DataMap, info: t.Mapping[str, TableInfo]) -> lis
             how = f'mapped with strategy {strategies[column]!r}' if column in strategies else 'not mapped'
             found.append(f'tables.{table.name}: column {column!r} looks like a secret (password, hash, token, key...) but is {how}, so '
                          'exports include it; give it the strategy secret (never exported, NULL or [redacted] on erasure and anonymisation)')
+    found.extend(_shared_parent_warnings(data_map, info))
     if data_map.single_tenant:
         found.extend(_tenant_like_warnings(data_map, info))
     try:
@@ -304,4 +305,27 @@ def _tenant_like_warnings(data_map: DataMap, info: t.Mapping[str, TableInfo]) ->
                 found.append(f'tables.{table.name}: column {column!r} looks like a tenant column, but the data map is single-tenant '
                              '(tenancy: single), so every request covers the whole database; if it holds several tenants, declare '
                              'tenancy: column and give tenant_column')
+    return found
+
+
+def _shared_parent_warnings(data_map: DataMap, info: t.Mapping[str, TableInfo]) -> list[str]:
+    """A mapped table with a foreign key to another mapped table whose rows erasure deletes, but that reaches the
+    subject some other way (``comment.post_id -> post.id``, comments found through ``comment.user_id``): other
+    people's rows may point at the subject's deleted rows. Foreign keys on, the erasure fails and is rolled back;
+    SQLite with foreign keys off would leave them pointing at nothing. Whether such rows exist is the data's business,
+    so this is a warning."""
+    found = []
+    for table in data_map.tables.values():
+        table_info = info.get(table.name)
+        if table_info is None:
+            continue
+        for name in sorted(table_info.references):
+            target = data_map.tables.get(name)
+            if (target is None or name in (table.name, data_map.subject_table) or target.erasure != 'delete'
+                    or (table.parent is not None and table.parent.table == name)):
+                continue
+            how = f'parent {table.parent.table!r}' if table.parent is not None else 'its subject columns'
+            found.append(f'tables.{table.name}: it has a foreign key to {name!r}, whose rows erasure deletes, but reaches the subject '
+                         f'through {how}: rows of other people pointing at the subject\'s {name} rows would stop the erasure (it is rolled '
+                         f'back), or be left pointing at nothing with SQLite foreign keys off; keep {name} with erasure: anonymise')
     return found

@@ -16,7 +16,7 @@ import zipfile
 import pytest
 
 from ansible_collections.dihya.ops.plugins.module_utils import _rgpd
-from ansible_collections.dihya.ops.plugins.module_utils._rgpd import Engine, RgpdError
+from ansible_collections.dihya.ops.plugins.module_utils._rgpd import DbError, Engine, RgpdError
 from ansible_collections.dihya.ops.plugins.module_utils._rgpd_map import load_data_map, load_data_map_file
 from ansible_collections.dihya.ops.tests.unit.plugins import rgpd_fixtures
 from ansible_collections.dihya.ops.tests.unit.plugins.rgpd_fixtures import (
@@ -304,3 +304,17 @@ def test_a_subject_id_that_is_not_unique_is_refused_in_a_single_tenant_map(singl
     with single_backend.open(read_only=True) as db, pytest.raises(RgpdError) as caught:
         engine(db, data_map)
     assert "tables.note: cannot prove each row is the subject's: member.id is not unique on its own (the key is (id, site))" in str(caught.value)
+
+
+def test_a_deleted_table_that_other_peoples_rows_reference_is_warned_about(single_backend, tmp_path):
+    data = single_tenant_map()
+    data['tables']['post'] = {'subject_columns': ['user_id'], 'erasure': 'delete'}
+    with single_backend.open(read_only=True) as db:
+        warnings = engine(db, load_data_map(data)).warnings()
+    [warning] = [item for item in warnings if 'foreign key' in item]
+    assert "tables.comment: it has a foreign key to 'post', whose rows erasure deletes" in warning and 'erasure: anonymise' in warning
+    if single_backend.foreign_keys:
+        before = single_backend.dump()
+        with single_backend.open() as db, pytest.raises(DbError, match='comment'):
+            engine(db, load_data_map(data)).erase(None, 1, ledger_file=str(tmp_path / 'ledger.jsonl'))
+        assert single_backend.dump() == before
