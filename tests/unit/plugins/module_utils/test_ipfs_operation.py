@@ -41,8 +41,8 @@ def fixture_site(tmp_path):
     audit.mkdir()
     write(audit / 'audit.log', 12, user='alice', email='alice@example.org', source_ip='192.0.2.7')
     (root / 'rgpd').mkdir()
-    (root / 'rgpd' / 'manifest.json').write_text(json.dumps({'format': 'dihya-rgpd-export/1', 'subject': pseudonym('alice', b'k' * 32),
-                                                              'tables': {'users': 1}}))
+    manifest = {'format': 'dihya-rgpd-export/1', 'subject': pseudonym('alice', b'k' * 32), 'tables': {'users': 1}}
+    (root / 'rgpd' / 'manifest.json').write_text(json.dumps(manifest))
     (root / 'reports').mkdir()
     (root / 'reports' / 'restart.json').write_text('{"outcome": "ok"}\n')
     (root / 'reports' / 'notes.md').write_text('# notes\n')
