@@ -120,6 +120,8 @@ def _open(path: str) -> tuple[int | None, Tail | None]:
             info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             return None, Tail(path, MISSING_FILE, f'{path} does not exist')
+        if stat.S_ISLNK(info.st_mode):
+            return None, Tail(path, REFUSED, f'{path} not read: it is a symbolic link, which is never followed')
         # Refused before opening: opening a FIFO or a device can block or act on it.
         if not stat.S_ISREG(info.st_mode):
             return None, Tail(path, REFUSED, f'{path} not read: it is {_kind(info.st_mode)}, not a regular file')

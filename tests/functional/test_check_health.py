@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import shutil
+import stat
 import subprocess
 import pathlib
 import sys
+import threading
 import typing as t
 
 import pytest
@@ -21,6 +25,117 @@ def promtool_check(path: pathlib.Path) -> subprocess.CompletedProcess[str]:
     assert promtool, "promtool is missing: install the Debian package 'prometheus' (bindep.txt)"
     with open(path, "rb") as metrics:
         return subprocess.run([promtool, "check", "metrics"], stdin=metrics, capture_output=True, text=True, check=False)
+
+
+LOGIN_PAGE = b"<!doctype html><html><head><title>Sign in</title></head><body><form>Log in</form></body></html>"
+
+
+class _LoginPage(http.server.BaseHTTPRequestHandler):
+    """An application whose health page is an HTML login page (200, text/html), not JSON."""
+
+    def log_message(self, format: str, *args: t.Any) -> None:  # pylint: disable=redefined-builtin
+        """Keep the test output quiet."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(LOGIN_PAGE)))
+        self.end_headers()
+        self.wfile.write(LOGIN_PAGE)
+
+
+@pytest.fixture(scope="module")
+def login_url() -> t.Iterator[str]:
+    """The URL of a login page served on loopback by a real HTTP server of this process."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LoginPage)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/login"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def html_app(tmp_path: pathlib.Path, login_url: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """An inventory of one host described only by documented model variables (no JSON health field), and a playbook
+    running the check_health role on it; return the playbook and the (missing) metrics folder."""
+    root = tmp_path / "html-app"
+    root.mkdir()
+    metrics = root / "var" / "metrics"
+    (tmp_path / "hosts.yml").write_text(json.dumps({"dihya_backend": {"hosts": {"html-app": {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "dihya_backend_root": str(root),
+        "dihya_backend_health_url": login_url,
+        "dihya_backend_metrics_dir": str(metrics),
+    }}}}))
+    playbook = tmp_path / "check.yml"
+    playbook.write_text("- name: Check the HTML app\n  hosts: dihya_backend\n  gather_facts: false\n"
+                        "  roles:\n    - role: dihya.ops.check_health\n")
+    return playbook, metrics
+
+
+def words(text: str) -> str:
+    """The output with its line wrapping undone."""
+    return " ".join(text.split())
+
+
+def test_an_html_health_page_is_healthy_with_the_defaults(fleet: Fleet, tmp_path: pathlib.Path, login_url: str) -> None:
+    playbook, metrics = html_app(tmp_path, login_url)
+    inventory = str(tmp_path / "hosts.yml")
+    # Check mode: healthy, says it would create the metrics folder, and creates nothing.
+    checked = fleet.playbook("-i", inventory, str(playbook), "--check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"2/2 checks healthy; the metrics folder {metrics} would be created" in words(checked.stdout), checked.stdout
+    assert not metrics.parent.exists()
+    # The real run creates it (0755: node_exporter, another user, reads it) and writes the metrics.
+    proc = fleet.playbook("-i", inventory, str(playbook))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "would be created" not in proc.stdout
+    assert stat.S_IMODE(metrics.stat().st_mode) == 0o755
+    text = (metrics / "dihya_health.prom").read_text()
+    assert 'dihya_health_check_up{check="http_health",tenant="all",type="http"} 1.0' in text
+    # An existing folder is left as it is.
+    metrics.chmod(0o750)
+    again = fleet.playbook("-i", inventory, str(playbook))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert stat.S_IMODE(metrics.stat().st_mode) == 0o750
+
+
+@pytest.mark.parametrize(("model", "expected"), [
+    ({"dihya_backend_health_body_regex": "Welcome back"}, "http_health (HTTP 200 but the body does not match 'Welcome back')"),
+    ({"dihya_backend_health_json_field": "status"}, "http_health (HTTP 200 but the body is not valid JSON)"),
+    ({"dihya_backend_health_expected_status": [204]}, "http_health (HTTP 200 not in [204])"),
+], ids=["body-regex", "json-field", "status"])
+def test_a_page_that_does_not_match_the_model_fails_clearly(fleet: Fleet, tmp_path: pathlib.Path, login_url: str,
+                                                            model: dict[str, t.Any], expected: str) -> None:
+    playbook, _metrics = html_app(tmp_path, login_url)
+    proc = fleet.playbook("-i", str(tmp_path / "hosts.yml"), str(playbook), "-e", json.dumps(model))
+    output = words(proc.stdout + proc.stderr)
+    assert proc.returncode != 0, output
+    # The HTTP check fails; the disk check of the root passes.
+    assert f"html-app is unhealthy: 1/2 checks healthy; failed: {expected}" in output, output
+    assert "Traceback" not in output
+
+
+def test_a_matching_body_regex_is_healthy(fleet: Fleet, tmp_path: pathlib.Path, login_url: str) -> None:
+    playbook, _metrics = html_app(tmp_path, login_url)
+    proc = fleet.playbook("-i", str(tmp_path / "hosts.yml"), str(playbook), "-e", "dihya_backend_health_body_regex=<title>Sign in</title>")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_check_mode_on_the_fleet_reports_a_missing_metrics_folder(fleet: Fleet) -> None:
+    host = "dihya-demo-3"
+    metrics = fleet.root(host) / "metrics"
+    shutil.rmtree(metrics, ignore_errors=True)
+    proc = fleet.playbook("playbooks/check_health.yml", "--limit", host, "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"the metrics folder {metrics} would be created" in words(proc.stdout)
+    assert not metrics.exists()
+    proc = fleet.playbook("playbooks/check_health.yml", "--limit", host)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (metrics / "dihya_health.prom").is_file()
 
 
 def test_check_mode_runs_checks_and_writes_no_metrics(fleet: Fleet) -> None:

@@ -2,10 +2,53 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import os
 import re
 import shutil
+import threading
+import typing as t
+
+import pytest
 
 from ansible_collections.dihya.ops.tests.support.fleet import HOSTS, ROOT
+
+LOGIN_PAGE = b"<!doctype html><html><head><title>Sign in</title></head><body><form>Log in</form></body></html>"
+# Written into the failing service's error log: none of it may reach the output.
+CANARIES = ("hunter2-canary-secret", "tok-canary-0123456789", "canary.person@example.org", "198.51.100.77")
+
+
+class _LoginPage(http.server.BaseHTTPRequestHandler):
+    """An application whose health page is an HTML login page (200, text/html), not JSON."""
+
+    def log_message(self, format: str, *args: t.Any) -> None:  # pylint: disable=redefined-builtin
+        """Keep the test output quiet."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(LOGIN_PAGE)))
+        self.end_headers()
+        self.wfile.write(LOGIN_PAGE)
+
+
+@pytest.fixture(scope="module")
+def login_url() -> t.Iterator[str]:
+    """The URL of a login page served on loopback by a real HTTP server of this process."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LoginPage)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/login"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def words(text: str) -> str:
+    """The output with its line wrapping undone."""
+    return " ".join(text.split())
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
@@ -68,7 +111,10 @@ def test_rollout_stops_at_the_broken_second_host(fleet):
     shutil.copy2(config, saved)
     before = fleet.pids()
     try:
-        config.write_text(config.read_text() + '\nraise RuntimeError("configuration broken on purpose")\n')
+        config.write_text(config.read_text() + (
+            "\nimport sys\n"
+            f"print('connecting with password={CANARIES[0]} token={CANARIES[1]} for {CANARIES[2]} from {CANARIES[3]}', file=sys.stderr)\n"
+            'raise RuntimeError("configuration broken on purpose")\n'))
         proc = fleet.playbook("playbooks/restart_services.yml")
         after = fleet.pids()
     finally:
@@ -76,6 +122,12 @@ def test_rollout_stops_at_the_broken_second_host(fleet):
         saved.unlink()
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
+    # Where to look: the end of the service's error log, scrubbed.
+    assert re.search(r"Error log, last \d+ line\(s\) of \S+/dihya-demo-2/log/dihya-web\.stdout\.log", output), output
+    assert "RuntimeError: configuration broken on purpose" in output
+    assert "password=********" in output and "token=********" in output
+    for canary in CANARIES:
+        assert canary not in output, canary
     # Host 1 restarted and healthy.
     assert after["dihya-demo-1"] and after["dihya-demo-1"] != before["dihya-demo-1"]
     assert fleet.healthz("dihya-demo-1")[0] == 200
@@ -129,5 +181,72 @@ def test_unreachable_first_host_stops_the_rollout(fleet, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "UNREACHABLE" in output and "dihya-gone" in output
+    assert "Traceback" not in output
+    assert fleet.pids() == before
+
+
+def _model(login_url: str, **more: t.Any) -> str:
+    """Extra vars pointing the backend model's health definition at the HTML login page (no JSON check)."""
+    return json.dumps(dict({"dihya_backend_health_url": login_url, "dihya_backend_health_json_field": ""}, **more))
+
+
+def test_the_gate_and_check_health_agree_on_the_model(fleet, login_url):
+    host = "dihya-demo-1"
+    # An HTML page is healthy for both, with no body check.
+    healthy = _model(login_url)
+    checked = fleet.playbook("playbooks/check_health.yml", "--limit", host, "-e", healthy)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    restarted = fleet.playbook("playbooks/restart_services.yml", "--limit", host, "-e", healthy)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    # A body regex set once in the model fails both, with the same words.
+    expected = "http_health (HTTP 200 but the body does not match 'Welcome back')"
+    unhealthy = _model(login_url, dihya_backend_health_body_regex="Welcome back", restart_services_health_deadline=3)
+    checked = fleet.playbook("playbooks/check_health.yml", "--limit", host, "-e", unhealthy)
+    assert checked.returncode != 0
+    assert f"{host} is unhealthy: 3/4 checks healthy; failed: {expected}" in words(checked.stdout + checked.stderr)
+    restarted = fleet.playbook("playbooks/restart_services.yml", "--limit", host, "-e", unhealthy)
+    output = words(restarted.stdout + restarted.stderr)
+    assert restarted.returncode != 0
+    assert f"health gate failed: 0/1 checks healthy; failed: {expected}" in output
+    assert f"Failing checks now: 0/1 checks healthy; failed: {expected}" in output
+    assert "Traceback" not in output
+    assert fleet.healthz(host)[0] == 200
+
+
+@pytest.mark.parametrize(("error_log", "expected"), [
+    (None, "No error log is set for service web (error_log in dihya_backend_services)."),
+    ("missing.log", "Error log: {log} does not exist."),
+    ("link.log", "Error log: {log} not read: it is a symbolic link, which is never followed."),
+    ("fifo", "Error log: {log} not read: it is a FIFO, not a regular file."),
+], ids=["unset", "missing", "symlink", "fifo"])
+def test_an_error_log_that_cannot_be_shown_is_said(fleet, login_url, tmp_path, error_log, expected):
+    service = {"name": "web", "manager": "supervisor", "unit": "dihya-web"}
+    log = tmp_path / (error_log or "none")
+    if error_log:
+        service["error_log"] = str(log)
+    (tmp_path / "secret.txt").write_text(f"password={CANARIES[0]}\n")
+    if error_log == "link.log":
+        log.symlink_to(tmp_path / "secret.txt")
+    elif error_log == "fifo":
+        os.mkfifo(log)
+    extra = _model(login_url, dihya_backend_health_body_regex="Welcome back", restart_services_health_deadline=3,
+                   restart_services_services=[service])
+    proc = fleet.playbook("playbooks/restart_services.yml", "--limit", "dihya-demo-1", "-e", extra)
+    output = words(proc.stdout + proc.stderr)
+    assert proc.returncode != 0
+    assert "Rollout stopped at dihya-demo-1" in output
+    assert expected.format(log=log) in output, output
+    assert CANARIES[0] not in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("error_log", ["relative/web.log", "/srv/../etc/shadow", ["/a"]], ids=["relative", "dotdot", "list"])
+def test_an_unsafe_error_log_is_refused_before_anything_runs(fleet, error_log):
+    before = fleet.pids()
+    services = [{"name": "web", "manager": "supervisor", "unit": "dihya-web", "error_log": error_log}]
+    proc = fleet.playbook("playbooks/restart_services.yml", "--limit", "dihya-demo-1",
+                          "-e", json.dumps({"restart_services_services": services}))
+    output = words(proc.stdout + proc.stderr)
+    assert proc.returncode != 0
+    assert "is not valid" in output and "Nothing was restarted" in output
     assert "Traceback" not in output
     assert fleet.pids() == before

@@ -91,8 +91,9 @@ def test_a_symbolic_link_at_the_log_is_never_followed(tmp_path: pathlib.Path):
     secret = write(tmp_path / 'secret.txt', 'top secret\n')
     (tmp_path / 'err.log').symlink_to(secret)
     tail = read_tail(str(tmp_path / 'err.log'))
-    assert tail.status == 'refused' and 'symbolic link' in tail.message
-    assert tail.lines == [] and 'top secret' not in tail.message
+    assert tail.status == 'refused'
+    assert tail.message == f'{tmp_path}/err.log not read: it is a symbolic link, which is never followed'
+    assert tail.lines == []
 
 
 def test_a_symbolic_link_among_the_folders_is_never_followed(tmp_path: pathlib.Path):
