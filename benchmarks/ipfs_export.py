@@ -142,7 +142,7 @@ def main() -> int:
             size = folder_bytes(source)
             runs: dict[str, dict[str, t.Any]] = {}
             for name in ('engine ipfs-car', 'engine kubo', 'ipfs-car pack'):
-                results = [run_tool(name, source, args.out_dir) for _ in range(args.repeat)]
+                results = [run_tool(name, source, args.out_dir) for _run in range(args.repeat)]
                 runs[name] = min(results, key=lambda item: item['wall'])
             if runs['engine ipfs-car']['root'] != runs['ipfs-car pack']['root']:
                 print(f'roots differ for {source}: {runs["engine ipfs-car"]["root"]} != {runs["ipfs-car pack"]["root"]}', file=sys.stderr)

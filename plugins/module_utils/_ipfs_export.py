@@ -105,7 +105,7 @@ class _Export:
             node = self.node(entry, stored, writer.block)
             tops[stored] = node
             results.append({'path': entry.path, 'name': stored, 'cid': str(node.cid), 'type': 'directory' if entry.is_dir else 'file',
-                            'size': node.content_size, 'files': sum(1 for _ in entry.files()),
+                            'size': node.content_size, 'files': sum(1 for _file in entry.files()),
                             'kinds': sorted({item.kind for item in entry.files()})})
         if self.key is not None:
             manifest = self.manifest()
@@ -179,7 +179,7 @@ def _walk(export: _Export, request: ExportRequest) -> None:
     for path in request.paths:
         entry = export.roots.walk(path)
         name = entry.names[-1] if entry.names else os.path.basename(entry.root)
-        if any(existing == name for existing, _ in export.inputs):
+        if any(existing == name for existing, _entry in export.inputs):
             raise IpfsError(f'two inputs are named {name!r}; the wrapping folder needs distinct names')
         full = (*components(entry.root), *entry.names)
         if dest[:len(full)] == full:
