@@ -9,7 +9,7 @@ rotates itself (``RotatingFileHandler``) while several gunicorn workers write to
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response, request
 
 from .config import Settings
 
@@ -32,5 +32,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.configure(app, settings)
     models.db.init_app(app)
     app.register_blueprint(views.bp)
+
+    @app.after_request
+    def _log_request(response: Response) -> Response:
+        app.logger.info("%s %s", response.status_code, request.full_path)
+        return response
+
     app.logger.info("chirp %s started, database %s", __version__, settings.database_uri)
     return app

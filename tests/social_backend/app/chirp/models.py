@@ -1,3 +1,6 @@
+# The application's own dependencies (Flask-SQLAlchemy, SQLAlchemy) are not installed where the checkout's
+# tools run: mypy checks this file without them.
+# mypy: disable-error-code="import-not-found,untyped-decorator"
 """The schema, as Flask-SQLAlchemy models.
 
 One database, one community: no tenant column.  Ids are SQLite ``INTEGER PRIMARY KEY`` columns

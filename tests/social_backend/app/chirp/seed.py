@@ -14,7 +14,7 @@ import argparse
 import hashlib
 import random
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from flask import Flask
 
@@ -22,8 +22,8 @@ from .models import Comment, Follow, Message, Post, User, db
 
 FIRST = ["Amel", "Yanis", "Lina", "Karim", "Sofia", "Idir", "Maya", "Rayan", "Nora", "Sami", "Ines", "Aksel"]
 LAST = ["Haddad", "Mansouri", "Benali", "Kaci", "Ait Ali", "Ferhat", "Zeroual", "Slimani", "Amrani", "Belkacem"]
-WORDS = "sun market coffee river book train garden song winter bread mountain letter music city tea".split()
-EPOCH = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
+WORDS = ["sun", "market", "coffee", "river", "book", "train", "garden", "song", "winter", "bread", "mountain", "letter", "music", "city", "tea"]
+EPOCH = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 ITERATIONS = 1000
 
 

@@ -1,14 +1,18 @@
+# The application's own dependencies (Flask-SQLAlchemy, SQLAlchemy) are not installed where the checkout's
+# tools run: mypy checks this file without them.
+# mypy: disable-error-code="import-not-found,untyped-decorator"
 """Routes: the HTML login page (the only health page there is), profiles, and a small token API."""
 
 from __future__ import annotations
 
 import hmac
-from datetime import datetime, timezone
+import secrets
+from datetime import datetime, UTC
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from markupsafe import escape
 from sqlalchemy import or_, select
-from werkzeug.security import check_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from .models import Follow, Message, Post, User, db
 
@@ -28,7 +32,7 @@ _LOGIN_PAGE = """<!doctype html>
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _html(body: str, status: int = 200) -> Response:
@@ -54,6 +58,22 @@ def login() -> Response:
     return _html(f"<p>Welcome {escape(user.display_name)}</p>")
 
 
+@bp.post("/signup")
+def signup() -> tuple[Response, int]:
+    """A new account; SQLite gives it the highest id plus one, so a deleted highest id comes back."""
+    data = request.get_json(silent=True) or {}
+    username = str(data.get("username", "")).strip()
+    if not username.isalnum() or db.session.scalar(select(User).where(User.username == username)) is not None:
+        abort(400)
+    user = User(username=username, email=f"{username}@example.org", display_name=str(data.get("display_name", username)),
+                password_hash=generate_password_hash(str(data.get("password", ""))), api_token=secrets.token_hex(20),
+                last_seen_ip=request.remote_addr, member_since=_now())
+    db.session.add(user)
+    db.session.commit()
+    current_app.logger.info("user %d signed up", user.id)
+    return jsonify({"id": user.id, "api_token": user.api_token}), 201
+
+
 @bp.get("/u/<username>")
 def profile(username: str) -> Response:
     user = db.session.scalar(select(User).where(User.username == username))
@@ -66,7 +86,7 @@ def profile(username: str) -> Response:
 
 def _token_user() -> User:
     token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    user = db.session.scalar(select(User).where(User.api_token == token)) if token else None
+    user: User | None = db.session.scalar(select(User).where(User.api_token == token)) if token else None
     if user is None or user.api_token is None or not hmac.compare_digest(user.api_token, token):
         abort(401)
     return user
