@@ -14,7 +14,7 @@ description:
   - Reads the end of one log file on the target (for example the error log of a service that failed to restart) and returns
     its last O(lines) lines, read from at most its last O(max_bytes) bytes, whatever the size of the file.
   - Every line is scrubbed before it leaves the host. C(Authorization) headers, bearer tokens, JSON web tokens, the password of
-    a URL and the values of pairs whose key looks secret (C(password=), C(token:), C("api_key": "..."), C(secret), C(session_id),
+    a URL and the values of pairs whose key looks secret (C(password=), C(token:), a JSON C(api_key) member, C(secret), C(session_id),
     C(cookie)...) are replaced by C(********). E-mail and IP addresses are replaced by their pseudonym (C(hmac:) and the
     HMAC-SHA256 of the value, as the collection's audit events and personal-data operations write it) with O(pseudonym_key),
     and masked without it (an e-mail keeps its first letter and its domain, an IPv4 address its /24 network, an IPv6 address its /48).
