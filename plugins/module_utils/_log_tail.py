@@ -103,43 +103,43 @@ def _kind(mode: int) -> str:
     return 'not a regular file'
 
 
-def _open(path: str) -> tuple[int | None, Tail | None]:
+def _open(path: str) -> int | Tail:
     """A descriptor of the regular file ``path``, or the :class:`Tail` saying why there is none."""
     folder, name = os.path.split(path)
     try:
         dir_fd = open_directory(folder or '/')
     except ChainError as exc:
         if exc.kind == MISSING:
-            return None, Tail(path, MISSING_FILE, f'{path} does not exist (its folder {exc.component} is missing)')
+            return Tail(path, MISSING_FILE, f'{path} does not exist (its folder {exc.component} is missing)')
         if exc.kind == SYMLINK:
-            return None, Tail(path, REFUSED, f'{path} not read: {exc.component} is a symbolic link, which is never followed')
+            return Tail(path, REFUSED, f'{path} not read: {exc.component} is a symbolic link, which is never followed')
         reason = exc.cause.strerror if exc.cause is not None and exc.cause.strerror else exc.kind
-        return None, Tail(path, UNREADABLE, f'{path} not read: {exc.component}: {reason}')
+        return Tail(path, UNREADABLE, f'{path} not read: {exc.component}: {reason}')
     try:
         try:
             info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return None, Tail(path, MISSING_FILE, f'{path} does not exist')
+            return Tail(path, MISSING_FILE, f'{path} does not exist')
         if stat.S_ISLNK(info.st_mode):
-            return None, Tail(path, REFUSED, f'{path} not read: it is a symbolic link, which is never followed')
+            return Tail(path, REFUSED, f'{path} not read: it is a symbolic link, which is never followed')
         # Refused before opening: opening a FIFO or a device can block or act on it.
         if not stat.S_ISREG(info.st_mode):
-            return None, Tail(path, REFUSED, f'{path} not read: it is {_kind(info.st_mode)}, not a regular file')
+            return Tail(path, REFUSED, f'{path} not read: it is {_kind(info.st_mode)}, not a regular file')
         try:
             fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                return None, Tail(path, REFUSED, f'{path} not read: it is a symbolic link, which is never followed')
+                return Tail(path, REFUSED, f'{path} not read: it is a symbolic link, which is never followed')
             if exc.errno == errno.ENOENT:
-                return None, Tail(path, MISSING_FILE, f'{path} does not exist')
-            return None, Tail(path, UNREADABLE, f'{path} not read: {exc.strerror}')
+                return Tail(path, MISSING_FILE, f'{path} does not exist')
+            return Tail(path, UNREADABLE, f'{path} not read: {exc.strerror}')
     finally:
         os.close(dir_fd)
     opened = os.fstat(fd)
     if not stat.S_ISREG(opened.st_mode):
         os.close(fd)
-        return None, Tail(path, REFUSED, f'{path} not read: it is {_kind(opened.st_mode)}, not a regular file')
-    return fd, None
+        return Tail(path, REFUSED, f'{path} not read: it is {_kind(opened.st_mode)}, not a regular file')
+    return fd
 
 
 def _read_end(fd: int, max_bytes: int) -> tuple[bytes, bool]:
@@ -188,10 +188,9 @@ def read_tail(path: str, lines: int = DEFAULT_LINES, max_bytes: int = DEFAULT_MA
     errors = settings_errors(path, lines, max_bytes)
     if errors:
         raise ValueError('; '.join(errors))
-    fd, refusal = _open(path)
-    if refusal is not None:
-        return refusal
-    assert fd is not None
+    fd = _open(path)
+    if isinstance(fd, Tail):
+        return fd
     try:
         data, cut = _read_end(fd, max_bytes)
     except OSError as exc:
