@@ -200,6 +200,55 @@ def test_the_scheduled_run_rotates_and_the_service_reopens_its_log(fleet):
     assert sorted(set(rotated(fleet, host)) - set(rotated_before)) == new
 
 
+@pytest.mark.skipif(shutil.which("cron") is None or shutil.which("unshare") is None, reason="needs cron and unshare")
+def test_the_cron_daemon_runs_the_entry_and_the_log_rotates(fleet, tmp_path):
+    """The real cron daemon, in a mount namespace that shows it the fleet's cron.d folder as /etc/cron.d (and an empty
+    crontab and spool), runs the installed entry at its minute; it runs at most 70 s and is stopped by PID."""
+    host = "dihya-demo-3"
+    started = time.monotonic()
+    first = fleet.playbook(PLAYBOOK, "--limit", host)
+    assert first.returncode == 0, first.stdout + first.stderr
+    # The next minute boundary the second run, as long as the first one and then some, cannot miss.
+    target = (int(time.time() + 1.5 * (time.monotonic() - started) + 10) // 60 + 1) * 60
+    when = time.localtime(target)
+    proc = fleet.playbook(PLAYBOOK, "--limit", host, "-e", f"rotate_logs_schedule_hour={when.tm_hour}",
+                          "-e", f"rotate_logs_schedule_minute={when.tm_min}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    if time.time() > target - 5:
+        pytest.skip("the playbook ran past the minute it scheduled")
+    log_dir = fleet.root(host) / "log"
+    (fleet.root(host) / "run" / "logrotate.status").write_text(
+        "logrotate state -- version 2\n" + "".join(f'"{log_dir / name}" 2020-1-1-3:17:0\n' for name in ("access.log", "error.log", "app.log")))
+    marker = uuid.uuid4().hex
+    assert all(get(f"http://127.0.0.1:{fleet.port(host)}/healthz?cron={marker}") for dummy in range(3))
+    before = rotated(fleet, host)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "crontab").write_text("")
+    script = (f"mount -t tmpfs tmpfs /run && mount --bind {fleet.sandbox / 'cron.d'} /etc/cron.d && "
+              f"mount --bind {tmp_path / 'crontab'} /etc/crontab && mount --bind {tmp_path / 'empty'} /var/spool/cron/crontabs && "
+              "exec cron -f -L 15")
+    time.sleep(max(0.0, target - 20 - time.time()))
+    daemon = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 70
+        while time.monotonic() < deadline and not set(rotated(fleet, host)) - set(before):
+            time.sleep(0.5)
+        # Let the job (cron's child running logrotate) finish before the daemon stops.
+        children = pathlib.Path(f"/proc/{daemon.pid}/task/{daemon.pid}/children")
+        while time.monotonic() < deadline + 10 and children.exists() and children.read_text().strip():
+            time.sleep(0.2)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+    new = sorted(set(rotated(fleet, host)) - set(before))
+    assert len(new) == 1, new
+    deadline = time.monotonic() + 10
+    while lines(new[0], marker) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lines(new[0], marker) == 3
+
+
 # --- Fresh roots: an inventory of hosts with nothing but what each test puts there. -------------------------------
 
 
@@ -457,6 +506,11 @@ def test_schedule_none_removes_the_role_s_former_cron_entry_only(roots):
     assert (root / "logrotate.d" / "app").is_file()
     shown = [result["msg"] for name, result in data.of("none") if name == "Show what the role did"]
     assert "the host's own logrotate must read" in shown[0]
+    # A cron.d file of that name the role did not write is neither refused nor removed.
+    entry.write_text("0 * * * * root /bin/true\n")
+    proc, data = roots.play()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert entry.read_text() == "0 * * * * root /bin/true\n"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None or shutil.which("unshare") is None,
