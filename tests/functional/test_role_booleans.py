@@ -38,6 +38,7 @@ from ansible_collections.dihya.ops.tests.support.fleet import BIN, ROOT, run
 from ansible_collections.dihya.ops.tests.support.services import Supervisor
 from ansible_collections.dihya.ops.tests.support.tls import self_signed
 from ansible_collections.dihya.ops.tests.support.wheelbuilder import build_all, build_wheel
+from ansible_collections.dihya.ops.tests.ipfs.ipfs_utils import KuboReceiver
 
 sys.path.insert(0, str(ROOT / "tests" / "lint"))
 import check_argument_specs  # tests/lint is not a package
@@ -151,6 +152,9 @@ def _host_model(root: pathlib.Path, http_port: int) -> dict:
         "dihya_backend_root": str(root),
         "dihya_backend_health_url": f"http://127.0.0.1:{http_port}/healthz",
         "dihya_backend_log_dir": str(root / "log"),
+        "dihya_backend_logs": [str(root / "log" / name) for name in ("access.log", "error.log", "app.log")],
+        # The sandbox has no cron of its own: nothing may land in the machine's /etc/cron.d.
+        "rotate_logs_schedule": "none",
         "dihya_backend_tmp_dirs": [str(root / "tmp")],
         "dihya_backend_state_dir": str(root / "state"),
         "dihya_backend_db_url": f"sqlite:///{root}/data/app.db",
@@ -255,6 +259,36 @@ def operation_audit(box: Box, name: str, value: bool) -> None:
         assert "check_health.started" in actions and "check_health.finished" in actions, actions
     else:
         assert not log.exists()
+
+
+def _ipfs_export_vars(box: Box, **extra: t.Any) -> dict[str, t.Any]:
+    log = box.root() / "audit" / "audit.log"
+    shutil.rmtree(log.parent, ignore_errors=True)
+    shutil.rmtree(box.root() / "state" / "ipfs-exports", ignore_errors=True)
+    return {"operation_name": "check_health", "dihya_backend_audit_log": str(log),
+            "dihya_backend_audit_key": "role-booleans-audit-key-0123456789",
+            "dihya_backend_ipfs_export_key": "0123456789abcdef" * 4, "dihya_backend_ipfs_export_key_id": "booleans", **extra}
+
+
+def _ipfs_cars(box: Box) -> list[pathlib.Path]:
+    return sorted((box.root() / "state" / "ipfs-exports").glob("*.car"))
+
+
+def operation_ipfs_export(box: Box, name: str, value: bool) -> None:
+    _ok(box.play("operation", name, str(value).lower(), _ipfs_export_vars(box)))
+    actions = [json.loads(line)["event"]["action"] for line in (box.root() / "audit" / "audit.log").read_text().splitlines()]
+    assert ("check_health.ipfs_exported" in actions) is value, actions
+    assert len(_ipfs_cars(box)) == (1 if value else 0)
+
+
+def operation_ipfs_push_pin(box: Box, name: str, value: bool) -> None:
+    receiver = KuboReceiver()
+    try:
+        _ok(box.play("operation", name, str(value).lower(), _ipfs_export_vars(
+            box, operation_ipfs_export=True, dihya_backend_ipfs_push_url=receiver.url)))
+        assert [request.query.get("pin-roots") for request in receiver.received] == [[str(value).lower()]]
+    finally:
+        receiver.close()
 
 
 def purge_temp_files_force(box: Box, name: str, value: bool) -> None:
@@ -458,7 +492,8 @@ def update_dependencies_restart(box: Box, name: str, value: bool) -> None:
 
 EFFECTS: dict[str, t.Callable[[Box, str, bool], None]] = {
     check.__name__: check for check in (
-        check_health_validate_certs, check_health_fail_on_unhealthy, operation_audit, purge_temp_files_force,
+        check_health_validate_certs, check_health_fail_on_unhealthy, operation_audit, operation_ipfs_export,
+        operation_ipfs_push_pin, purge_temp_files_force,
         purge_temp_files_remove_empty_dirs, rgpd_fetch_remove_remote, rgpd_confirm_erase, rgpd_force, rgpd_ledger_table,
         rgpd_replay_unverified, rgpd_once_per_database, rotate_logs_compress, rotate_logs_dateext,
         rotate_logs_copytruncate, rotate_logs_force, update_dependencies_upgrade, update_dependencies_no_index,
