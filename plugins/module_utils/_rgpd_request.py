@@ -122,7 +122,8 @@ def audit(params: t.Mapping[str, t.Any], outcome: str, result: t.Mapping[str, t.
         settings = AuditSettings(key=params['audit_key'].encode('utf-8'), pseudonym_key=params['pseudonym_key'].encode('utf-8'))
         event = build_event(
             action=f'rgpd.{params["operation"]}', category='rgpd', outcome=outcome, settings=settings, user=params.get('audit_user'),
-            tenant=result.get('tenant') or params.get('tenant'), trace_id=result.get('trace_id'), details=details,
+            tenant=result.get('tenant') or params.get('tenant'), trace_id=result.get('trace_id'), host=params.get('audit_host'),
+            details=details,
         )
         AuditLog(params['audit_log'], settings).append([event])
     except (AuditError, OSError) as exc:

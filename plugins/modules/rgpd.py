@@ -199,6 +199,11 @@ options:
     description:
       - Who asked for the operation, recorded (pseudonymised) in the audit event.
     type: str
+  audit_host:
+    description:
+      - The host name recorded in the audit event (C(host.name)); by default this machine's host name. The role gives the
+        inventory name of the host, as every other event of the run has it.
+    type: str
   timeout:
     description:
       - Seconds to wait for a database connection or a SQLite lock.
@@ -427,6 +432,7 @@ def main() -> None:
             audit_log=dict(type='path'),
             audit_key=dict(type='str', no_log=True),
             audit_user=dict(type='str'),
+            audit_host=dict(type='str'),
             timeout=dict(type='float', default=10.0),
         ),
         mutually_exclusive=[DATABASE_OPTIONS, ('data_map', 'data_map_file')],

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 
 import pytest
 
@@ -99,6 +100,16 @@ def test_audit_events_are_written_for_success_and_failure(sqlite_db, tmp_path):
     assert 'DROP TABLE' not in records[1]['dihya']['details']['error']
     assert _audit.verify(log, AUDIT_KEY.encode()).ok
     no_secrets(result)
+
+
+def test_the_audit_event_names_the_host_it_is_given(sqlite_db, tmp_path):
+    log = str(tmp_path / 'audit.log')
+    audit = {'audit_log': log, 'audit_key': AUDIT_KEY, 'audit_user': 'dpo@example.com'}
+    run(args(sqlite_db, 'inventory', audit_host='web-03', **audit))
+    run(args(sqlite_db, 'inventory', **audit))
+    named, default = audit_records(log)
+    assert named['host']['name'] == 'web-03'
+    assert default['host']['name'] == socket.gethostname()
 
 
 def test_audit_write_failure_is_a_warning(sqlite_db, tmp_path):
