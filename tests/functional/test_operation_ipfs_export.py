@@ -46,8 +46,8 @@ def test_an_operation_exports_its_audit_trail_encrypted_and_records_the_root_cid
     assert KEY not in proc.stdout + proc.stderr
     for host in HOSTS:
         new = events(fleet, host)[before[host]:]
-        assert [event["event"]["action"] for event in new] == ["check_health.started", "check_health.finished",
-                                                                "check_health.ipfs_exported"]
+        expected = ["check_health.started", "check_health.finished", "check_health.ipfs_exported"]
+        assert [event["event"]["action"] for event in new] == expected
         details = new[-1]["dihya"]["details"]
         assert details["root_cid"].startswith("bafy") and details["key_id"] == "ipfs-export-test"
         assert len({event["trace"]["id"] for event in new}) == 1
