@@ -309,8 +309,11 @@ class AuditLog:
                                fragments=fragments, needs_newline=needs_newline)
         return _Anchor(seq=0, hash=ZERO_HASH, fragments=fragments, needs_newline=needs_newline)
 
-    def _checkpoint(self, anchor: _Anchor) -> dict[str, t.Any]:
-        event = build_event(action=CHECKPOINT_ACTION, category='audit', outcome='success', settings=self.settings)
+    def _checkpoint(self, anchor: _Anchor, before: list[_Prepared]) -> dict[str, t.Any]:
+        # The host of the events it comes before (their writer names it, as every event of the run does), else this machine.
+        host = next((event.event['host'].get('name') for event in before if isinstance(event.event.get('host'), dict)), None)
+        event = build_event(action=CHECKPOINT_ACTION, category='audit', outcome='success', settings=self.settings,
+                            host=host if isinstance(host, str) else None)
         event['dihya'] = {'checkpoint': {'file': anchor.source, 'seq': anchor.seq, 'hash': anchor.hash}}
         return event
 
@@ -340,7 +343,7 @@ class AuditLog:
                 anchor = self._anchor(fd)
                 events = list(prepared)
                 if anchor.source is not None:
-                    events.insert(0, _Prepared.of(self._checkpoint(anchor)))
+                    events.insert(0, _Prepared.of(self._checkpoint(anchor, events)))
                 elif checkpoint_only:
                     return []
                 seq, prev = anchor.seq, anchor.hash

@@ -57,6 +57,16 @@ def test_rotated_file_is_linked_by_a_checkpoint(tmp_path):
     assert alone.ok and alone.records == 51 and alone.first_seq == 51 and alone.files == [str(path)]
 
 
+def test_a_checkpoint_names_the_host_of_the_events_it_comes_before(tmp_path):
+    path = tmp_path / 'audit.log'
+    write(path, 3, host='web-03')
+    rotate(path)
+    write(path, 2, host='web-03')
+    checkpoint = json.loads(lines_of(path)[0])
+    assert checkpoint['event']['action'] == CHECKPOINT_ACTION and checkpoint['host']['name'] == 'web-03'
+    assert verify(str(path), KEY).ok
+
+
 @pytest.mark.parametrize('where', ['rotated', 'live'])
 def test_tampering_names_the_right_file_and_line(tmp_path, where):
     path = tmp_path / 'audit.log'
