@@ -38,7 +38,7 @@ def _stamp(rng: random.Random) -> str:
 
 
 def _sentence(rng: random.Random) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randrange(3, 9))).capitalize() + "."
+    return " ".join(rng.choice(WORDS) for dummy in range(rng.randrange(3, 9))).capitalize() + "."
 
 
 def seed(users: int, seed_value: int) -> None:
@@ -60,7 +60,7 @@ def seed(users: int, seed_value: int) -> None:
                 db.session.add(Follow(follower_id=follower, followed_id=followed))
     post_id = 0
     for author in range(1, users + 1):
-        for _ in range(3):
+        for dummy in range(3):
             post_id += 1
             db.session.add(Post(id=post_id, user_id=author, body=_sentence(rng), timestamp=_stamp(rng)))
     db.session.flush()
