@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
 import stat
 import subprocess
 import pathlib
 import sys
-import threading
 import typing as t
 
 import pytest
 
 from ansible_collections.dihya.ops.tests.support.fleet import BIN, HOSTS, ROOT, run
+from ansible_collections.dihya.ops.tests.support.login_page import login_page_server
 
 if t.TYPE_CHECKING:
     from ansible_collections.dihya.ops.tests.support.fleet import Fleet
@@ -27,34 +26,11 @@ def promtool_check(path: pathlib.Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run([promtool, "check", "metrics"], stdin=metrics, capture_output=True, text=True, check=False)
 
 
-LOGIN_PAGE = b"<!doctype html><html><head><title>Sign in</title></head><body><form>Log in</form></body></html>"
-
-
-class _LoginPage(http.server.BaseHTTPRequestHandler):
-    """An application whose health page is an HTML login page (200, text/html), not JSON."""
-
-    def log_message(self, format: str, *args: t.Any) -> None:  # pylint: disable=redefined-builtin
-        """Keep the test output quiet."""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(LOGIN_PAGE)))
-        self.end_headers()
-        self.wfile.write(LOGIN_PAGE)
-
-
 @pytest.fixture(scope="module")
 def login_url() -> t.Iterator[str]:
     """The URL of a login page served on loopback by a real HTTP server of this process."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LoginPage)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/login"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with login_page_server() as base:
+        yield f"{base}/login"
 
 
 def html_app(tmp_path: pathlib.Path, login_url: str) -> tuple[pathlib.Path, pathlib.Path]:

@@ -10,8 +10,6 @@ The checks the mapping builds are run against a real HTTP server on loopback ser
 
 from __future__ import annotations
 
-import http.server
-import threading
 import typing as t
 
 import pytest
@@ -22,39 +20,17 @@ from ansible_collections.dihya.ops.plugins.filter.backend_health_check import Fi
 from ansible_collections.dihya.ops.plugins.module_utils._health import MODEL_CHECK_NAME, build_specs, model_http_check, run_checks
 from ansible_collections.dihya.ops.plugins.module_utils._probe_common import CheckConfigError
 from ansible_collections.dihya.ops.tests.support.fleet import ROOT
+from ansible_collections.dihya.ops.tests.support.login_page import LOGIN_PAGE, login_page_server
 
 URL = 'http://127.0.0.1:8000/healthz'
-HTML = '<!doctype html><html><head><title>Sign in</title></head><body><form>Log in</form></body></html>'
-
-
-class _LoginPage(http.server.BaseHTTPRequestHandler):
-    """An application without a JSON health endpoint: an HTML login page, and a redirect to it."""
-
-    def log_message(self, format: str, *args: t.Any) -> None:  # pylint: disable=redefined-builtin
-        """Keep the test output quiet."""
-
-    def do_GET(self) -> None:  # pylint: disable=invalid-name
-        status, body = (200, HTML.encode()) if self.path == '/login' else (302, b'')
-        self.send_response(status)
-        self.send_header('Content-Type', 'text/html; charset=utf-8')
-        self.send_header('Content-Length', str(len(body)))
-        if status == 302:
-            self.send_header('Location', '/login')
-        self.end_headers()
-        self.wfile.write(body)
+HTML = LOGIN_PAGE.decode()
 
 
 @pytest.fixture(scope='module')
 def login_page() -> t.Iterator[str]:
     """The base URL of a loopback server whose /login is an HTML page and / a redirect to it."""
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _LoginPage)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
-    thread.start()
-    yield f'http://127.0.0.1:{server.server_address[1]}'
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with login_page_server() as base:
+        yield base
 
 
 def run(check: dict[str, t.Any]) -> t.Any:
