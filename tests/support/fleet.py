@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import typing as t
@@ -32,6 +33,21 @@ def assert_no_deprecation(output: str) -> None:
     if DEPRECATION in output:
         warnings = [line for line in output.splitlines() if DEPRECATION in line]
         raise AssertionError("ansible printed deprecation warnings:\n" + "\n".join(warnings) + "\n\n" + output[-4000:])
+
+
+ERROR_LOG_TAIL = re.compile(r"Error log, last \d+ line\(s\) of .*?(?=^\S|\Z)", re.S | re.M)
+
+
+def assert_no_traceback(output: str) -> None:
+    """Fail when ansible or a module printed a Python traceback.
+
+    A failed restart quotes the end of the service's own error log (``dihya.ops.log_tail``); a traceback of the
+    *service* inside that quote is the evidence the operator needs, not a crash of the collection, so the quote is
+    left out before looking.
+    """
+    rest = ERROR_LOG_TAIL.sub("", output)
+    if "Traceback" in rest:
+        raise AssertionError("a Python traceback outside the quoted error log:\n" + rest[-4000:])
 
 
 def run(argv: list[str], env: dict[str, str], timeout: int, cwd: pathlib.Path | str = ROOT) -> subprocess.CompletedProcess[str]:
