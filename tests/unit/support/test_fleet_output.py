@@ -1,8 +1,8 @@
 # Copyright (c) Dihya ops maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The functional tests' traceback check: a service's quoted error log is evidence, a crash of ansible is not."""
 
+"""The functional tests' traceback check: a service's quoted error log is evidence, a crash of ansible is not."""
 
 from __future__ import annotations
 
