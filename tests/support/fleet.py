@@ -26,6 +26,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
 HOSTS = ("dihya-demo-1", "dihya-demo-2", "dihya-demo-3")
 DEPRECATION = "[DEPRECATION WARNING]"
+# Every operation asks the authorisation policy first (docs/policy.md): ansible-playbook run by the tests, whatever
+# its inventory, reads the demo policy of inventories/local, which binds root and the callers the tests name.
+# The tests of the policy itself give their own.
+os.environ["DIHYA_OPS_POLICY"] = str(ROOT / "inventories" / "local" / "policy.yml")
 
 
 def assert_no_deprecation(output: str) -> None:
