@@ -436,10 +436,12 @@ def load(path: str) -> Policy:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
     except OSError as exc:
         raise PolicyError(f'cannot read the policy file {path}: {exc.strerror or exc}') from None
-    with os.fdopen(fd, 'rb') as handle:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise PolicyError(f'the policy file {path} is not a regular file')
-        data = handle.read(MAX_POLICY_BYTES + 1)
+        data = os.read(fd, MAX_POLICY_BYTES + 1)
+    finally:
+        os.close(fd)
     if len(data) > MAX_POLICY_BYTES:
         raise PolicyError(f'{path}: a policy is at most {MAX_POLICY_BYTES} bytes')
     try:
