@@ -27,4 +27,20 @@ export ANSIBLE_CALLBACKS_ENABLED="dihya.ops.audit${ANSIBLE_CALLBACKS_ENABLED:+,$
 export DIHYA_AUDIT_KEY_FILE="${DIHYA_AUDIT_KEY_FILE:-$root/inventories/local/controller-audit-key.vault}"
 export DIHYA_AUDIT_LOG_PATH="${DIHYA_AUDIT_LOG_PATH:-$sandbox/controller-audit.log}"
 # The playbook's last task prints the summary (kept in $sandbox/last-run.txt).
-exec ansible-playbook tests/demo_backend/demo.yml "$@"
+status=0
+ansible-playbook tests/demo_backend/demo.yml "$@" || status=$?
+# The authorisation policy's decisions of this run (inventories/local/policy.yml, docs/policy.md), as the
+# controller's audit log records them.
+python - "$DIHYA_AUDIT_LOG_PATH" <<'PY' || true
+import json, sys
+try:
+    events = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
+except (OSError, ValueError):
+    sys.exit(0)
+starts = [index for index, event in enumerate(events) if event["event"]["action"] == "ansible.run.start"]
+trace = events[starts[-1]]["trace"]["id"] if starts else None
+for event in events[starts[-1] if starts else 0:]:
+    if event["event"]["action"] == "dihya.ops.authorise" and event["trace"]["id"] == trace:
+        print("authorised  " + event["event"]["outcome"] + ": " + event["dihya"]["details"]["reason"])
+PY
+exit "$status"
