@@ -62,6 +62,14 @@ if [ "$profile" = test ]; then
   fi
 fi
 
+# 1c. dihya-ops (runops/): run_ops and its command line, on the pinned packages
+#     above (--no-deps: nothing outside requirements/ is resolved).  Editable, so
+#     the checkout's code is what runs; reinstalled when the checkout moved.
+if [ "$("$venv/bin/python" -c 'import dihya_ops_run, pathlib; print(pathlib.Path(dihya_ops_run.__file__).resolve().parents[2])' 2>/dev/null)" != "$root/runops" ]; then
+  log "installing dihya-ops (runops/)"
+  pipq "$venv" --no-deps -e "$root/runops"
+fi
+
 # 2. Debian packages from bindep.txt that are missing.
 bindep_profile=()
 [ "$profile" = test ] && bindep_profile=(test)

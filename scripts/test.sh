@@ -41,6 +41,7 @@ stage_lint() {
     "python tests/lint/check_role_booleans.py"
     "python tests/lint/check_doc_references.py"
     "mypy"
+    "mypy --config-file runops/pyproject.toml"
     "ruff check --no-fix --output-format concise ."
   )
   for check in "${checks[@]}"; do
@@ -79,9 +80,10 @@ stage_integration() {
 
 stage_sanity() {
   # Outside the checkout: inside it, ansible-test would list files through git.
+  # runops/ (run_ops and dihya-ops) is a Python package of its own, not collection content: left out.
   local dest="${TMPDIR:-/tmp}/dihya-ops-sanity-$(id -u)/ansible_collections/dihya/ops"
   rm -rf "$dest" && mkdir -p "$dest"
-  tar -C "$root" --exclude=./.git --exclude=./.cache --exclude=./.venv --exclude='__pycache__' \
+  tar -C "$root" --exclude=./.git --exclude=./.cache --exclude=./.venv --exclude=./runops --exclude='__pycache__' \
     --exclude=./tests/output -cf - . | tar -C "$dest" -xf -
   # ansible-test downloads get-pip.py; the offline stand-in is used instead.
   mkdir -p "$HOME/.ansible/test/cache"
