@@ -56,6 +56,26 @@ def controller_log() -> tuple[t.Any, _audit.AuditSettings] | None:
     return None
 
 
+def release_inherited_lock(lock_path: str) -> None:
+    """Close this process's descriptors of the log's lock file, inherited when ``ansible-playbook`` forked the worker.
+
+    A worker forked while the callback was writing (its flush timer) holds a copy of the descriptor that holds the
+    ``flock``; the callback's ``close()`` then does not release the lock, and this process would wait for itself.
+    The callback keeps its own descriptor, so closing this process's copies changes nothing for it.
+    """
+    try:
+        target = os.path.realpath(lock_path)
+        descriptors = os.listdir('/proc/self/fd')
+    except OSError:
+        return
+    for name in descriptors:
+        try:
+            if os.path.realpath(os.readlink(f'/proc/self/fd/{name}')) == target:
+                os.close(int(name))
+        except (OSError, ValueError):
+            continue
+
+
 class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no type information
     """Decide every (tenant, environment) of the play's hosts against the policy; fail the run on any denial."""
 
@@ -204,6 +224,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
                                              outcome='success' if decision.allowed else 'denied', settings=settings,
                                              user=request.user, tenant=request.tenant, trace_id=trace_id,
                                              labels={'operation': request.operation}, details=details))
+        release_inherited_lock(log.path + '.lock')
         try:
             _audit.AuditLog(log.path, settings).append(events)
         except (_audit.AuditError, OSError) as exc:

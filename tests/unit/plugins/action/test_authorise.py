@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import types
 import typing as t
 import warnings
@@ -266,3 +267,14 @@ def test_a_missing_approval_refuses(policy_file, controller, monkeypatch):
     monkeypatch.setenv("DIHYA_OPS_USER", "dana")
     result = run_action(ACME, {"operation": "rgpd.erase"})
     assert result["failed"] and "no approval of this request" in result["msg"]
+
+
+def test_a_lock_descriptor_inherited_from_the_controller_is_closed(tmp_path):
+    lock = tmp_path / "controller.log.lock"
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+    other = os.open(tmp_path / "other", os.O_CREAT | os.O_RDWR, 0o600)
+    authorise.release_inherited_lock(str(lock))
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    os.fstat(other)
+    os.close(other)
