@@ -29,6 +29,7 @@ AUTHORISE_ACTIONS = ('dihya.ops.authorise', 'authorise')
 MAX_MESSAGE = 2000
 # Keys of module results that name a file the run produced, and the kind each path is filed under.
 _PATH_KEYS = ('path', 'dest', 'file', 'archive', 'metrics', 'report', 'log', 'export', 'car')
+_NOT_PRODUCERS = ('file', 'stat', 'find', 'assert', 'debug', 'set_fact')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,13 +167,13 @@ class EventLog:
         elif kind == 'verbose' and 'ERROR!' in str(event.get('stdout', '')):
             self.errors.append(_short(str(event['stdout']).split('ERROR!', 1)[1]))
 
-    def _paths(self, res: dict[str, t.Any], action: str, depth: int = 0) -> None:
-        if depth > 3 or res.get('censored'):
+    def _paths(self, res: dict[str, t.Any], action: str) -> None:
+        # The files a result names at its top level (nested values are the module's input and its records: a route
+        # is not a file); folders made or looked at (file, stat) are not something the run produced.
+        if res.get('censored') or res.get('state') == 'directory' or action.rsplit('.', 1)[-1] in _NOT_PRODUCERS:
             return
         for key, value in res.items():
-            if isinstance(value, dict):
-                self._paths(value, action, depth + 1)
-            elif isinstance(value, str) and value.startswith('/') and any(word in key for word in _PATH_KEYS):
+            if isinstance(value, str) and value.startswith('/') and any(word in key for word in _PATH_KEYS):
                 kind = _kind(key, value, action)
                 if kind and value not in self.paths.setdefault(kind, []):
                     self.paths[kind].append(value)

@@ -233,8 +233,6 @@ def run_ops(operation: str, context: dict[str, t.Any] | None = None, *, inventor
 
     if status == 'failed' and events.denied():
         status = 'denied'
-    elif status == 'canceled' and not state['canceled']:
-        status = 'canceled'
     elif status not in ('successful', 'failed', 'timeout', 'canceled'):
         status = 'failed'
     hosts: dict[str, dict[str, int]] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
 import sys
 import threading
 import typing as t
@@ -151,6 +152,8 @@ def run(operation: str, inventory: str, tenant: str | None, user: str | None, ro
     kwargs: dict[str, t.Any] = dict(inventory=inventory, check=check, limit=limit, vault_password_file=vault_password_file,
                                     private_data_dir=private_data_dir, timeout=timeout, verbosity=min(verbose, 5),
                                     rotate_artifacts=rotate_artifacts, progress=display, cancel_callback=canceled.is_set)
+    # Ctrl-C or SIGTERM (a CI job canceled) stops the run through runner's cancel callback: status canceled.
+    previous = {sig: signal.signal(sig, lambda *_: canceled.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if display is not None:
             with Live(display.line, console=console, refresh_per_second=4, transient=True) as live:
@@ -158,10 +161,9 @@ def run(operation: str, inventory: str, tenant: str | None, user: str | None, ro
                 result = run_ops(operation, context, **kwargs)
         else:
             result = run_ops(operation, context, **kwargs)
-    except KeyboardInterrupt:
-        canceled.set()
-        console.print('canceled')
-        sys.exit(EXIT_CODES['canceled'])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if junit_file:
         write_junit(result, junit_file)
     if as_json:

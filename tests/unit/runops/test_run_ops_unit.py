@@ -129,9 +129,12 @@ def test_the_event_log_reads_failures_denials_and_produced_files():
         {'event': 'runner_on_failed', 'event_data': {'host': 'h2', 'task': 'Loop', 'task_action': 'ansible.builtin.command', 'ignore_errors': True,
                                                      'res': {'msg': 'ignored'}}},
         {'event': 'runner_on_ok', 'event_data': {'host': 'h2', 'task_action': 'dihya.ops.health_check',
-                                                 'res': {'metrics_path': '/srv/m/health.prom', 'record': {'path': '/srv/audit/audit.log'}}}},
+                                                 'res': {'metrics_path': '/srv/m/health.prom', 'record': {'url': {'path': '/api/x'}}}}},
+        {'event': 'runner_on_ok', 'event_data': {'host': 'h2', 'task_action': 'dihya.ops.audit_event', 'res': {'path': '/srv/audit/audit.log'}}},
         {'event': 'runner_on_ok', 'event_data': {'host': 'h2', 'task_action': 'dihya.ops.rgpd', 'res': {'archive': '/srv/x/export.zip'}}},
         {'event': 'runner_on_ok', 'event_data': {'host': 'h2', 'task_action': 'x', 'res': {'censored': 'hidden', 'path': '/secret'}}},
+        {'event': 'runner_on_ok', 'event_data': {'host': 'h2', 'task_action': 'ansible.builtin.file', 'res': {'path': '/srv/audit'}}},
+        {'event': 'runner_on_ok', 'event_data': {'host': 'h2', 'task_action': 'x', 'res': {'state': 'directory', 'path': '/srv/m'}}},
     )
     assert log.denied() and list(log.failures) == ['h1'] and log.hosts == ['h1', 'h2']
     assert log.paths == {'metrics': ['/srv/m/health.prom'], 'audit_logs': ['/srv/audit/audit.log'], 'exports': ['/srv/x/export.zip']}
