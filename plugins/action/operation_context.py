@@ -6,8 +6,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import posixpath
 import typing as t
+
+import yaml
 
 from ansible import constants as C
 from ansible.errors import AnsibleError
@@ -20,6 +24,33 @@ CONTEXT_VARIABLES = (
     'awx_user_name', 'tower_user_name', 'awx_job_id', 'tower_job_id', 'awx_job_template_name', 'tower_job_template_name',
     'dihya_ops_user', 'dihya_ops_tenant', 'dihya_tenant', 'dihya_environment', 'dihya_trace_id', 'dihya_ops_request_id',
 )
+
+
+# What the bool filter reads as a boolean (any case); the roles' argument validation also accepts y, t, n and f.
+READABLE_BOOLEANS = frozenset(('true', 'false', 'yes', 'no', 'on', 'off', '1', '0'))
+TRUNCATE_AT = 32
+TRUNCATE_LEEWAY = 5
+
+
+def _truncate(text: str) -> str:
+    """Jinja's ``truncate(32)``: whole words, an ellipsis, 5 characters of leeway."""
+    if len(text) <= TRUNCATE_AT + TRUNCATE_LEEWAY:
+        return text
+    return text[:TRUNCATE_AT - 3].rsplit(' ', 1)[0] + '...'
+
+
+def boolean_names(spec_path: str) -> list[str]:
+    """The boolean options of a role's ``meta/argument_specs.yml`` (entry point ``main``), in their order."""
+    with open(spec_path, encoding='utf-8') as handle:
+        spec = yaml.safe_load(handle)
+    options = spec['argument_specs']['main'].get('options') or {}
+    return [name for name, option in options.items() if isinstance(option, dict) and option.get('type') == 'bool']
+
+
+def misread_booleans(values: t.Mapping[str, t.Any]) -> list[str]:
+    """``NAME=VALUE`` for each string value that role validation takes for a boolean but the bool filter would not read as one."""
+    return [f'{name}={json.dumps(_truncate(value))}' for name, value in values.items()
+            if isinstance(value, str) and value.lower() not in READABLE_BOOLEANS]
 
 
 def venv_interpreter(venv: t.Any, configured: t.Any) -> str | None:
@@ -41,16 +72,30 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
     def _variable(self, task_vars: t.Mapping[str, t.Any], name: str) -> t.Any:
         return self._templar.template(task_vars[name]) if name in task_vars else None
 
+    def _misread_booleans(self, operation: str, task_vars: t.Mapping[str, t.Any]) -> str:
+        """The boolean variables of the operation's role (a sibling of this task's role) and ``operation_audit`` that are misread."""
+        role = getattr(self._task, '_role', None)
+        if role is None or not operation.isidentifier():
+            raise AnsibleError(f'operation must name a role next to the role of the task, not {operation!r}')
+        names = boolean_names(os.path.join(os.path.dirname(role._role_path), operation, 'meta', 'argument_specs.yml'))
+        values = {name: self._variable(task_vars, name) for name in [*names, 'operation_audit'] if name in task_vars}
+        return ', '.join(misread_booleans(values))
+
     def run(self, tmp: t.Any = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
         result: dict[str, t.Any] = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        self.validate_argument_spec(argument_spec={})
+        dummy, args = self.validate_argument_spec(argument_spec={'operation': {'type': 'str'}})
         variables = {name: self._variable(task_vars, name) for name in CONTEXT_VARIABLES if name in task_vars}
         try:
             context = _run_context.resolve(variables)
         except _run_context.ContextError as exc:
             result.update(failed=True, msg=f'{exc}. Nothing was run.')
             return result
+        if args.get('operation'):
+            refused = self._misread_booleans(args['operation'], task_vars)
+            if refused:
+                result.update(failed=True, msg=f'{refused}: give a boolean as true or false (or yes/no, on/off, 1/0). Nothing was run.')
+                return result
         host = str(task_vars.get('inventory_hostname') or '')
         try:
             configured = C.config.get_config_value('INTERPRETER_PYTHON', variables=task_vars)

@@ -17,11 +17,15 @@ file's directory) is a warning there, not a failure.
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import traceback
 import typing as t
 
-from ansible_collections.dihya.ops.plugins.module_utils._audit_delivery import DeliveryResult, forward, preview
+from ansible_collections.dihya.ops.plugins.module_utils._audit_delivery import (
+    DEFAULT_DELIVERY_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DeliveryResult, forward, preview,
+)
 from ansible_collections.dihya.ops.plugins.module_utils._audit_event import AuditError, AuditSettings, build_event, check_path
 from ansible_collections.dihya.ops.plugins.module_utils._audit_log import AuditLog
 from ansible_collections.dihya.ops.plugins.module_utils._audit_sink_config import PlannedSink, plan_sinks
@@ -159,3 +163,91 @@ def emit(module: _Module) -> dict[str, t.Any]:
             **outcome,
         )
     return outcome
+
+
+# The options of an operation module's ``audit`` parameter: the module records its own start and end events,
+# through emit(), as the audit_event module would with these options (docs/architecture.md, "A module that audits itself").
+AUDIT_OPTIONS: dict[str, dict[str, t.Any]] = dict(
+    path=dict(type='path', required=True),
+    key=dict(type='str', required=True, no_log=True),
+    pseudonym_key=dict(type='str', no_log=True),
+    operation=dict(type='str', required=True),
+    user=dict(type='str'),
+    tenant=dict(type='str'),
+    trace_id=dict(type='str'),
+    correlation_id=dict(type='str'),
+    route=dict(type='str'),
+    host=dict(type='str'),
+    labels=dict(type='dict'),
+)
+# The audit_event options that the operation's events leave at their defaults (no network sink: an operation
+# with sinks records its events with the audit_event module).
+_EVENT_DEFAULTS: dict[str, t.Any] = dict(
+    allow_clear_values=False, category='ops', email=None, source_ip=None, fsync='always', sinks=[], spool_dir=None,
+    delivery_timeout=DEFAULT_DELIVERY_TIMEOUT, max_attempts=DEFAULT_MAX_ATTEMPTS, metrics_path=None,
+)
+MESSAGE_MAX = 1024
+
+
+class _EventModule:
+    """An audit_event run inside another module: its own parameters, the host module's check mode, warnings and failure."""
+
+    def __init__(self, module: _Module, params: dict[str, t.Any], failure: str) -> None:
+        self.params = params
+        self.check_mode = module.check_mode
+        self._module = module
+        self._failure = failure
+
+    def warn(self, warning: str) -> None:
+        self._module.warn(warning)
+
+    def fail_json(self, msg: str, **kwargs: t.Any) -> t.NoReturn:
+        self._module.fail_json(msg=f'{self._failure}: {msg}. Nothing else was done.', audit=kwargs)
+
+
+def _message(text: str) -> str:
+    """At most about MESSAGE_MAX characters, cut at a word, as the operation role's ``truncate(1024)``."""
+    if len(text) <= MESSAGE_MAX + 5:
+        return text
+    return text[:MESSAGE_MAX - 3].rsplit(' ', 1)[0] + '...'
+
+
+def ensure_log_dir(module: _Module, path: str) -> None:
+    """The audit log's folder, created (mode 0700) when missing, else made 0700, as the operation role's file task does
+    (which follows a symbolic link to a folder)."""
+    directory = os.path.dirname(path)
+    try:
+        info = os.stat(directory)
+    except FileNotFoundError:
+        try:
+            os.makedirs(directory, mode=0o700)
+            os.chmod(directory, 0o700)
+        except OSError as exc:
+            module.fail_json(msg=f'the folder of the audit log {directory} cannot be created: {exc.strerror}. Nothing was done.')
+        return
+    except OSError as exc:
+        module.fail_json(msg=f'the folder of the audit log {directory} cannot be read: {exc.strerror}. Nothing was done.')
+    if not stat.S_ISDIR(info.st_mode):
+        module.fail_json(msg=f'the folder of the audit log {directory} is not a directory. Nothing was done.')
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        try:
+            os.chmod(directory, 0o700)
+        except OSError as exc:
+            module.fail_json(msg=f'the folder of the audit log {directory} cannot be made 0700: {exc.strerror}. Nothing was done.')
+
+
+def operation_event(module: _Module, audit: t.Mapping[str, t.Any], event: str, outcome: str = 'success',
+                    message: str = '') -> dict[str, t.Any]:
+    """Record ``<operation>.<event>`` (``started`` or ``finished``) with the engine of the audit_event module.
+
+    ``audit`` holds the options of :data:`AUDIT_OPTIONS`; a failure to record fails the module (an operation does not
+    run unaudited). Nothing is written in check mode. Returns the audit_event result (its ``record``).
+    """
+    params = dict(_EVENT_DEFAULTS)
+    params.update({name: audit.get(name) for name in AUDIT_OPTIONS if name != 'operation'})
+    params.update(action=f"{audit['operation']}.{event}", outcome=outcome, sinks=[],
+                  details={'message': _message(message)} if message else None)
+    if module.check_mode:
+        return {}
+    ensure_log_dir(module, params['path'])
+    return emit(_EventModule(module, params, f"the audit event {params['action']} was not recorded"))

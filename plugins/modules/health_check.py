@@ -16,8 +16,9 @@ description:
     free disk space, TLS certificate expiry and SQL queries against SQLite or PostgreSQL.
   - Failing checks can be retried, and a deadline bounds the whole run.
   - Optionally writes the results as gauges to a file for the Prometheus node_exporter textfile collector.
-  - The module never reports a change. Checks only read; the metrics file is an output of the probe,
-    not state the module manages, so writing it does not count as a change.
+  - The module reports a change only when it creates the metrics folder (O(metrics_dir_mode)). Checks only read; the
+    metrics file and the audit events are outputs of the probe, not state the module manages, so writing them does not
+    count as a change.
   - Bad input for a single check (a malformed URL, an invalid program name, a missing CA file, ...) does not stop the other checks;
     that check is reported with RV(checks[].status=error) and is not healthy.
 author:
@@ -259,13 +260,74 @@ options:
   metrics_path:
     description:
       - File to write the results to, in the Prometheus text format, for the node_exporter textfile collector (which only reads C(*.prom) files).
-      - The file is replaced atomically with mode C(0644) on every run outside check mode. Its directory must exist.
+      - The file is replaced atomically with mode C(0644) on every run outside check mode. Its directory must exist, unless
+        O(metrics_dir_mode) is set.
       - Only a regular file (the previous metrics file) is ever replaced. A symbolic link, a directory, a FIFO or a device at
         this path, or a symbolic link among its directories, is refused (a warning in check mode).
       - 'Gauges: C(dihya_health_check_up), C(dihya_health_check_duration_seconds) and C(dihya_health_check_last_success_timestamp_seconds),
         labelled C(check), C(type) and C(tenant); and C(dihya_health_check_healthy), labelled C(tenant).'
       - A failing check keeps the last-success timestamp found in the previous file; it is V(0) if the check never passed.
     type: path
+  metrics_dir_mode:
+    description:
+      - When set, the directory of O(metrics_path) is created with this octal mode (for example V('0755'), so that
+        node_exporter, another user, can read it) if it is missing, and RV(metrics_dir_created) is V(true) (the task
+        reports a change). In check mode nothing is created; RV(metrics_dir_created) says it would be.
+      - An existing directory keeps its owner and mode; anything else at that path is refused, as without this option.
+    type: str
+  label:
+    description:
+      - The name of the host in the failure message of O(fail_on_unhealthy), C(LABEL is unhealthy: SUMMARY). Without it the
+        message is the summary alone.
+    type: str
+  audit:
+    description:
+      - Record the start and end of an operation in the host's audit log, in this module call, with the engine and the
+        format of M(dihya.ops.audit_event) (category C(ops), no network sink): C(OPERATION.started) before any check,
+        C(OPERATION.finished) after the work, with the outcome V(success), or V(failure) and the failure message in
+        C(details.message) (bad options, an unhealthy host with O(fail_on_unhealthy), a metrics file that cannot be written).
+      - The folder of the audit log is created with mode C(0700) when missing (and made C(0700) when it exists).
+      - A failure to record an event fails the module; a failure to record the start runs nothing.
+      - Nothing is recorded in check mode. The M(dihya.ops.operation_context) lifecycle of the C(dihya.ops.operation) role
+        passes it for the C(check_health) operation.
+    type: dict
+    suboptions:
+      path:
+        description: The audit log, as M(dihya.ops.audit_event)'s O(dihya.ops.audit_event#module:path).
+        type: path
+        required: true
+      key:
+        description: The HMAC key of the audit chain.
+        type: str
+        required: true
+      pseudonym_key:
+        description: The key that pseudonymises the user (default O(audit.key)).
+        type: str
+      operation:
+        description: The name of the operation, the first part of the events' action.
+        type: str
+        required: true
+      user:
+        description: Who runs the operation (recorded pseudonymised).
+        type: str
+      tenant:
+        description: The tenant of the run.
+        type: str
+      trace_id:
+        description: The trace id of the run (32 hexadecimal digits).
+        type: str
+      correlation_id:
+        description: The caller's request or change id.
+        type: str
+      route:
+        description: The route of the events (for example C(dihya.ops.check_health)).
+        type: str
+      host:
+        description: The name of the host in the events.
+        type: str
+      labels:
+        description: Labels of the events (for example C(play), C(environment)).
+        type: dict
 notes:
   - Checks run in threads of the module process on the target. Blocking calls that take no timeout of their own (name resolution,
     the PostgreSQL connect, C(statvfs) and pidfile reads that a dead network file system can hang) run in a bounded helper thread,
@@ -413,6 +475,16 @@ metrics_path:
   returned: always
   type: str
   sample: /var/lib/node_exporter/textfile/dihya_health.prom
+metrics_dir_created:
+  description: Whether the metrics folder was created (in check mode, would be created) because of O(metrics_dir_mode).
+  returned: always
+  type: bool
+  sample: false
+audit_finished:
+  description: Whether the end of the operation was recorded (O(audit), outside check mode), also when the module failed.
+  returned: when O(audit) is set
+  type: bool
+  sample: true
 metrics_written:
   description: Whether the metrics file was written. Always V(false) in check mode or without O(metrics_path).
   returned: always
@@ -420,9 +492,12 @@ metrics_written:
   sample: true
 """
 
+import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dihya.ops.plugins.module_utils._audit_emit import AUDIT_OPTIONS, operation_event
 
 from ansible_collections.dihya.ops.plugins.module_utils._health import CHECK_TYPES, build_specs, run_report, settings_errors
 from ansible_collections.dihya.ops.plugins.module_utils._metrics import MetricsError, preflight, write_health_metrics
@@ -489,13 +564,58 @@ ARGUMENT_SPEC = dict(
     delay=dict(type='float', default=1),
     deadline=dict(type='float'),
     metrics_path=dict(type='path'),
+    metrics_dir_mode=dict(type='str'),
+    label=dict(type='str'),
+    audit=dict(type='dict', options=AUDIT_OPTIONS),
 )
+
+
+def _metrics_dir(module: AnsibleModule, metrics_path: str | None, mode: str | None) -> bool:
+    """Create the metrics file's folder when it is missing and a mode is given; whether it was (or would be) created."""
+    if not metrics_path or mode is None:
+        return False
+    directory = os.path.dirname(metrics_path)
+    if os.path.lexists(directory):
+        return False
+    try:
+        bits = int(mode, 8)
+    except ValueError:
+        bits = -1
+    if not 0 <= bits <= 0o7777:
+        module.fail_json(msg=f'metrics_dir_mode must be an octal mode such as 0755, not {mode!r}')
+    if not module.check_mode:
+        try:
+            os.makedirs(directory, mode=bits)
+            os.chmod(directory, bits)
+        except OSError as exc:
+            module.fail_json(msg=f'the metrics folder {directory} cannot be created: {exc.strerror}')
+    return True
+
+
+def _audit_failures(module: AnsibleModule) -> None:
+    """Make fail_json record the end of the operation, as a failure with its message, before failing."""
+    audit = module.params['audit']
+    fail_json = module.fail_json
+
+    def fail(msg: str, **kwargs: object) -> None:
+        module.fail_json = fail_json
+        if 'audit' not in kwargs:
+            operation_event(module, audit, 'finished', 'failure', msg)
+            kwargs['audit_finished'] = not module.check_mode
+        fail_json(msg=msg, **kwargs)
+
+    module.fail_json = fail
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
     metrics_path = params['metrics_path']
+    audit = params['audit']
+    if audit:
+        # The start of the operation, before any work; from here on, every failure records its end.
+        operation_event(module, audit, 'started')
+        _audit_failures(module)
     # A URL's user information is refused by the check, but the module's arguments are echoed back (at -vvv):
     # hide it there too, and wherever else it could appear.
     for check in params['checks']:
@@ -506,10 +626,13 @@ def main() -> None:
     errors = settings_errors(specs, params['tenant'], timeout=params['timeout'], **run_options)
     if errors:
         module.fail_json(msg='; '.join(errors))
-    preflight(module, metrics_path)
+    created = _metrics_dir(module, metrics_path, params['metrics_dir_mode'])
+    if not (created and module.check_mode):
+        preflight(module, metrics_path)
 
     report = run_report(specs, **run_options)
     outcome = report.outcome(metrics_path)
+    outcome.update(metrics_dir_created=created, changed=created)
     if metrics_path and not module.check_mode:
         try:
             for warning in write_health_metrics(metrics_path, report.results, params['tenant']):
@@ -519,7 +642,10 @@ def main() -> None:
         outcome['metrics_written'] = True
 
     if params['fail_on_unhealthy'] and not report.healthy:
-        module.fail_json(msg=report.summary, **outcome)
+        module.fail_json(msg=f"{params['label']} is unhealthy: {report.summary}" if params['label'] else report.summary, **outcome)
+    if audit:
+        operation_event(module, audit, 'finished')
+        outcome['audit_finished'] = not module.check_mode
     module.exit_json(**outcome)
 
 

@@ -60,7 +60,14 @@ attributes:
     support: full
     details:
       - The action never changes anything.
-options: {}
+options:
+  operation:
+    description:
+      - The operation's role, a sibling of the role of this task (the C(dihya.ops.operation) role passes its
+        C(operation_name)). Its boolean variables (the C(bool) options of its C(meta/argument_specs.yml)) and
+        C(operation_audit) are checked: a string value that role validation accepts as a boolean (V(y), V(t), V(n), V(f))
+        but the C(bool) filter would not read the same way fails the task, naming each variable, before anything runs.
+    type: str
 notes:
   - The run's variables (C(awx_user_name), C(dihya_ops_tenant), C(dihya_trace_id)...) are extra variables (C(-e), an AWX
     survey or job template); the C(dihya.ops.audit) callback reads only those, so set them there for both to agree.

@@ -37,7 +37,8 @@ if t.TYPE_CHECKING:
     from ansible_collections.dihya.ops.tests.unit.conftest import Server, Supervisor
 
 
-RESULT_KEYS = {'changed', 'healthy', 'summary', 'failed_checks', 'checks', 'duration_seconds', 'metrics_path', 'metrics_written'}
+RESULT_KEYS = {'changed', 'healthy', 'summary', 'failed_checks', 'checks', 'duration_seconds', 'metrics_path', 'metrics_written',
+               'metrics_dir_created'}
 
 
 def run(args: dict[str, t.Any], check_mode: bool = False) -> dict[str, t.Any]:

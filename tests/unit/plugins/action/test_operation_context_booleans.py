@@ -1,0 +1,74 @@
+# Copyright (c) Dihya ops maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The booleans check of the dihya.ops.operation_context action (its ``operation`` option), on the collection's real roles."""
+
+from __future__ import annotations
+
+import pathlib
+import types
+import typing as t
+
+import pytest
+
+from ansible.errors import AnsibleError
+from ansible.parsing.dataloader import DataLoader
+from ansible.playbook.play_context import PlayContext
+from ansible.playbook.task import Task
+from ansible.plugins.loader import connection_loader
+from ansible.template import Templar
+
+from ansible_collections.dihya.ops.plugins.action import operation_context
+from ansible_collections.dihya.ops.tests.unit.plugins.action.test_operation_context import fixture_plugin_loader  # noqa: F401
+
+ROLES = pathlib.Path(__file__).resolve().parents[4] / 'roles'
+
+
+def run_action(variables: dict[str, t.Any], operation: str = 'rotate_logs') -> dict[str, t.Any]:
+    loader = DataLoader()
+    task = Task.load({'action': 'dihya.ops.operation_context', 'args': {'operation': operation}}, loader=loader)
+    task._role = types.SimpleNamespace(_role_path=str(ROLES / 'operation'))  # pylint: disable=protected-access
+    task_vars = dict({'inventory_hostname': 'web-1', 'ansible_python_interpreter': '/usr/bin/python3'}, **variables)
+    templar = Templar(loader=loader, variables=task_vars)
+    connection = connection_loader.get('ansible.builtin.local', PlayContext())
+    action = operation_context.ActionModule(task, connection, PlayContext(), loader, templar, None)
+    return t.cast('dict[str, t.Any]', action.run(task_vars=task_vars))
+
+
+def test_the_booleans_of_a_role_are_read_from_its_argument_specs() -> None:
+    names = operation_context.boolean_names(str(ROLES / 'rotate_logs' / 'meta' / 'argument_specs.yml'))
+    assert 'rotate_logs_force' in names and 'rotate_logs_copytruncate' in names
+    assert all(name.startswith('rotate_logs_') for name in names)
+
+
+@pytest.mark.parametrize('spelling', ['true', 'False', 'yes', 'NO', 'on', 'off', '1', '0', True, False, 1])
+def test_readable_spellings_pass(spelling: t.Any) -> None:
+    result = run_action({'rotate_logs_force': spelling, 'operation_audit': spelling})
+    assert not result.get('failed'), result
+    assert result['ansible_facts']['dihya_ops_context']['host'] == 'web-1'
+
+
+@pytest.mark.parametrize('spelling', ['y', 't', 'n', 'f', 'maybe'])
+def test_misread_spellings_are_refused_by_name(spelling: str) -> None:
+    result = run_action({'rotate_logs_force': spelling, 'operation_audit': 'y', 'unrelated': 'y'})
+    assert result['failed']
+    assert result['msg'] == (f'rotate_logs_force="{spelling}", operation_audit="y": give a boolean as true or false '
+                             '(or yes/no, on/off, 1/0). Nothing was run.')
+    assert 'ansible_facts' not in result
+
+
+def test_a_long_or_quoted_value_is_cut_and_quoted() -> None:
+    value = 'a "quoted" value that goes on and on and on'
+    result = run_action({'rotate_logs_force': value})
+    assert result['failed']
+    assert result['msg'].startswith('rotate_logs_force="a \\"quoted\\" value that goes...":'), result['msg']
+
+
+@pytest.mark.parametrize('operation', ['../operation', 'rotate logs', ''])
+def test_an_operation_that_is_not_a_role_name_is_an_error(operation: str) -> None:
+    if not operation:
+        assert not run_action({}, operation).get('failed')
+        return
+    with pytest.raises(AnsibleError, match='operation must name a role'):
+        run_action({}, operation)
