@@ -92,8 +92,9 @@ stage_sanity() {
 }
 
 stage_functional() {
-  # Two workers, each with its own demo fleet; a file's tests stay together and in order.
-  python -m pytest -p no:pytest-ansible -p no:cacheprovider -n 2 --dist loadfile --durations=10 \
+  # Two workers, each with its own demo fleet; a file's tests stay together and in order. The files are handed
+  # out longest first (tests/functional/conftest.py orders them; xdist would order them by test count).
+  python -m pytest -p no:pytest-ansible -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder --durations=10 \
     -o testpaths=tests/functional tests/functional
 }
 

@@ -93,19 +93,35 @@ def run_as_cron(command: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_check_mode_writes_nothing_then_configuration_is_valid_and_idempotent(fleet):
-    logs_before = {host: sorted((fleet.root(host) / "log").iterdir()) for host in HOSTS}
+@pytest.fixture(scope="module")
+def configured(fleet):
+    """The fleet's first rotate_logs runs: in check mode (what the logs were before it), for real, and again.
 
+    The tests of the installed schedule use the entries these runs wrote instead of running the playbook again.
+    """
+    logs_before = {host: sorted((fleet.root(host) / "log").iterdir()) for host in HOSTS}
     check = fleet.playbook(PLAYBOOK, "--check", "--diff")
+    after_check = {host: (config(fleet, host).exists(), cron_entry(fleet, host).exists(),
+                          sorted((fleet.root(host) / "log").iterdir())) for host in HOSTS}
+    apply = fleet.playbook(PLAYBOOK) if check.returncode == 0 else check
+    after_apply = {host: rotated(fleet, host) for host in HOSTS}
+    again = fleet.playbook(PLAYBOOK) if apply.returncode == 0 else apply
+    return {"logs_before": logs_before, "check": check, "after_check": after_check, "apply": apply,
+            "rotated_after_apply": after_apply, "again": again}
+
+
+def test_check_mode_writes_nothing_then_configuration_is_valid_and_idempotent(fleet, configured):
+    logs_before, check = configured["logs_before"], configured["check"]
     assert check.returncode == 0, check.stdout + check.stderr
     assert all(stats["changed"] >= 1 for stats in recap(check.stdout).values())
     assert "postrotate" in check.stdout
     for host in HOSTS:
-        assert not config(fleet, host).exists(), host
-        assert not cron_entry(fleet, host).exists(), host
-        assert sorted((fleet.root(host) / "log").iterdir()) == logs_before[host], host
+        config_written, entry_written, logs = configured["after_check"][host]
+        assert not config_written, host
+        assert not entry_written, host
+        assert logs == logs_before[host], host
 
-    apply = fleet.playbook(PLAYBOOK)
+    apply = configured["apply"]
     assert apply.returncode == 0, apply.stdout + apply.stderr
     for host in HOSTS:
         text = config(fleet, host).read_text()
@@ -116,12 +132,12 @@ def test_check_mode_writes_nothing_then_configuration_is_valid_and_idempotent(fl
         debug = subprocess.run(["logrotate", "-d", "-s", "/dev/null", str(config(fleet, host))],
                                capture_output=True, text=True, check=False)
         assert debug.returncode == 0, debug.stdout + debug.stderr
-        assert not rotated(fleet, host), host
+        assert not configured["rotated_after_apply"][host], host
         assert cron_command(cron_entry(fleet, host)) == (
             f"/usr/sbin/logrotate -s {fleet.root(host)}/run/logrotate.status {config(fleet, host)}")
         assert oct(cron_entry(fleet, host).stat().st_mode & 0o7777) == "0o644"
 
-    again = fleet.playbook(PLAYBOOK)
+    again = configured["again"]
     assert again.returncode == 0, again.stdout + again.stderr
     stats = recap(again.stdout)
     assert set(stats) == set(HOSTS)
@@ -163,11 +179,10 @@ def test_forced_rotation_under_load_loses_no_line_and_reopens_the_log(fleet):
     assert fleet.pids() == pids
 
 
-def test_the_scheduled_run_rotates_and_the_service_reopens_its_log(fleet):
+def test_the_scheduled_run_rotates_and_the_service_reopens_its_log(fleet, configured):
     """The installed cron.d line, run as cron runs it, rotates a log that is due and gunicorn writes to the new file."""
     host = "dihya-demo-2"
-    proc = fleet.playbook(PLAYBOOK, "--limit", host)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert configured["apply"].returncode == 0, configured["apply"].stdout + configured["apply"].stderr
     log_dir = fleet.root(host) / "log"
     before_marker = uuid.uuid4().hex
     assert all(get(f"http://127.0.0.1:{fleet.port(host)}/healthz?before={before_marker}") for dummy in range(3))
@@ -200,22 +215,27 @@ def test_the_scheduled_run_rotates_and_the_service_reopens_its_log(fleet):
     assert sorted(set(rotated(fleet, host)) - set(rotated_before)) == new
 
 
+def cron_clock(hour: int, minute: int, lead: float) -> str:
+    """A TZ value whose local time is ``lead`` seconds before hour:minute now (POSIX offsets go to the second).
+
+    cron matches its entries, and sleeps to the next minute, in local time: the daemon started with it runs an
+    entry of that minute about ``lead`` seconds later, with the host's clock left alone.
+    """
+    east = round(hour * 3600 + minute * 60 - lead - time.time()) % 86400
+    hours, rest = divmod(east, 3600)
+    return "CRN-{:02d}:{:02d}:{:02d}".format(hours, *divmod(rest, 60))
+
+
 @pytest.mark.skipif(shutil.which("cron") is None or shutil.which("unshare") is None, reason="needs cron and unshare")
-def test_the_cron_daemon_runs_the_entry_and_the_log_rotates(fleet, tmp_path):
+def test_the_cron_daemon_runs_the_entry_and_the_log_rotates(fleet, configured, tmp_path):
     """The real cron daemon, in a mount namespace that shows it the fleet's cron.d folder as /etc/cron.d (and an empty
-    crontab and spool), runs the installed entry at its minute; it runs at most 70 s and is stopped by PID."""
+    crontab and spool), runs the installed entry at its minute (the role's default, 03:17): its local time is set, by
+    its TZ, a few seconds before that minute. It runs at most 40 s and is stopped by PID."""
     host = "dihya-demo-3"
-    started = time.monotonic()
-    first = fleet.playbook(PLAYBOOK, "--limit", host)
-    assert first.returncode == 0, first.stdout + first.stderr
-    # The next minute boundary the second run, as long as the first one and then some, cannot miss.
-    target = (int(time.time() + 1.5 * (time.monotonic() - started) + 10) // 60 + 1) * 60
-    when = time.localtime(target)
-    proc = fleet.playbook(PLAYBOOK, "--limit", host, "-e", f"rotate_logs_schedule_hour={when.tm_hour}",
-                          "-e", f"rotate_logs_schedule_minute={when.tm_min}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    if time.time() > target - 5:
-        pytest.skip("the playbook ran past the minute it scheduled")
+    assert configured["apply"].returncode == 0, configured["apply"].stdout + configured["apply"].stderr
+    fields = [line.split(None, 5) for line in cron_entry(fleet, host).read_text().splitlines()
+              if line.strip() and not line.startswith("#") and "=" not in line.split()[0]]
+    assert [field[:5] for field in fields] == [["17", "3", "*", "*", "*"]], fields
     log_dir = fleet.root(host) / "log"
     (fleet.root(host) / "run" / "logrotate.status").write_text(
         "logrotate state -- version 2\n" + "".join(f'"{log_dir / name}" 2020-1-1-3:17:0\n' for name in ("access.log", "error.log", "app.log")))
@@ -227,13 +247,14 @@ def test_the_cron_daemon_runs_the_entry_and_the_log_rotates(fleet, tmp_path):
     script = (f"mount -t tmpfs tmpfs /run && mount --bind {fleet.sandbox / 'cron.d'} /etc/cron.d && "
               f"mount --bind {tmp_path / 'crontab'} /etc/crontab && mount --bind {tmp_path / 'empty'} /var/spool/cron/crontabs && "
               "exec cron -f -L 15")
-    time.sleep(max(0.0, target - 20 - time.time()))
+    # Long enough for the daemon to start and read its entries on a busy machine, well before the minute.
+    clock = cron_clock(3, 17, lead=8)
     daemon = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=dict(os.environ, TZ=clock), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 70
+        deadline = time.monotonic() + 40
         while time.monotonic() < deadline and not set(rotated(fleet, host)) - set(before):
-            time.sleep(0.5)
+            time.sleep(0.2)
         # Let the job (cron's child running logrotate) finish before the daemon stops.
         children = pathlib.Path(f"/proc/{daemon.pid}/task/{daemon.pid}/children")
         while time.monotonic() < deadline + 10 and children.exists() and children.read_text().strip():
@@ -343,8 +364,12 @@ def roots(tmp_path):
     return Roots(tmp_path)
 
 
-def test_fresh_root_check_mode_reports_the_folders_then_the_run_creates_them(roots):
+def test_fresh_roots_check_mode_reports_the_folders_then_the_run_creates_them(roots):
+    """One inventory of fresh roots, in the same runs: one with the defaults, one with an archive folder and a size,
+    and one whose schedule becomes ``none`` for the third run (the role removes its former cron entry only)."""
     root = roots.add("fresh", logs=["app.log", "gone.log", "*.out"], absent=("gone.log",))
+    archive = roots.add("archive", rotate_logs_olddir="{{ dihya_backend_root }}/log/old", rotate_logs_size="10M")
+    unscheduled = roots.add("none")
     before = tree(roots.base)
 
     check, data = roots.play("--check")
@@ -356,7 +381,9 @@ def test_fresh_root_check_mode_reports_the_folders_then_the_run_creates_them(roo
     assert seen["schedule"] == "cron" and seen["schedule_files"] == [str(roots.cron_dir("fresh") / "dihya-rotate-logs-fresh")]
     assert "gone.log (no file matches)" in data.warnings("fresh")
     assert data.changed("fresh") >= 3
+    assert str(archive / "log" / "old") in data.report("archive")["folders_created"]
     assert tree(roots.base) == before
+    assert not (archive / "log" / "old").exists()
 
     apply, data = roots.play()
     assert apply.returncode == 0, apply.stdout + apply.stderr
@@ -368,31 +395,35 @@ def test_fresh_root_check_mode_reports_the_folders_then_the_run_creates_them(roo
     entry = roots.cron_dir("fresh") / "dihya-rotate-logs-fresh"
     assert entry.read_text().splitlines()[-1] == (
         f"17 3 * * * root /usr/sbin/logrotate -s {root}/run/logrotate.status {root}/etc/logrotate.conf")
+    assert oct((archive / "log" / "old").stat().st_mode & 0o777) == "0o750"
+    assert f"olddir {archive}/log/old" in (archive / "etc" / "logrotate.conf").read_text()
+    # With a size, the schedule looks at the logs every hour.
+    assert cron_command(roots.cron_dir("archive") / "dihya-rotate-logs-archive")
+    assert (roots.cron_dir("archive") / "dihya-rotate-logs-archive").read_text().splitlines()[-1].startswith("17 * * * * root ")
+    none_entry = roots.cron_dir("none") / "dihya-rotate-logs-none"
+    assert none_entry.is_file()
 
     # The scheduled command works on the fresh root (first run: logrotate records the logs, rotates nothing).
     done = run_as_cron(cron_command(entry))
     assert done.returncode == 0, done.stdout + done.stderr
     assert f'"{root}/log/app.log"' in (root / "run" / "logrotate.status").read_text()
 
+    roots.hosts["none"].update(rotate_logs_schedule="none", rotate_logs_config_path=str(unscheduled / "logrotate.d" / "app"))
     again, data = roots.play()
     assert again.returncode == 0, again.stdout + again.stderr
     assert data.changed("fresh") == 0
     assert data.report("fresh")["folders_created"] == []
-
-
-def test_an_archive_folder_is_created_and_the_check_validates_without_it(roots):
-    root = roots.add("archive", rotate_logs_olddir="{{ dihya_backend_root }}/log/old", rotate_logs_size="10M")
-    check, data = roots.play("--check")
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert str(root / "log" / "old") in data.report("archive")["folders_created"]
-    assert not (root / "log" / "old").exists()
-    apply, data = roots.play()
-    assert apply.returncode == 0, apply.stdout + apply.stderr
-    assert oct((root / "log" / "old").stat().st_mode & 0o777) == "0o750"
-    assert f"olddir {root}/log/old" in (root / "etc" / "logrotate.conf").read_text()
-    # With a size, the schedule looks at the logs every hour.
-    assert cron_command(roots.cron_dir("archive") / "dihya-rotate-logs-archive")
-    assert (roots.cron_dir("archive") / "dihya-rotate-logs-archive").read_text().splitlines()[-1].startswith("17 * * * * root ")
+    assert not none_entry.exists()
+    seen = data.report("none")
+    assert seen["schedule"] == "none" and seen["schedule_files"] == []
+    assert (unscheduled / "logrotate.d" / "app").is_file()
+    shown = [result["msg"] for name, result in data.of("none") if name == "Show what the role did"]
+    assert "the host's own logrotate must read" in shown[0]
+    # A cron.d file of that name the role did not write is neither refused nor removed.
+    none_entry.write_text("0 * * * * root /bin/true\n")
+    proc, data = roots.play()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert none_entry.read_text() == "0 * * * * root /bin/true\n"
 
 
 def test_a_log_the_app_rotates_itself_is_warned_about_and_left_out(roots):
@@ -489,28 +520,6 @@ def test_refusals_name_the_problem_and_write_nothing(roots):
         assert text in message and "Nothing was written" in message, (host, message)
     assert tree(roots.base) == before
     assert victim.read_text() == "precious\n"
-
-
-def test_schedule_none_removes_the_role_s_former_cron_entry_only(roots):
-    root = roots.add("none")
-    apply, data = roots.play()
-    assert apply.returncode == 0, apply.stdout + apply.stderr
-    entry = roots.cron_dir("none") / "dihya-rotate-logs-none"
-    assert entry.is_file()
-    roots.hosts["none"].update(rotate_logs_schedule="none", rotate_logs_config_path=str(root / "logrotate.d" / "app"))
-    proc, data = roots.play()
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert not entry.exists()
-    seen = data.report("none")
-    assert seen["schedule"] == "none" and seen["schedule_files"] == []
-    assert (root / "logrotate.d" / "app").is_file()
-    shown = [result["msg"] for name, result in data.of("none") if name == "Show what the role did"]
-    assert "the host's own logrotate must read" in shown[0]
-    # A cron.d file of that name the role did not write is neither refused nor removed.
-    entry.write_text("0 * * * * root /bin/true\n")
-    proc, data = roots.play()
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert entry.read_text() == "0 * * * * root /bin/true\n"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None or shutil.which("unshare") is None,
