@@ -277,13 +277,13 @@ options:
     type: str
   label:
     description:
-      - The name of the host in the failure message of O(fail_on_unhealthy), C(LABEL is unhealthy: SUMMARY). Without it the
-        message is the summary alone.
+      - "The name of the host in the failure message of O(fail_on_unhealthy), C(LABEL is unhealthy: SUMMARY). Without it the
+        message is the summary alone."
     type: str
   audit:
     description:
       - Record the start and end of an operation in the host's audit log, in this module call, with the engine and the
-        format of M(dihya.ops.audit_event) (category C(ops), no network sink): C(OPERATION.started) before any check,
+        format of M(dihya.ops.audit_event) (category C(ops), no network sink), C(OPERATION.started) before any check,
         C(OPERATION.finished) after the work, with the outcome V(success), or V(failure) and the failure message in
         C(details.message) (bad options, an unhealthy host with O(fail_on_unhealthy), a metrics file that cannot be written).
       - The folder of the audit log is created with mode C(0700) when missing (and made C(0700) when it exists).

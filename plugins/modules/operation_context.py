@@ -65,7 +65,7 @@ options:
     description:
       - The operation's role, a sibling of the role of this task (the C(dihya.ops.operation) role passes its
         C(operation_name)). Its boolean variables (the C(bool) options of its C(meta/argument_specs.yml)) and
-        C(operation_audit) are checked: a string value that role validation accepts as a boolean (V(y), V(t), V(n), V(f))
+        C(operation_audit) are checked; a string value that role validation accepts as a boolean (V(y), V(t), V(n), V(f))
         but the C(bool) filter would not read the same way fails the task, naming each variable, before anything runs.
     type: str
 notes:
