@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import gc
-import importlib
 import os
 import sys
 import typing as t
@@ -17,7 +16,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.dihya.ops.plugins.action.operation_context import CONTEXT_VARIABLES
 from ansible_collections.dihya.ops.plugins.module_utils import _audit
-from ansible_collections.dihya.ops.plugins.plugin_utils import _policy, _run_context
+from ansible_collections.dihya.ops.plugins.plugin_utils import _approval, _governance_store, _policy, _quota, _run_context
 
 #: The environment variable naming the controller's policy file; it wins over the variable dihya_ops_policy_file.
 POLICY_ENV = 'DIHYA_OPS_POLICY'
@@ -25,16 +24,11 @@ POLICY_VARIABLE = 'dihya_ops_policy_file'
 CALLBACK_MODULE = 'ansible_collections.dihya.ops.plugins.callback.audit'
 HOW = (f'give the controller a policy: {POLICY_ENV} in the environment of ansible-playbook (AWX: the execution '
        f'environment), or the inventory variable {POLICY_VARIABLE}; see docs/policy.md')
-_GOVERNANCE = ('_governance_store', '_quota', '_approval')
 
 
 def governance() -> dict[str, t.Any] | None:
-    """The governance store, quota and approval engines (plugin_utils), or None while they are not installed."""
-    folder = os.path.dirname(os.path.abspath(_policy.__file__))
-    if not all(os.path.isfile(os.path.join(folder, f'{name}.py')) for name in _GOVERNANCE):
-        return None
-    return {name: importlib.import_module(f'ansible_collections.dihya.ops.plugins.plugin_utils.{name}')  # pragma: no cover
-            for name in _GOVERNANCE}
+    """The governance store, quota and approval engines (plugin_utils); tests replace them, or remove them (None)."""
+    return {'_governance_store': _governance_store, '_quota': _quota, '_approval': _approval}
 
 
 def controller_log() -> tuple[t.Any, _audit.AuditSettings] | None:
@@ -174,7 +168,11 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
                        'collection is not installed; nothing can enforce them, so the request is refused')
                 return _policy.Decision(allowed=False, reason=f'access denied: {why}', roles=decision.roles, impersonal=f'access denied: {why}')
             return decision
-        return self._governed(engines, policy, request, decision, args, trace_id)
+        try:
+            return self._governed(engines, policy, request, decision, args, trace_id)
+        except (_governance_store.StoreError, _quota.QuotaError) as exc:
+            why = f'access denied: the governance store cannot decide: {exc}'
+            return _policy.Decision(allowed=False, reason=why, roles=decision.roles, impersonal=why.replace(request.user, 'the user'))
 
     def _governed(self, engines: t.Mapping[str, t.Any], policy: _policy.Policy, request: _policy.Request, decision: _policy.Decision,
                   args: t.Mapping[str, t.Any], trace_id: str) -> _policy.Decision:

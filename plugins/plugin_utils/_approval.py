@@ -85,8 +85,11 @@ def _iso(moment: datetime.datetime) -> str:
 
 
 def grant(store: Store, key: bytes, policy: _policy.Policy, approver: str, request: _policy.Request, params_hash: str,
-          now: datetime.datetime, lifetime: datetime.timedelta = DEFAULT_LIFETIME) -> Approval:
-    """Write an approval by ``approver`` of ``request`` (its requester, operation, tenant, environment, parameters)."""
+          now: datetime.datetime, lifetime: datetime.timedelta = DEFAULT_LIFETIME, write: bool = True) -> Approval:
+    """Write an approval by ``approver`` of ``request`` (its requester, operation, tenant, environment, parameters).
+
+    With ``write`` false (check mode) everything is checked and the record that would be written is returned.
+    """
     key = _check_key(key)
     approver = _text(approver, 'the approver')
     requester = _text(request.user, 'the requester')
@@ -110,6 +113,8 @@ def grant(store: Store, key: bytes, policy: _policy.Policy, approver: str, reque
             raise ApprovalError(f'the policy allows approvals of {operation} for at most {int(rule.max_age.total_seconds())} s')
     record = Approval(approval_id=f'apr-{secrets.token_hex(16)}', operation=operation, tenant=tenant, environment=environment,
                       requester=requester, params_hash=params_hash, approver=approver, created=_iso(now), expires=_iso(now + lifetime))
+    if not write:
+        return record
     fields = dataclasses.asdict(record)
     with store.transaction() as tx:
         tx.execute('INSERT INTO governance_approvals (approval_id, record, signature, expires) VALUES (?, ?, ?, ?)',

@@ -15,9 +15,12 @@ import sys
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.plugin_utils import _approval, _policy
+from ansible_collections.dihya.ops.plugins.action import approve
+from ansible_collections.dihya.ops.plugins.plugin_utils import _approval, _policy, _run_context
 from ansible_collections.dihya.ops.plugins.plugin_utils._approval import ApprovalError, grant, require
 from ansible_collections.dihya.ops.plugins.plugin_utils._governance_store import open_store
+from ansible_collections.dihya.ops.tests.unit.plugins.action import test_authorise
+from ansible_collections.dihya.ops.tests.unit.plugins.action.test_authorise import fixture_plugin_loader  # noqa: F401
 from ansible_collections.dihya.ops.tests.unit.plugins.plugin_utils.test_governance_store import fixture_store_config  # noqa: F401
 
 NOW = datetime.datetime(2026, 12, 3, 10, 0, tzinfo=datetime.UTC)
@@ -133,7 +136,8 @@ def test_grant_needs_a_key_and_a_hash(store):
 
 CONSUMER = '''
 import datetime, json, sys
-from ansible_collections.dihya.ops.plugins.plugin_utils import _approval, _policy
+from ansible_collections.dihya.ops.plugins.action import approve
+from ansible_collections.dihya.ops.plugins.plugin_utils import _approval, _policy, _run_context
 from ansible_collections.dihya.ops.plugins.plugin_utils._governance_store import open_store
 config, approval_id, trace, params = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 store = open_store(config)
@@ -151,3 +155,72 @@ def test_concurrent_consumers_exactly_one_wins(store, store_config):
     answers = [json.loads(run.communicate(timeout=120)[0]) for run in runs]
     assert sorted(answers) == [False] * 5 + [True]
     assert _approval.APPROVAL_ID.match(record.approval_id)
+
+
+# --- the dihya.ops.approve and dihya.ops.authorise actions together, on a SQLite store --------------------------------
+
+ACTION_POLICY = '''version: 1
+roles:
+  support: {operations: ["rgpd.*"], environments: all}
+  dpo: {operations: [audit], environments: all, approve: [rgpd.erase]}
+bindings:
+  - {users: [bob], roles: [support], tenants: [acme]}
+  - {users: [dana], roles: [dpo], tenants: [acme]}
+anti_abuse: {max_denials: 50, window: 15m, lockout: 30m}
+'''
+
+
+def run_approve(args, variables, check_mode=False):
+    from ansible.parsing.dataloader import DataLoader  # pylint: disable=import-outside-toplevel
+    from ansible.playbook.play_context import PlayContext  # pylint: disable=import-outside-toplevel
+    from ansible.playbook.task import Task  # pylint: disable=import-outside-toplevel
+    from ansible.plugins.loader import connection_loader  # pylint: disable=import-outside-toplevel
+    from ansible.template import Templar  # pylint: disable=import-outside-toplevel
+
+    loader = DataLoader()
+    task = Task.load({'action': 'dihya.ops.approve', 'args': args}, loader=loader)
+    task_vars = dict(variables, inventory_hostname='localhost')
+    play_context = PlayContext()
+    play_context.check_mode = check_mode
+    action = approve.ActionModule(task, connection_loader.get('ansible.builtin.local', play_context), play_context, loader,
+                                  Templar(loader=loader, variables=task_vars), None)
+    return action.run(task_vars=task_vars)
+
+
+def test_approve_then_erase_once(tmp_path, monkeypatch):
+    for name in ('DIHYA_OPS_USER', 'DIHYA_AUDIT_USER', 'DIHYA_TRACE_ID', 'DIHYA_AUDIT_TRACE_ID', 'DIHYA_OPS_TRUST_DECLARED_USER'):
+        monkeypatch.delenv(name, raising=False)
+    policy = tmp_path / 'policy.yml'
+    policy.write_text(ACTION_POLICY)
+    monkeypatch.setenv('DIHYA_OPS_POLICY', str(policy))
+    variables = {'dihya_ops_governance_store': {'path': str(tmp_path / 'store.sqlite3')}, 'dihya_ops_approval_key': 'v' * 32}
+    args = {'operation': 'rgpd', 'params': {'subject': 'user-42'}}
+    hosts = {'web-1': {'dihya_ops_tenant': 'acme', 'dihya_environment': 'prod', 'rgpd_operation': 'erase'}}
+
+    monkeypatch.setattr(_run_context, '_RUN', {'trace_id': '1' * 32})
+    monkeypatch.setenv('DIHYA_OPS_USER', 'bob')
+    denied = test_authorise.run_action(hosts, args, variables=variables)
+    assert denied['failed'] and 'needs a four-eyes approval' in denied['msg']
+    mine = run_approve({'requester': 'bob', 'operation': 'rgpd.erase', 'tenant': 'acme', 'environment': 'prod',
+                        'params': {'subject': 'user-42'}}, variables)
+    assert mine['failed'] and 'must not be the requester' in mine['msg']
+
+    monkeypatch.setenv('DIHYA_OPS_USER', 'dana')
+    request = {'requester': 'bob', 'operation': 'rgpd.erase', 'tenant': 'acme', 'environment': 'prod', 'params': {'subject': 'user-42'},
+               'lifetime': '1h'}
+    dry = run_approve(request, variables, check_mode=True)
+    assert not dry.get('failed') and dry['approval_id'] is None and not dry['changed']
+    given = run_approve(request, variables)
+    assert given['changed'] and given['approver'] == 'dana' and 'v' * 32 not in str(given)
+    assert run_approve(dict(request, lifetime='soon'), variables)['failed']
+
+    monkeypatch.setenv('DIHYA_OPS_USER', 'bob')
+    approved = dict(args, approval_id=given['approval_id'])
+    changed = test_authorise.run_action(hosts, dict(approved, params={'subject': 'user-43'}), variables=variables)
+    assert changed['failed'] and 'another parameters' in changed['msg']
+    assert not test_authorise.run_action(hosts, approved, variables=variables).get('failed')
+    monkeypatch.setattr(_run_context, '_RUN', {'trace_id': '2' * 32})
+    again = test_authorise.run_action(hosts, approved, variables=variables)
+    assert again['failed'] and 'already used by the run' in again['msg']
+    broken = test_authorise.run_action(hosts, approved, variables=dict(variables, dihya_ops_governance_store={'kind': 'mysql'}))
+    assert broken['failed'] and 'the governance store cannot decide' in broken['msg']
