@@ -178,6 +178,8 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
                   args: t.Mapping[str, t.Any], trace_id: str) -> _policy.Decision:
         """The stateful checks through the governance store (interfaces in docs/policy.md)."""
         now = datetime.datetime.now(datetime.UTC)
+        if policy.anti_abuse is None and not (decision.allowed and (decision.needs_approval or decision.quotas or decision.concurrency)):
+            return decision  # nothing stateful to check: the store is not opened
         config = self._templar.template(self._vars.get('dihya_ops_governance_store'))
         store = engines['_governance_store'].open_store(config or {})
         quota, approval = engines['_quota'], engines['_approval']

@@ -26,8 +26,9 @@ description:
   - Every decision, allowed or denied, is an event (C(event.action=dihya.ops.authorise), category C(security)) in the
     controller's audit log of the C(dihya.ops.audit) callback, in the same chain and with the run's trace id, the user
     pseudonymised and the reason without the user's name.
-  - When the collection's governance store is installed, the user's lock-out, the four-eyes approval and the quotas and
-    concurrency limits of the policy are checked too, in that order; without it, a request that needs one of them is refused.
+  - The user's lock-out, the four-eyes approval and the quotas and concurrency limits of the policy are then checked, in
+    that order, in the governance store (C(dihya_ops_governance_store)), which is opened only when the policy has such rules;
+    a store that cannot decide refuses the request.
 author:
   - Dihya ops maintainers (@dihya-ops)
 extends_documentation_fragment:
