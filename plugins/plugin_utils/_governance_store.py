@@ -27,16 +27,16 @@ _PG_LOCK = 0x6469687961
 
 SCHEMA = (
     'CREATE TABLE IF NOT EXISTS governance_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)',
-    'CREATE TABLE IF NOT EXISTS governance_runs (scope TEXT NOT NULL, trace_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,'
-    ' PRIMARY KEY (scope, trace_id))',
-    'CREATE TABLE IF NOT EXISTS governance_locks (scope TEXT NOT NULL, trace_id TEXT NOT NULL, user_name TEXT NOT NULL,'
-    ' since DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (scope, trace_id))',
-    'CREATE TABLE IF NOT EXISTS governance_denials (user_name TEXT NOT NULL, trace_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,'
-    ' PRIMARY KEY (user_name, trace_id))',
-    'CREATE TABLE IF NOT EXISTS governance_lockouts (user_name TEXT PRIMARY KEY, since DOUBLE PRECISION NOT NULL,'
-    ' until DOUBLE PRECISION NOT NULL)',
-    'CREATE TABLE IF NOT EXISTS governance_approvals (approval_id TEXT PRIMARY KEY, record TEXT NOT NULL, signature TEXT NOT NULL,'
-    ' expires DOUBLE PRECISION NOT NULL, consumed_by TEXT, consumed_at DOUBLE PRECISION)',
+    ('CREATE TABLE IF NOT EXISTS governance_runs (scope TEXT NOT NULL, trace_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,'
+     ' PRIMARY KEY (scope, trace_id))'),
+    ('CREATE TABLE IF NOT EXISTS governance_locks (scope TEXT NOT NULL, trace_id TEXT NOT NULL, user_name TEXT NOT NULL,'
+     ' since DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (scope, trace_id))'),
+    ('CREATE TABLE IF NOT EXISTS governance_denials (user_name TEXT NOT NULL, trace_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,'
+     ' PRIMARY KEY (user_name, trace_id))'),
+    ('CREATE TABLE IF NOT EXISTS governance_lockouts (user_name TEXT PRIMARY KEY, since DOUBLE PRECISION NOT NULL,'
+     ' until DOUBLE PRECISION NOT NULL)'),
+    ('CREATE TABLE IF NOT EXISTS governance_approvals (approval_id TEXT PRIMARY KEY, record TEXT NOT NULL, signature TEXT NOT NULL,'
+     ' expires DOUBLE PRECISION NOT NULL, consumed_by TEXT, consumed_at DOUBLE PRECISION)'),
 )
 
 

@@ -49,10 +49,9 @@ def test_schema_version_and_reopen(store_config):
 
 def test_a_failed_transaction_writes_nothing(store_config):
     store = open_store(store_config)
-    with pytest.raises(RuntimeError):
-        with store.transaction() as tx:
-            tx.execute('INSERT INTO governance_runs (scope, trace_id, at) VALUES (?, ?, ?)', ('s', 't', 1.0))
-            raise RuntimeError('boom')
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.execute('INSERT INTO governance_runs (scope, trace_id, at) VALUES (?, ?, ?)', ('s', 't', 1.0))
+        raise RuntimeError('boom')
     with store.transaction() as tx:
         assert tx.execute('SELECT COUNT(*) FROM governance_runs') == [(0,)]
     store.close()
