@@ -22,6 +22,7 @@ import re
 import secrets
 import typing as t
 
+from ansible_collections.dihya.ops.plugins.module_utils._canonical import canonical, canonical_bytes
 from ansible_collections.dihya.ops.plugins.plugin_utils import _policy
 from ansible_collections.dihya.ops.plugins.plugin_utils._governance_store import Store
 
@@ -61,17 +62,13 @@ class Approval:
 def _text(value: t.Any, what: str, optional: bool = False) -> t.Any:
     if value is None and optional:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
         raise ApprovalError(f'{what} must be a non-empty string of at most {MAX_TEXT} printable characters')
     return value
 
 
-def _canonical(record: t.Mapping[str, t.Any]) -> bytes:
-    return json.dumps(dict(record), sort_keys=True, separators=(',', ':'), ensure_ascii=True).encode()
-
-
 def sign(key: bytes, record: t.Mapping[str, t.Any]) -> str:
-    return hmac.new(key, _canonical(record), hashlib.sha256).hexdigest()
+    return hmac.new(key, canonical_bytes(dict(record)), hashlib.sha256).hexdigest()
 
 
 def _check_key(key: t.Any) -> bytes:
@@ -118,7 +115,7 @@ def grant(store: Store, key: bytes, policy: _policy.Policy, approver: str, reque
     fields = dataclasses.asdict(record)
     with store.transaction() as tx:
         tx.execute('INSERT INTO governance_approvals (approval_id, record, signature, expires) VALUES (?, ?, ?, ?)',
-                   (record.approval_id, _canonical(fields).decode(), sign(key, fields), (now + lifetime).timestamp()))
+                   (record.approval_id, canonical(fields), sign(key, fields), (now + lifetime).timestamp()))
     return record
 
 
