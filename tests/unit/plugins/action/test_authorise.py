@@ -10,7 +10,6 @@ import json
 import os
 import types
 import typing as t
-import warnings
 
 import pytest
 
@@ -18,15 +17,15 @@ from ansible.errors import AnsibleActionFail
 from ansible.parsing.dataloader import DataLoader
 from ansible.playbook.play_context import PlayContext
 from ansible.playbook.task import Task
-from ansible.plugins.loader import connection_loader, init_plugin_loader
+from ansible.plugins.loader import connection_loader
 from ansible.template import Templar
-from ansible.utils.collection_loader import AnsibleCollectionConfig
-from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 
 from ansible_collections.dihya.ops.plugins.action import authorise
 from ansible_collections.dihya.ops.plugins.callback import audit as audit_callback
 from ansible_collections.dihya.ops.plugins.module_utils import _audit
 from ansible_collections.dihya.ops.plugins.plugin_utils import _run_context
+
+pytestmark = pytest.mark.usefixtures("plugin_loader")
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 POLICY = """\
@@ -51,18 +50,6 @@ bindings:
     tenants: all
 approvals: []
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fixture_plugin_loader():
-    """The plugin loader of ansible-core (see test_operation_context.py for why an installed finder is removed)."""
-    installed_before = AnsibleCollectionConfig.collection_finder is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        init_plugin_loader()
-    yield
-    if not installed_before:
-        _AnsibleCollectionFinder._remove()  # pylint: disable=protected-access
 
 
 @pytest.fixture(name="policy_file")

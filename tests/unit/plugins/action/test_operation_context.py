@@ -10,7 +10,6 @@ Real runs through the operation playbooks are in tests/functional/test_operation
 from __future__ import annotations
 
 import typing as t
-import warnings
 
 import pytest
 
@@ -18,33 +17,15 @@ from ansible.errors import AnsibleActionFail
 from ansible.parsing.dataloader import DataLoader
 from ansible.playbook.play_context import PlayContext
 from ansible.playbook.task import Task
-from ansible.plugins.loader import connection_loader, init_plugin_loader
+from ansible.plugins.loader import connection_loader
 from ansible.template import Templar, trust_as_template
-from ansible.utils.collection_loader import AnsibleCollectionConfig
-from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 
 from ansible_collections.dihya.ops.plugins.action import operation_context
 from ansible_collections.dihya.ops.plugins.plugin_utils import _run_context
 
+pytestmark = pytest.mark.usefixtures("plugin_loader")
+
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fixture_plugin_loader():
-    """The plugin loader of ansible-core, for the local connection; the collection finder may already be set up.
-
-    A finder this fixture installs is removed after the module: left in ``sys.meta_path`` and ``sys.path_hooks``, it
-    answers for the ``ansible_collections`` namespace package of the test run, and refuses the path it is then given
-    whenever ``sys.path`` changes (``monkeypatch.syspath_prepend``, pytest removing its ``pythonpath`` at exit), which
-    broke later tests of the worker and coverage's exit handlers ("Exception ignored in atexit callback").
-    """
-    installed_before = AnsibleCollectionConfig.collection_finder is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        init_plugin_loader()
-    yield
-    if not installed_before:
-        _AnsibleCollectionFinder._remove()  # pylint: disable=protected-access
 
 
 @pytest.fixture(autouse=True)

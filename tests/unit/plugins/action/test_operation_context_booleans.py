@@ -20,7 +20,8 @@ from ansible.plugins.loader import connection_loader
 from ansible.template import Templar
 
 from ansible_collections.dihya.ops.plugins.action import operation_context
-from ansible_collections.dihya.ops.tests.unit.plugins.action.test_operation_context import fixture_plugin_loader  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("plugin_loader")
 
 ROLES = pathlib.Path(__file__).resolve().parents[4] / 'roles'
 

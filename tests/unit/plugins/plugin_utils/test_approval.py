@@ -20,8 +20,8 @@ from ansible_collections.dihya.ops.plugins.plugin_utils import _approval, _polic
 from ansible_collections.dihya.ops.plugins.plugin_utils._approval import ApprovalError, grant, require
 from ansible_collections.dihya.ops.plugins.plugin_utils._governance_store import open_store
 from ansible_collections.dihya.ops.tests.unit.plugins.action import test_authorise
-from ansible_collections.dihya.ops.tests.unit.plugins.action.test_authorise import fixture_plugin_loader  # noqa: F401
-from ansible_collections.dihya.ops.tests.unit.plugins.plugin_utils.test_governance_store import fixture_store_config  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("plugin_loader")
 
 NOW = datetime.datetime(2026, 12, 3, 10, 0, tzinfo=datetime.UTC)
 KEY = b'k' * 32

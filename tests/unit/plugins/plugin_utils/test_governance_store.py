@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import stat
 import typing as t
-import uuid
 
 import pytest
 
@@ -17,21 +16,6 @@ from ansible_collections.dihya.ops.plugins.plugin_utils import _governance_store
 from ansible_collections.dihya.ops.plugins.plugin_utils._governance_store import StoreError, open_store
 
 
-@pytest.fixture(params=['sqlite', pytest.param('postgresql', marks=pytest.mark.services('postgres'))], name='store_config')
-def fixture_store_config(request: t.Any, tmp_path: t.Any) -> t.Iterator[dict[str, t.Any]]:
-    """A fresh store of each kind: a SQLite file in a new folder, or a new PostgreSQL database."""
-    if request.param == 'sqlite':
-        yield {'kind': 'sqlite', 'path': str(tmp_path / 'gov' / 'store.sqlite3')}
-        return
-    import psycopg  # pylint: disable=import-outside-toplevel
-
-    postgres = request.getfixturevalue('postgres')
-    name = f'gov_{uuid.uuid4().hex[:12]}'
-    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield {'kind': 'postgresql', 'dsn': postgres.dsn(database=name)}
-    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_schema_version_and_reopen(store_config):

@@ -18,7 +18,6 @@ import pytest
 from ansible_collections.dihya.ops.plugins.plugin_utils import _quota
 from ansible_collections.dihya.ops.plugins.plugin_utils._governance_store import open_store
 from ansible_collections.dihya.ops.plugins.plugin_utils._policy import AntiAbuse, ConcurrencyRule, QuotaRule, Request
-from ansible_collections.dihya.ops.tests.unit.plugins.plugin_utils.test_governance_store import fixture_store_config  # noqa: F401
 
 NOW = datetime.datetime(2026, 12, 3, 10, 0, tzinfo=datetime.UTC)
 HOUR = datetime.timedelta(hours=1)
