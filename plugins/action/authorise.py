@@ -74,7 +74,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
     """Decide every (tenant, environment) of the play's hosts against the policy; fail the run on any denial."""
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('operation', 'params', 'approval_id'))
+    _VALID_ARGS = frozenset(('operation', 'params', 'approval_id', 'release'))
     _requires_connection = False
     _vars: t.Mapping[str, t.Any] = {}
 
@@ -99,12 +99,18 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
             raise _policy.PolicyError(f'no authorisation policy: {HOW}')
         return _policy.load(os.path.expanduser(path))
 
-    def _requests(self, task_vars: t.Mapping[str, t.Any], operation: t.Any, check_mode: bool) -> dict[_policy.Request, list[str]]:
-        """Every distinct request of the play: one per (operation, tenant, environment) of its hosts."""
+    def _requests(self, task_vars: t.Mapping[str, t.Any], operation: t.Any, check_mode: bool,
+                  params: dict[_policy.Request, dict[str, t.Any]] | None = None) -> dict[_policy.Request, list[str]]:
+        """Every distinct request of the play: one per (operation, tenant, environment) of its hosts.
+
+        ``params`` receives the parameters an approval of each request is bound to: for an RGPD request, its subject
+        (``rgpd_subject_id``); hosts of one request that name different subjects are an error.
+        """
         hostvars = task_vars.get('hostvars') or {}
         hosts = list(task_vars.get('ansible_play_hosts_all') or task_vars.get('ansible_play_hosts') or [task_vars.get('inventory_hostname')])
         requests: dict[_policy.Request, list[str]] = {}
         for host in hosts:
+            bound: dict[str, t.Any] = {}
             variables = {name: self._host_var(hostvars, host, name) for name in CONTEXT_VARIABLES}
             context = _run_context.resolve({name: value for name, value in variables.items() if value is not None})
             name = operation.strip() if isinstance(operation, str) else None
@@ -113,11 +119,17 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
                 action = self._host_var(hostvars, host, 'rgpd_operation')
                 name = f'rgpd.{action}' if isinstance(action, str) and action.strip() else 'rgpd'
                 tenant = _run_context.check_tenant(self._host_var(hostvars, host, 'rgpd_tenant'), 'rgpd_tenant') or tenant
+                subject = self._host_var(hostvars, host, 'rgpd_subject_id')
+                if subject not in (None, ''):
+                    bound['subject'] = str(subject)
             if not isinstance(name, str) or not name.strip():
                 raise _policy.PolicyError('the operation to authorise is not named (the option operation)')
             request = _policy.Request(user=context.user, operation=name.strip(), tenant=tenant, environment=context.environment,
                                       check_mode=check_mode)
             requests.setdefault(request, []).append(str(host))
+            if params is not None:
+                if params.setdefault(request, bound) != bound:
+                    raise _policy.PolicyError(f'the hosts of one {request.operation} request name different subjects; run them one by one')
         return requests
 
     def run(self, tmp: t.Any = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
@@ -125,16 +137,20 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
         task_vars = task_vars or {}
         self._vars = task_vars
         dummy, args = self.validate_argument_spec(argument_spec={
-            'operation': {'type': 'str', 'required': True}, 'params': {'type': 'dict', 'default': {}}, 'approval_id': {'type': 'str', 'no_log': False}})
+            'operation': {'type': 'str', 'required': True}, 'params': {'type': 'dict'}, 'approval_id': {'type': 'str', 'no_log': False},
+            'release': {'type': 'bool', 'default': False}})
         check_mode = bool(self._play_context.check_mode)
         warnings: list[str] = []
         trace_id = _run_context.resolve({name: self._templar.template(task_vars[name]) for name in CONTEXT_VARIABLES
                                          if name in task_vars}).trace_id
+        self._params: dict[_policy.Request, dict[str, t.Any]] = {}
         try:
-            requests = self._requests(task_vars, args['operation'], check_mode)
+            requests = self._requests(task_vars, args['operation'], check_mode, self._params)
         except (_run_context.ContextError, _policy.PolicyError) as exc:
             result.update(failed=True, msg=f'{exc}. Nothing was run.')
             return result
+        if args['release']:
+            return self._release(result, task_vars, list(requests), trace_id, warnings)
         try:
             policy = self._load_policy(task_vars, warnings)
         except _policy.PolicyError as exc:
@@ -199,13 +215,44 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
             return decision
         if decision.needs_approval:
             key = str(self._templar.template(self._vars.get('dihya_ops_approval_key') or '')).encode()
-            answer = approval.require(store, key, request, args.get('approval_id'), _policy.params_hash(args.get('params') or {}), trace_id, now)
+            params = args['params'] if args.get('params') is not None else self._params.get(request, {})
+            answer = approval.require(store, key, request, args.get('approval_id'), _policy.params_hash(params), trace_id, now)
             if not answer.allowed:
                 return refused(f'access denied: {answer.reason}')
         answer = quota.enforce(store, decision.quotas, decision.concurrency, request, trace_id, now)
         if not answer.allowed:
             return refused(f'access denied: {answer.reason}')
         return decision
+
+    def _release(self, result: dict[str, t.Any], task_vars: t.Mapping[str, t.Any], requests: list[_policy.Request], trace_id: str,
+                 warnings: list[str]) -> dict[str, t.Any]:
+        """The end of the run: free the concurrency locks its requests hold, so that the next run need not wait for their TTL.
+
+        Only locks of this trace id are freed; a request without a concurrency limit, a dry run or a policy that cannot
+        be read frees nothing. A store that cannot be reached is a warning: the locks then expire with their TTL.
+        """
+        result.update(changed=False, released=[])
+        engines = governance()
+        try:
+            policy = self._load_policy(task_vars, warnings)
+        except _policy.PolicyError:
+            return result
+        limited = [request for request in requests if not request.check_mode and _policy.evaluate(policy, request).concurrency]
+        if engines is None or not limited:
+            return result
+        try:
+            store = engines['_governance_store'].open_store(self._templar.template(task_vars.get('dihya_ops_governance_store')) or {})
+            try:
+                for request in limited:
+                    engines['_quota'].release(store, request, trace_id)
+                    result['released'].append(request.operation)
+            finally:
+                store.close()
+        except (_governance_store.StoreError, _quota.QuotaError) as exc:
+            warnings.append(f'the concurrency locks of this run are not released (they expire with their lock_ttl): {exc}')
+        if warnings:
+            result['warnings'] = warnings
+        return result
 
     def _record(self, decisions: list[tuple[_policy.Request, list[str], _policy.Decision]], trace_id: str, warnings: list[str]) -> None:
         """Every decision, allowed or denied, as an event of the controller's audit log (the callback's chain)."""

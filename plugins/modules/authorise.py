@@ -66,12 +66,21 @@ options:
   params:
     description:
       - The parameters of the request that an approval is bound to (their hash); a changed parameter invalidates an approval.
+      - When not given, an RGPD request is bound to its subject (C(rgpd_subject_id) of its hosts, as C({subject: ...}),
+        which is what C(approve_params) of the playbook C(dihya.ops.approve) names), and any other request to no parameter.
     type: dict
-    default: {}
   approval_id:
     description:
-      - The id of the approval of this request, when the policy asks for four eyes.
+      - The id of the approval of this request, when the policy asks for four eyes (the operation role gives
+        C(operation_approval_id), that is C(dihya_ops_approval_id)).
     type: str
+  release:
+    description:
+      - Instead of deciding, release the concurrency locks that this run (its trace id) holds for the play's requests:
+        the end of the run. A dry run, a request without a concurrency limit or a policy that cannot be read releases
+        nothing; a store that cannot be reached is a warning (the locks then expire with their C(lock_ttl)).
+    type: bool
+    default: false
 notes:
   - Run it with C(run_once) right after M(dihya.ops.operation_context); the operation role does.
 seealso:
@@ -86,6 +95,19 @@ EXAMPLES = r"""
     operation: check_health
   run_once: true
   any_errors_fatal: true
+
+- name: Authorise an erasure approved by someone else (docs/approvals.md)
+  dihya.ops.authorise:
+    operation: rgpd
+    approval_id: "{{ dihya_ops_approval_id }}"
+  run_once: true
+  any_errors_fatal: true
+
+- name: Release the run's concurrency locks at its end
+  dihya.ops.authorise:
+    operation: restart_services
+    release: true
+  run_once: true
 
 - name: Authorise the RGPD request of each host (rgpd_operation, rgpd_tenant)
   dihya.ops.authorise:
@@ -121,9 +143,15 @@ ansible_facts:
           description: One decision per distinct operation, tenant and environment (see RV(decisions)).
           type: list
           elements: dict
+released:
+  description: The operations whose concurrency locks of this run were released.
+  returned: with O(release)
+  type: list
+  elements: str
+  sample: [restart_services]
 decisions:
   description: One decision per distinct operation, tenant and environment of the play's hosts.
-  returned: always
+  returned: unless O(release)
   type: list
   elements: dict
   contains:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+import re
+import sqlite3
 
 import pytest
 
@@ -148,3 +150,75 @@ def test_an_allowed_run_records_its_decision(fleet, tmp_path):
     assert details["roles"] == ["support"] and details["check_mode"] is True and details["hosts"] == len(HOSTS)
     assert details["reason"] == "access granted: the user (role support) may dry-run check_health for tenant acme in dev"
     assert decision["organization"]["id"] == "acme"
+
+
+FOUR_EYES = """\
+version: 1
+roles:
+  dpo:
+    operations: ["rgpd.*"]
+    environments: all
+    approve: [rgpd.erase]
+bindings:
+  - users: [bob, dana]
+    roles: [dpo]
+    tenants: [acme]
+approvals:
+  - operations: [rgpd.erase]
+concurrency:
+  - operations: [rgpd.erase]
+    per: global
+    max: 1
+    lock_ttl: 1h
+"""
+APPROVAL_KEY = "functional-approval-key-0123456789abcdef"
+
+
+def test_an_erasure_runs_with_another_persons_approval_once(fleet, tmp_path):
+    """Four eyes through the fleet: refused without an approval, approved by someone else, dry-run, run once, never again."""
+    host = "dihya-demo-3"
+    database = fleet.root(host) / "data" / "dihya.db"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+        subject = conn.execute("SELECT max(id) FROM users WHERE tenant_id = 1").fetchone()[0]
+    store = tmp_path / "governance" / "store.sqlite3"
+    secret = tmp_path / "governance-vars.json"
+    secret.touch(mode=0o600)
+    secret.write_text(json.dumps({"dihya_ops_governance_store": {"kind": "sqlite", "path": str(store)},
+                                  "dihya_ops_approval_key": APPROVAL_KEY}))
+    erase = ["--limit", host, "-e", f"@{secret}", "-e", "rgpd_operation=erase", "-e", "rgpd_tenant=acme", "-e", "rgpd_confirm_erase=true",
+             "-e", f"rgpd_data_map={DATA_MAP}"]
+
+    def users() -> int:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+            return int(conn.execute("SELECT count(*) FROM users WHERE id = ?", (subject,)).fetchone()[0])
+
+    before = state(fleet)
+    proc, output, records = run(fleet, tmp_path, "rgpd", "bob", *erase, "-e", f"rgpd_subject_id={subject}", policy=FOUR_EYES)
+    assert_refused_before_any_host_task(fleet, "rgpd", output, proc, records, before, "rgpd.erase needs a four-eyes approval")
+
+    approve = ["-e", f"@{secret}", "-e", "approve_requester=bob", "-e", "approve_operation=rgpd.erase", "-e", "approve_tenant=acme",
+               "-e", "approve_environment=dev", "-e", json.dumps({"approve_params": {"subject": str(subject)}}), "-e", "approve_lifetime=1h"]
+    mine, output, dummy = run(fleet, tmp_path, "approve", "bob", *approve, policy=FOUR_EYES)
+    assert mine.returncode != 0 and "must not be the requester" in output, output
+    given, output, dummy = run(fleet, tmp_path, "approve", "dana", *approve, policy=FOUR_EYES)
+    assert given.returncode == 0, output
+    assert APPROVAL_KEY not in output
+    approval_id = re.search(r"approval (\S+) of rgpd\.erase by dana", output).group(1)
+
+    other, output, dummy = run(fleet, tmp_path, "rgpd", "bob", *erase, "-e", f"rgpd_subject_id={subject - 1}",
+                               "-e", f"dihya_ops_approval_id={approval_id}", policy=FOUR_EYES)
+    assert other.returncode != 0 and "another parameters" in output, output
+    dry, output, dummy = run(fleet, tmp_path, "rgpd", "bob", *erase, "--check", "-e", f"rgpd_subject_id={subject}",
+                             "-e", f"dihya_ops_approval_id={approval_id}", policy=FOUR_EYES)
+    assert dry.returncode == 0 and users() == 1, output
+    done, output, records = run(fleet, tmp_path, "rgpd", "bob", *erase, "-e", f"rgpd_subject_id={subject}",
+                                "-e", f"dihya_ops_approval_id={approval_id}", policy=FOUR_EYES)
+    assert done.returncode == 0, output
+    assert users() == 0
+    assert decisions(records)[-1]["event"]["outcome"] == "success"
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT count(*) FROM governance_locks").fetchone()[0] == 0, "the run's end released its lock"
+    again, output, dummy = run(fleet, tmp_path, "rgpd", "bob", *erase, "-e", f"rgpd_subject_id={subject}",
+                               "-e", f"dihya_ops_approval_id={approval_id}", policy=FOUR_EYES)
+    assert again.returncode != 0 and "already used by the run" in output, output
+    assert all("subject" not in json.dumps(record["dihya"]) for record in controller_records(tmp_path / "controller-audit.log"))

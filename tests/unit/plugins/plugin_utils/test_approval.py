@@ -224,3 +224,26 @@ def test_approve_then_erase_once(tmp_path, monkeypatch):
     assert again['failed'] and 'already used by the run' in again['msg']
     broken = test_authorise.run_action(hosts, approved, variables=dict(variables, dihya_ops_governance_store={'kind': 'mysql'}))
     assert broken['failed'] and 'the governance store cannot decide' in broken['msg']
+
+
+def test_an_rgpd_request_is_bound_to_its_hosts_subject(tmp_path, monkeypatch):
+    """Without params, the approval of an RGPD request is bound to rgpd_subject_id, as approve_params names it."""
+    for name in ('DIHYA_OPS_USER', 'DIHYA_AUDIT_USER', 'DIHYA_TRACE_ID', 'DIHYA_AUDIT_TRACE_ID', 'DIHYA_OPS_TRUST_DECLARED_USER'):
+        monkeypatch.delenv(name, raising=False)
+    policy = tmp_path / 'policy.yml'
+    policy.write_text(ACTION_POLICY)
+    monkeypatch.setenv('DIHYA_OPS_POLICY', str(policy))
+    variables = {'dihya_ops_governance_store': {'path': str(tmp_path / 'store.sqlite3')}, 'dihya_ops_approval_key': 'v' * 32}
+    host = {'dihya_ops_tenant': 'acme', 'dihya_environment': 'prod', 'rgpd_operation': 'erase', 'rgpd_subject_id': 'user-42'}
+    monkeypatch.setattr(_run_context, '_RUN', {'trace_id': '3' * 32})
+    monkeypatch.setenv('DIHYA_OPS_USER', 'dana')
+    given = run_approve({'requester': 'bob', 'operation': 'rgpd.erase', 'tenant': 'acme', 'environment': 'prod',
+                         'params': {'subject': 'user-42'}}, variables)
+    assert given['changed'], given
+    monkeypatch.setenv('DIHYA_OPS_USER', 'bob')
+    approval = {'operation': 'rgpd', 'approval_id': given['approval_id']}
+    other = test_authorise.run_action({'web-1': dict(host, rgpd_subject_id='user-43')}, approval, variables=variables)
+    assert other['failed'] and 'another parameters' in other['msg']
+    split = test_authorise.run_action({'web-1': host, 'web-2': dict(host, rgpd_subject_id="user-43'; --")}, approval, variables=variables)
+    assert split['failed'] and 'name different subjects' in split['msg'] and 'user-4' not in split['msg']
+    assert not test_authorise.run_action({'web-1': host, 'web-2': dict(host)}, approval, variables=variables).get('failed')

@@ -12,12 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import typing as t
 
 import pytest
 
-from ansible_collections.dihya.ops.plugins.plugin_utils import _quota
+from ansible_collections.dihya.ops.plugins.plugin_utils import _quota, _run_context
 from ansible_collections.dihya.ops.plugins.plugin_utils._governance_store import open_store
 from ansible_collections.dihya.ops.plugins.plugin_utils._policy import AntiAbuse, ConcurrencyRule, QuotaRule, Request
+from ansible_collections.dihya.ops.tests.unit.plugins.action import test_authorise
 
 NOW = datetime.datetime(2026, 12, 3, 10, 0, tzinfo=datetime.UTC)
 HOUR = datetime.timedelta(hours=1)
@@ -187,3 +189,46 @@ def test_quotes_and_dots_are_data(tmp_path):
     with store.transaction() as tx:
         assert tx.execute('SELECT COUNT(*) FROM governance_runs') == [(1,)]
     store.close()
+
+
+RELEASE_POLICY = '''\
+version: 1
+roles:
+  operator: {operations: [restart_services], environments: all}
+bindings:
+  - {users: [bob, carol], roles: [operator], tenants: all}
+approvals: []
+concurrency:
+  - {operations: [restart_services], per: global, max: 1, lock_ttl: 1h}
+'''
+
+
+@pytest.mark.usefixtures('plugin_loader')
+def test_the_end_of_the_run_releases_its_locks(tmp_path, monkeypatch):
+    """dihya.ops.authorise with release: the next run need not wait for the lock's TTL; a dry run releases nothing."""
+    for name in ('DIHYA_OPS_USER', 'DIHYA_AUDIT_USER', 'DIHYA_TRACE_ID', 'DIHYA_AUDIT_TRACE_ID', 'DIHYA_OPS_TRUST_DECLARED_USER'):
+        monkeypatch.delenv(name, raising=False)
+    policy = tmp_path / 'policy.yml'
+    policy.write_text(RELEASE_POLICY)
+    monkeypatch.setenv('DIHYA_OPS_POLICY', str(policy))
+    variables = {'dihya_ops_governance_store': {'path': str(tmp_path / 'store.sqlite3')}}
+    hosts = {'web-1': {'dihya_environment': 'prod'}, 'web-2': {'dihya_environment': 'prod'}}
+    args = {'operation': 'restart_services'}
+
+    def as_run(user: str, trace: str, **extra: t.Any) -> dict[str, t.Any]:
+        monkeypatch.setenv('DIHYA_OPS_USER', user)
+        monkeypatch.setattr(_run_context, '_RUN', {'trace_id': trace * 32})
+        return test_authorise.run_action(hosts, dict(args, **extra), variables=variables)
+
+    first = as_run('bob', '1')
+    assert not first.get('failed'), first['msg']
+    held = as_run('carol', '2')
+    assert held['failed'] and 'bob' not in held['msg'].split('held by')[0]
+    assert as_run('carol', '2', release=True)['released'] == ['restart_services']  # carol holds nothing: bob's lock stays
+    assert as_run('carol', '2')['failed']
+    assert as_run('bob', '1', release=True)['released'] == ['restart_services']
+    assert not as_run('carol', '2').get('failed')
+    broken = dict(variables, dihya_ops_governance_store={'kind': 'mysql'})
+    monkeypatch.setenv('DIHYA_OPS_USER', 'carol')
+    gone = test_authorise.run_action(hosts, dict(args, release=True), variables=broken)
+    assert not gone.get('failed') and 'expire with their lock_ttl' in ' '.join(gone['warnings'])
