@@ -127,9 +127,8 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
             request = _policy.Request(user=context.user, operation=name.strip(), tenant=tenant, environment=context.environment,
                                       check_mode=check_mode)
             requests.setdefault(request, []).append(str(host))
-            if params is not None:
-                if params.setdefault(request, bound) != bound:
-                    raise _policy.PolicyError(f'the hosts of one {request.operation} request name different subjects; run them one by one')
+            if params is not None and params.setdefault(request, bound) != bound:
+                raise _policy.PolicyError(f'the hosts of one {request.operation} request name different subjects; run them one by one')
         return requests
 
     def run(self, tmp: t.Any = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:

@@ -66,8 +66,8 @@ options:
   params:
     description:
       - The parameters of the request that an approval is bound to (their hash); a changed parameter invalidates an approval.
-      - When not given, an RGPD request is bound to its subject (C(rgpd_subject_id) of its hosts, as C({subject: ...}),
-        which is what C(approve_params) of the playbook C(dihya.ops.approve) names), and any other request to no parameter.
+      - When not given, an RGPD request is bound to its subject (C(rgpd_subject_id) of its hosts, as the key C(subject)),
+        which is what C(approve_params) of the playbook C(dihya.ops.approve) names; any other request to no parameter.
     type: dict
   approval_id:
     description:
@@ -76,7 +76,7 @@ options:
     type: str
   release:
     description:
-      - Instead of deciding, release the concurrency locks that this run (its trace id) holds for the play's requests:
+      - Instead of deciding, release the concurrency locks that this run (its trace id) holds for the play's requests, at
         the end of the run. A dry run, a request without a concurrency limit or a policy that cannot be read releases
         nothing; a store that cannot be reached is a warning (the locks then expire with their C(lock_ttl)).
     type: bool

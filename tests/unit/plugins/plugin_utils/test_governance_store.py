@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 import stat
-import typing as t
 
 import pytest
 
 from ansible_collections.dihya.ops.plugins.plugin_utils import _governance_store
 from ansible_collections.dihya.ops.plugins.plugin_utils._governance_store import StoreError, open_store
-
-
 
 
 def test_schema_version_and_reopen(store_config):
