@@ -42,3 +42,20 @@ attributes:
     details:
       - This action does not modify state.
 """
+
+    # Use together with the base fragment and ansible.builtin.action_common_attributes.flow, for the actions that run
+    # on the controller only (no module is sent to the host).
+    CONTROLLER = r"""
+options: {}
+attributes:
+  action:
+    support: full
+    details:
+      - Everything runs on the controller; no module is sent to the host.
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  diff_mode:
+    support: none
+"""

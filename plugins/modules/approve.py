@@ -24,22 +24,13 @@ author:
   - Dihya ops maintainers (@dihya-ops)
 extends_documentation_fragment:
   - dihya.ops._attributes
+  - dihya.ops._attributes.controller
   - ansible.builtin.action_common_attributes.flow
 attributes:
-  action:
-    support: full
-    details:
-      - Everything runs on the controller; no module is sent to the host.
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
   check_mode:
     support: full
     details:
       - Everything is checked and nothing is written; no approval id is returned.
-  diff_mode:
-    support: none
   idempotent:
     support: none
     details:

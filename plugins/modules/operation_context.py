@@ -37,23 +37,14 @@ author:
   - Dihya ops maintainers (@dihya-ops)
 extends_documentation_fragment:
   - dihya.ops._attributes
+  - dihya.ops._attributes.controller
   - ansible.builtin.action_common_attributes.flow
   - ansible.builtin.action_common_attributes.facts
 attributes:
-  action:
-    support: full
-    details:
-      - Everything runs on the controller; no module is sent to the host.
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
   check_mode:
     support: full
     details:
       - The action only reads; it does the same in check mode.
-  diff_mode:
-    support: none
   facts:
     support: full
   idempotent:
