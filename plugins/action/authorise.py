@@ -215,7 +215,11 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
         if decision.needs_approval:
             key = str(self._templar.template(self._vars.get('dihya_ops_approval_key') or '')).encode()
             params = args['params'] if args.get('params') is not None else self._params.get(request, {})
-            answer = approval.require(store, key, request, args.get('approval_id'), _policy.params_hash(params), trace_id, now)
+            try:
+                digest = _policy.params_hash(params)
+            except _policy.PolicyError as exc:
+                return refused(f'access denied: {exc}')
+            answer = approval.require(store, key, request, args.get('approval_id'), digest, trace_id, now)
             if not answer.allowed:
                 return refused(f'access denied: {answer.reason}')
         answer = quota.enforce(store, decision.quotas, decision.concurrency, request, trace_id, now)

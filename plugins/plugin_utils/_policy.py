@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import json
 import os
 import re
 import stat
@@ -35,6 +34,7 @@ import typing as t
 
 import yaml
 
+from ansible_collections.dihya.ops.plugins.module_utils._canonical import canonical_bytes
 from ansible_collections.dihya.ops.plugins.plugin_utils import _run_context
 
 MAX_POLICY_BYTES = 1024 * 1024
@@ -527,6 +527,12 @@ def approvers(policy: Policy, user: str, operation: str, tenant: str | None) -> 
 
 
 def params_hash(params: t.Mapping[str, t.Any]) -> str:
-    """The SHA-256 of the canonical JSON of the parameters that matter to a request (an approval is bound to it)."""
-    text = json.dumps(dict(params), sort_keys=True, separators=(',', ':'), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()
+    """The SHA-256 of the canonical JSON (module_utils/_canonical) of the parameters that matter to a request.
+
+    An approval is bound to it. A parameter that is not JSON (a date, a set, NaN) is an error rather than a text of
+    its own making, so that the approver and the run cannot hash one value two ways.
+    """
+    try:
+        return hashlib.sha256(canonical_bytes(dict(params))).hexdigest()
+    except (TypeError, ValueError) as exc:
+        raise PolicyError(f'the parameters of the request are not plain JSON data (text, numbers, booleans, lists, mappings): {exc}') from None

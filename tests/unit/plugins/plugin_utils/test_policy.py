@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import time
 
@@ -201,6 +202,14 @@ def test_a_policy_that_grants_nothing_is_valid_and_denies_everything():
 def test_the_params_hash_is_canonical():
     assert _policy.params_hash({"b": 1, "a": [1, 2]}) == _policy.params_hash({"a": [1, 2], "b": 1})
     assert _policy.params_hash({"a": 1}) != _policy.params_hash({"a": 2})
+    # The text every digest of the collection is computed over (module_utils/_canonical).
+    assert _policy.params_hash({"subject": "é"}) == hashlib.sha256('{"subject":"é"}'.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("value", [datetime.date(2026, 12, 3), {1, 2}, float("nan"), float("inf"), b"bytes"])
+def test_parameters_that_are_not_json_are_an_error_not_a_text_of_their_own(value):
+    with pytest.raises(_policy.PolicyError, match="not plain JSON data"):
+        _policy.params_hash({"subject": value})
 
 
 @pytest.mark.parametrize(("text", "message"), [
