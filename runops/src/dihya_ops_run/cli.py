@@ -169,5 +169,8 @@ def run(operation: str, inventory: str, tenant: str | None, user: str | None, ro
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
     else:
-        summary(Console(), result)
+        # A pipeline's log is not a terminal: its lines are left whole (rich would cut them at 80 columns).
+        out = Console()
+        out.soft_wrap = not out.is_terminal
+        summary(out, result)
     sys.exit(result.exit_code)

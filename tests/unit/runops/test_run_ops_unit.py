@@ -189,6 +189,10 @@ def test_the_command_line_refuses_bad_input_without_a_traceback(tmp_path):
     unknown = runner.invoke(main, ['run', 'nosuch', '-i', str(DEMO), '--json'])
     assert unknown.exit_code == 2 and json.loads(unknown.output)['status'] == 'bad_input'
     assert 'Traceback' not in bad.output + missing.output + listed.output + unknown.output
+    # A pipeline log keeps the message on one line, however long (rich would cut it at 80 columns).
+    far = tmp_path / ('deep-' * 30) / 'inventory'
+    gone = runner.invoke(main, ['run', 'check_health', '-i', str(far)])
+    assert gone.exit_code == 2 and f"inventory '{far}' does not exist\n" in gone.output, gone.output
 
 
 def test_list_names_every_operation():

@@ -14,10 +14,17 @@ QUOTED = """fatal: [dihya-demo-1]: FAILED! =>
     changed: false
     msg: |-
         Rollout stopped at dihya-demo-1: restarting service web failed.
-        Error log, last 20 line(s) of /srv/log/web.stdout.log (earlier lines left out), scrubbed:\\n
-        Traceback (most recent call last):
-          File "gunicorn", line 8, in <module>
-        gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3>
+        Error log, last 20 line(s) of /srv/log/web.stdout.log (earlier lines left out), scrubbed:
+            | Traceback (most recent call last):
+            |   File "gunicorn", line 8, in <module>
+            | gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3>
+
+TASK [dihya.ops.operation : Fail with the error of the operation] **************
+[ERROR]: Task failed: Action failed: Rollout stopped at dihya-demo-1: restarting service web failed. Error log, last 20 line(s) of /srv/log/web.stdout.log, scrubbed:
+    | Traceback (most recent call last):
+    |   File "gunicorn", line 8, in <module>
+    | gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3> Rollback to the snapshot succeeded.
+Origin: /collections/ansible_collections/dihya/ops/roles/operation/tasks/main.yml:66:7
 
 TASK [dihya.ops.update_dependencies : Keep what failed] ************************
 ok: [dihya-demo-1]
