@@ -74,11 +74,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathlib.Path]:
             'tarball': top / f'dihya-ops-{VERSION}.tar.gz'}
 
 
-def test_definition_is_schema_3_on_a_pinned_base_image(definition):
+def test_definition_is_schema_3_on_a_documented_base_image(definition):
     assert definition['version'] == 3
     image = definition['images']['base_image']['name']
     assert image.startswith('quay.io/ansible/awx-ee:'), image
     assert image.rsplit(':', 1)[1] != 'latest', 'the base image is pinned to a release'
+    assert image in (ROOT / 'docs' / 'awx.md').read_text(encoding='utf-8')
 
 
 def test_ansible_builder_refuses_a_definition_outside_the_schema(definition, built):
