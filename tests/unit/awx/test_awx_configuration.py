@@ -53,7 +53,8 @@ _Loader.add_constructor('!unsafe', lambda loader, node: Unsafe(loader.construct_
 
 
 def _load(path: pathlib.Path) -> t.Any:
-    return yaml.load(path.read_text(encoding='utf-8'), Loader=_Loader)  # noqa: S506 - a SafeLoader with one more tag
+    # _Loader is a SafeLoader that knows one more tag.
+    return yaml.load(path.read_text(encoding='utf-8'), Loader=_Loader)
 
 
 def _documentation(path: pathlib.Path) -> dict[str, t.Any]:
@@ -66,7 +67,7 @@ def _documentation(path: pathlib.Path) -> dict[str, t.Any]:
 
 def _options(documentation: dict[str, t.Any]) -> dict[str, t.Any]:
     options = dict(documentation.get('options') or {})
-    for name, spec in list(options.items()):
+    for spec in list(options.values()):
         for alias in spec.get('aliases') or ():
             options[alias] = spec
     return options

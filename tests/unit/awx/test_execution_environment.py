@@ -41,8 +41,8 @@ def _run(argv: list[str], cwd: pathlib.Path, home: pathlib.Path) -> subprocess.C
 def _pins(path: pathlib.Path) -> dict[str, str]:
     """``name -> version`` of a pinned requirements file (names normalised as pip does)."""
     found = {}
-    for line in path.read_text(encoding='utf-8').splitlines():
-        line = line.split('#', 1)[0].strip()
+    for text in path.read_text(encoding='utf-8').splitlines():
+        line = text.split('#', 1)[0].strip()
         if line and not line.startswith('-'):
             name, _, version = line.partition('==')
             found[re.sub(r'[-_.]+', '-', name.split('[', 1)[0].strip()).lower()] = version.strip()
