@@ -3,7 +3,8 @@
 # packages, the Debian packages listed in bindep.txt, and the collection made
 # visible to Ansible as dihya.ops.  Safe and fast to run again.
 # The test profile also creates .cache/galaxy-importer-venv, galaxy-importer
-# with its own pins (requirements/galaxy-importer.txt), for the publishing test.
+# with its own pins (requirements/galaxy-importer.txt), for the publishing test,
+# and .cache/awx-collections, the awx.awx collection of the AWX configuration.
 #
 #   scripts/bootstrap.sh [run|test]     (default: run)
 set -euo pipefail
@@ -107,6 +108,32 @@ if [ "$profile" = test ]; then
     cp "$root/tests/ipfs/package.json" "$root/tests/ipfs/package-lock.json" "$npm_dir/"
     (cd "$npm_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
     echo "$npm_want" > "$npm_dir/.dihya-npm.sha256"
+  fi
+fi
+
+# 2c. awx.awx (test profile), the collection of the AWX configuration (awx/configure.yml) that ansible-lint and
+#     the tests resolve its modules in: only its folder, unpacked from the PyPI package ansible (pinned by its
+#     sha256; Galaxy is not needed) into .cache/awx-collections, which no other tool's collection path names.
+if [ "$profile" = test ]; then
+  awx_ansible=12.3.0
+  awx_sha256=cd156f82fa87f7a899212b0efa9f7ca3a24d609212de9f78428a572eb01e5414
+  awx_dir="$root/.cache/awx-collections"
+  if [ "$(cat "$awx_dir/.dihya-awx.sha256" 2>/dev/null)" != "$awx_sha256" ]; then
+    log "unpacking awx.awx from the PyPI package ansible $awx_ansible"
+    awx_tmp="$(mktemp -d)"
+    "$venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+      --dest "$awx_tmp" "ansible==$awx_ansible" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+    awx_wheel="$awx_tmp/ansible-$awx_ansible-py3-none-any.whl"
+    echo "$awx_sha256  $awx_wheel" | sha256sum --check --quiet - || { echo "ansible $awx_ansible: unexpected sha256" >&2; exit 1; }
+    rm -rf "$awx_dir"
+    "$venv/bin/python" - "$awx_wheel" "$awx_dir" <<'PY'
+import sys, zipfile
+prefix = 'ansible_collections/awx/awx/'
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    wheel.extractall(sys.argv[2], [name for name in wheel.namelist() if name.startswith(prefix)])
+PY
+    rm -rf "$awx_tmp"
+    echo "$awx_sha256" > "$awx_dir/.dihya-awx.sha256"
   fi
 fi
 

@@ -32,9 +32,12 @@ export DIHYA_TEST_SANDBOX="${DIHYA_TEST_SANDBOX:-${TMPDIR:-/tmp}/dihya-ops-test-
 stage_lint() {
   # Every check runs, so that one report lists all of them; the stage fails if any failed.
   # mypy (strict) and ruff take their configuration, and mypy its list of packages, from pyproject.toml.
+  # ansible-lint also resolves the awx.awx modules of awx/configure.yml, in the folder scripts/bootstrap.sh unpacked
+  # them into (.cache/awx-collections): on its collection path only, no other tool sees that collection.
   local check failed=()
+  local collections="$root/.cache/collections:$root/.cache/awx-collections"
   local checks=(
-    "ansible-lint --strict"
+    "env ANSIBLE_COLLECTIONS_PATH=$collections ansible-lint --strict"
     "antsibull-changelog lint"
     "antsibull-docs lint-collection-docs --plugin-docs ."
     "python tests/lint/check_argument_specs.py"

@@ -62,6 +62,8 @@ REQUIRED = (
 # Parts of the checkout that ship whole (less caches), and single files that ship.
 SHIPPED_TREES = ("plugins", "roles", "playbooks", "docs", "meta", "LICENSES", "inventories/example")
 SHIPPED_FILES = ("README.md", "changelogs/changelog.yaml")
+# Files of those trees that stay out (galaxy.yml's build_ignore): the execution environment's definition.
+LEFT_OUT_FILES = ("meta/execution-environment.yml",)
 
 ROLES = sorted(path.name for path in (ROOT / "roles").iterdir() if (path / "tasks" / "main.yml").is_file())
 
@@ -76,7 +78,7 @@ def shippable_files() -> set[str]:
     for tree in SHIPPED_TREES:
         for path in (ROOT / tree).rglob("*"):
             relative = pathlib.PurePosixPath(path.relative_to(ROOT).as_posix())
-            if path.is_file() and not _is_cache(relative):
+            if path.is_file() and not _is_cache(relative) and str(relative) not in LEFT_OUT_FILES:
                 found.add(str(relative))
     return found
 
@@ -107,10 +109,10 @@ def test_tarball_ships_only_allowed_files(members):
 
 def test_tarball_leaves_out_the_checkouts_tooling_and_demo_secrets(members):
     left_out = ("tests/", "benchmarks/", "molecule/", "scripts/", "requirements/", "inventories/local/", "changelogs/fragments/",
-                ".ci/", ".cache/", ".venv/")
+                ".ci/", ".cache/", ".venv/", "awx/")
     assert not [name for name in members if name.startswith(left_out)]
     for name in ("ansible.cfg", "pytest.ini", "pyproject.toml", ".ansible-lint", ".yamllint", "bindep.txt", "galaxy.yml",
-                 "changelogs/config.yaml"):
+                 "changelogs/config.yaml", *LEFT_OUT_FILES):
         assert name not in members, name
     assert not [name for name in members if name.endswith(("demo-vault-password", ".vault"))]
 

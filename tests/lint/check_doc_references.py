@@ -35,7 +35,7 @@ import sys
 from collections.abc import Iterator
 
 ROOT = pathlib.Path.cwd()
-TOP_LEVEL = ("plugins/", "roles/", "playbooks/", "inventories/", "tests/", "molecule/", "docs/", "scripts/", "benchmarks/",
+TOP_LEVEL = ("plugins/", "roles/", "playbooks/", "inventories/", "tests/", "molecule/", "docs/", "scripts/", "benchmarks/", "awx/",
              "meta/", "changelogs/", "requirements/", ".ci/")
 EXTENSIONS = (".py", ".yml", ".yaml", ".md", ".j2", ".sh", ".txt", ".cfg", ".toml", ".ini", ".json")
 SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
