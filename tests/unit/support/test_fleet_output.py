@@ -20,7 +20,7 @@ QUOTED = """fatal: [dihya-demo-1]: FAILED! =>
             | gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3>
 
 TASK [dihya.ops.operation : Fail with the error of the operation] **************
-[ERROR]: Task failed: Action failed: Rollout stopped at dihya-demo-1: restarting service web failed. Error log, last 20 line(s) of /srv/log/web.stdout.log, scrubbed:
+[ERROR]: Task failed: Action failed: Rollout stopped at dihya-demo-1: web failed. Error log, last 20 line(s) of /srv/web.log, scrubbed:
     | Traceback (most recent call last):
     |   File "gunicorn", line 8, in <module>
     | gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3> Rollback to the snapshot succeeded.
