@@ -29,7 +29,9 @@ if t.TYPE_CHECKING:
 # Deadlines: the whole attempt, every phase, whatever the peer does
 # ---------------------------------------------------------------------------
 
-MARGIN = 1.5  # seconds; a bound, not a benchmark
+# Seconds over the bound a loaded machine may take (a bound, not a benchmark); below every hung peer's own delay
+# (3 s and more), and the messages say which deadline ended the check.
+MARGIN = 2.5
 
 # What a slow peer does with each connection: (connection, stopped).
 Script = t.Callable[[socket.socket, threading.Event], None]
@@ -274,6 +276,7 @@ class TestDeadlines:
             assert result.message == 'deadline exceeded while resolving hung.example.test (timeout 0.5 s)'
 
     def test_postgresql_server_that_never_answers(self, slow_peer: Peers) -> None:
+        pytest.importorskip('psycopg')  # imported before the clock starts: a cold import is not the connection's time
         peer = slow_peer(never_respond)
         started = time.monotonic()
         # One attempt: the connection is bounded by the check's timeout (the run deadline is tested on its own).
