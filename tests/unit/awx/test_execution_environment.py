@@ -44,7 +44,7 @@ def _pins(path: pathlib.Path) -> dict[str, str]:
     for text in path.read_text(encoding='utf-8').splitlines():
         line = text.split('#', 1)[0].strip()
         if line and not line.startswith('-'):
-            name, _, version = line.partition('==')
+            name, dummy, version = line.partition('==')
             found[re.sub(r'[-_.]+', '-', name.split('[', 1)[0].strip()).lower()] = version.strip()
     return found
 
@@ -108,7 +108,7 @@ def test_python_requirements_are_the_collections_pinned_as_in_run_txt(definition
     run = _pins(ROOT / 'requirements' / 'run.txt')
     for requirement in [*listed, definition['dependencies']['ansible_core']['package_pip'],
                         definition['dependencies']['ansible_runner']['package_pip']]:
-        name, _, version = requirement.partition('==')
+        name, dummy, version = requirement.partition('==')
         assert version, f'{requirement} is not pinned'
         assert run.get(re.sub(r'[-_.]+', '-', name).lower()) == version, f'{requirement} is not the pin of requirements/run.txt'
     names = {re.sub(r'[-_.]+', '-', line.partition('==')[0]).lower() for line in listed}
