@@ -100,11 +100,12 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
         return _policy.load(os.path.expanduser(path))
 
     def _requests(self, task_vars: t.Mapping[str, t.Any], operation: t.Any, check_mode: bool,
-                  params: dict[_policy.Request, dict[str, t.Any]] | None = None) -> dict[_policy.Request, list[str]]:
+                  params: dict[_policy.Request, dict[str, t.Any] | None] | None = None) -> dict[_policy.Request, list[str]]:
         """Every distinct request of the play: one per (operation, tenant, environment) of its hosts.
 
         ``params`` receives the parameters an approval of each request is bound to: for an RGPD request, its subject
-        (``rgpd_subject_id``); hosts of one request that name different subjects are an error.
+        (``rgpd_subject_id``); None when hosts of one request name different subjects, which only a request that
+        needs an approval refuses.
         """
         hostvars = task_vars.get('hostvars') or {}
         hosts = list(task_vars.get('ansible_play_hosts_all') or task_vars.get('ansible_play_hosts') or [task_vars.get('inventory_hostname')])
@@ -127,8 +128,8 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
             request = _policy.Request(user=context.user, operation=name.strip(), tenant=tenant, environment=context.environment,
                                       check_mode=check_mode)
             requests.setdefault(request, []).append(str(host))
-            if params is not None and params.setdefault(request, bound) != bound:
-                raise _policy.PolicyError(f'the hosts of one {request.operation} request name different subjects; run them one by one')
+            if params is not None and params.setdefault(request, bound) not in (None, bound):
+                params[request] = None  # hosts of the request name different subjects: one approval cannot bind them
         return requests
 
     def run(self, tmp: t.Any = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
@@ -142,7 +143,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
         warnings: list[str] = []
         trace_id = _run_context.resolve({name: self._templar.template(task_vars[name]) for name in CONTEXT_VARIABLES
                                          if name in task_vars}).trace_id
-        self._params: dict[_policy.Request, dict[str, t.Any]] = {}
+        self._params: dict[_policy.Request, dict[str, t.Any] | None] = {}
         try:
             requests = self._requests(task_vars, args['operation'], check_mode, self._params)
         except (_run_context.ContextError, _policy.PolicyError) as exc:
@@ -215,6 +216,9 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
         if decision.needs_approval:
             key = str(self._templar.template(self._vars.get('dihya_ops_approval_key') or '')).encode()
             params = args['params'] if args.get('params') is not None else self._params.get(request, {})
+            if params is None:
+                return refused(f'access denied: the hosts of one {request.operation} request name different subjects, and an approval '
+                               'binds one subject; run them one by one')
             try:
                 digest = _policy.params_hash(params)
             except _policy.PolicyError as exc:

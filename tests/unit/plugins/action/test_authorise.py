@@ -265,3 +265,12 @@ def test_a_lock_descriptor_inherited_from_the_controller_is_closed(tmp_path):
         os.fstat(fd)
     os.fstat(other)
     os.close(other)
+
+
+def test_hosts_of_one_request_may_name_different_subjects_when_no_approval_is_needed(policy_file, controller):
+    """Binding a request to one subject is the approval's business: without four eyes, each host keeps its own subject."""
+    hosts = {"web-1": {"dihya_ops_tenant": "acme", "dihya_environment": "prod", "rgpd_operation": "export", "rgpd_subject_id": "41"},
+             "web-2": {"dihya_ops_tenant": "acme", "dihya_environment": "prod", "rgpd_operation": "export", "rgpd_subject_id": "42; --"}}
+    result = run_action(hosts, {"operation": "rgpd"})
+    assert not result.get("failed"), result["msg"]
+    assert [decision["hosts"] for decision in result["decisions"]] == [["web-1", "web-2"]]
