@@ -185,8 +185,9 @@ def test_an_erasure_runs_with_another_persons_approval_once(fleet, tmp_path):
     secret.touch(mode=0o600)
     secret.write_text(json.dumps({"dihya_ops_governance_store": {"kind": "sqlite", "path": str(store)},
                                   "dihya_ops_approval_key": APPROVAL_KEY}))
+    # The erasure ledger of this test is its own: the fleet's ledger is what the RGPD tests replay.
     erase = ["--limit", host, "-e", f"@{secret}", "-e", "rgpd_operation=erase", "-e", "rgpd_tenant=acme", "-e", "rgpd_confirm_erase=true",
-             "-e", f"rgpd_data_map={DATA_MAP}"]
+             "-e", f"rgpd_data_map={DATA_MAP}", "-e", f"rgpd_ledger_file={tmp_path / 'ledger' / 'erasure-ledger.jsonl'}"]
 
     def users() -> int:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
@@ -215,6 +216,7 @@ def test_an_erasure_runs_with_another_persons_approval_once(fleet, tmp_path):
                                 "-e", f"dihya_ops_approval_id={approval_id}", policy=FOUR_EYES)
     assert done.returncode == 0, output
     assert users() == 0
+    assert (tmp_path / "ledger" / "erasure-ledger.jsonl").is_file()
     assert decisions(records)[-1]["event"]["outcome"] == "success"
     with sqlite3.connect(store) as conn:
         assert conn.execute("SELECT count(*) FROM governance_locks").fetchone()[0] == 0, "the run's end released its lock"
