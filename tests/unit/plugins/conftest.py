@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import typing as t
 import warnings
 
@@ -34,3 +35,20 @@ def plugin_loader() -> t.Iterator[None]:
     yield
     if not installed_before:
         _AnsibleCollectionFinder._remove()  # pylint: disable=protected-access
+
+
+#: The caller's environment variables of the run context, which a test of the controller's actions starts without.
+CONTEXT_ENVIRONMENT = ("DIHYA_OPS_USER", "DIHYA_AUDIT_USER", "DIHYA_TRACE_ID", "DIHYA_AUDIT_TRACE_ID", "DIHYA_OPS_TRUST_DECLARED_USER")
+
+
+@pytest.fixture
+def controller_policy(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> t.Callable[[str], pathlib.Path]:
+    """Give the controller the policy ``text`` (``DIHYA_OPS_POLICY``), with none of the run context's variables set."""
+    def give(text: str) -> pathlib.Path:
+        for name in CONTEXT_ENVIRONMENT:
+            monkeypatch.delenv(name, raising=False)
+        policy = tmp_path / "policy.yml"
+        policy.write_text(text)
+        monkeypatch.setenv("DIHYA_OPS_POLICY", str(policy))
+        return policy
+    return give

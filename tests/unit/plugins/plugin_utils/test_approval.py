@@ -187,12 +187,8 @@ def run_approve(args, variables, check_mode=False):
     return action.run(task_vars=task_vars)
 
 
-def test_approve_then_erase_once(tmp_path, monkeypatch):
-    for name in ('DIHYA_OPS_USER', 'DIHYA_AUDIT_USER', 'DIHYA_TRACE_ID', 'DIHYA_AUDIT_TRACE_ID', 'DIHYA_OPS_TRUST_DECLARED_USER'):
-        monkeypatch.delenv(name, raising=False)
-    policy = tmp_path / 'policy.yml'
-    policy.write_text(ACTION_POLICY)
-    monkeypatch.setenv('DIHYA_OPS_POLICY', str(policy))
+def test_approve_then_erase_once(tmp_path, monkeypatch, controller_policy):
+    controller_policy(ACTION_POLICY)
     variables = {'dihya_ops_governance_store': {'path': str(tmp_path / 'store.sqlite3')}, 'dihya_ops_approval_key': 'v' * 32}
     args = {'operation': 'rgpd', 'params': {'subject': 'user-42'}}
     hosts = {'web-1': {'dihya_ops_tenant': 'acme', 'dihya_environment': 'prod', 'rgpd_operation': 'erase'}}
@@ -226,13 +222,9 @@ def test_approve_then_erase_once(tmp_path, monkeypatch):
     assert broken['failed'] and 'the governance store cannot decide' in broken['msg']
 
 
-def test_an_rgpd_request_is_bound_to_its_hosts_subject(tmp_path, monkeypatch):
+def test_an_rgpd_request_is_bound_to_its_hosts_subject(tmp_path, monkeypatch, controller_policy):
     """Without params, the approval of an RGPD request is bound to rgpd_subject_id, as approve_params names it."""
-    for name in ('DIHYA_OPS_USER', 'DIHYA_AUDIT_USER', 'DIHYA_TRACE_ID', 'DIHYA_AUDIT_TRACE_ID', 'DIHYA_OPS_TRUST_DECLARED_USER'):
-        monkeypatch.delenv(name, raising=False)
-    policy = tmp_path / 'policy.yml'
-    policy.write_text(ACTION_POLICY)
-    monkeypatch.setenv('DIHYA_OPS_POLICY', str(policy))
+    controller_policy(ACTION_POLICY)
     variables = {'dihya_ops_governance_store': {'path': str(tmp_path / 'store.sqlite3')}, 'dihya_ops_approval_key': 'v' * 32}
     host = {'dihya_ops_tenant': 'acme', 'dihya_environment': 'prod', 'rgpd_operation': 'erase', 'rgpd_subject_id': 'user-42'}
     monkeypatch.setattr(_run_context, '_RUN', {'trace_id': '3' * 32})

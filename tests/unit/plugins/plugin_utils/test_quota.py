@@ -204,13 +204,9 @@ concurrency:
 
 
 @pytest.mark.usefixtures('plugin_loader')
-def test_the_end_of_the_run_releases_its_locks(tmp_path, monkeypatch):
+def test_the_end_of_the_run_releases_its_locks(tmp_path, monkeypatch, controller_policy):
     """dihya.ops.authorise with release: the next run need not wait for the lock's TTL; a dry run releases nothing."""
-    for name in ('DIHYA_OPS_USER', 'DIHYA_AUDIT_USER', 'DIHYA_TRACE_ID', 'DIHYA_AUDIT_TRACE_ID', 'DIHYA_OPS_TRUST_DECLARED_USER'):
-        monkeypatch.delenv(name, raising=False)
-    policy = tmp_path / 'policy.yml'
-    policy.write_text(RELEASE_POLICY)
-    monkeypatch.setenv('DIHYA_OPS_POLICY', str(policy))
+    controller_policy(RELEASE_POLICY)
     variables = {'dihya_ops_governance_store': {'path': str(tmp_path / 'store.sqlite3')}}
     hosts = {'web-1': {'dihya_environment': 'prod'}, 'web-2': {'dihya_environment': 'prod'}}
     args = {'operation': 'restart_services'}
