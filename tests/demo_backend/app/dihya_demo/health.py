@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from .db import connect
@@ -62,3 +62,11 @@ def healthz() -> ResponseReturnValue:
     response.status_code = 200 if healthy else 503
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.get("/slow")
+def slow() -> ResponseReturnValue:
+    """A request that takes ``seconds`` (at most 10) to answer: the in-flight request of the drain tests."""
+    seconds = min(max(request.args.get("seconds", default=3.0, type=float) or 0.0, 0.0), 10.0)
+    time.sleep(seconds)
+    return jsonify({"status": "ok", "slept_s": seconds, "instance": current_app.config["DIHYA"].instance})
