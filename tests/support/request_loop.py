@@ -96,12 +96,21 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def main(argv: list[str]) -> int:
+    """Wait until URL first answers 200 (the fleet may still be deploying), then loop until stdin closes."""
     if len(argv) != 3:
         print("usage: request_loop.py URL MAX_SECONDS  (stops when stdin closes)", file=sys.stderr)
         return 2
+    closed = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
     loop = RequestLoop(argv[1], max_seconds=float(argv[2]))
+    deadline = time.monotonic() + float(argv[2])
+    while not closed.is_set() and time.monotonic() < deadline and loop._one() != "200":  # pylint: disable=protected-access
+        closed.wait(0.5)
+    if closed.is_set() or time.monotonic() >= deadline:
+        print(f"0 requests: {argv[1]} never answered")
+        return 0
     with loop:
-        sys.stdin.read()
+        closed.wait(max(deadline - time.monotonic(), 0.0))
     tally = loop.tally
     print(f"{tally.sent} requests, {tally.failed} failed" + (f" ({tally.statuses})" if tally.failed else ""))
     return 0
