@@ -27,8 +27,17 @@ export ANSIBLE_CALLBACKS_ENABLED="dihya.ops.audit${ANSIBLE_CALLBACKS_ENABLED:+,$
 export DIHYA_AUDIT_KEY_FILE="${DIHYA_AUDIT_KEY_FILE:-$root/inventories/local/controller-audit-key.vault}"
 export DIHYA_AUDIT_LOG_PATH="${DIHYA_AUDIT_LOG_PATH:-$sandbox/controller-audit.log}"
 # The playbook's last task prints the summary (kept in $sandbox/last-run.txt).
+# A request loop through HAProxy (the fleet's base port), one GET every 20 ms from the
+# moment HAProxy answers until the playbook ends, counts what the rolling restart lost.
+base_port="${DIHYA_DEMO_BASE_PORT:-18080}"
+mkdir -p "$sandbox"
+loop_out="$sandbox/request-loop.txt"
+coproc LOOP { python "$root/tests/support/request_loop.py" "http://127.0.0.1:$base_port/healthz" 900 > "$loop_out"; }
 status=0
 ansible-playbook tests/demo_backend/demo.yml "$@" || status=$?
+exec {LOOP[1]}>&-
+wait "$LOOP_PID" || true
+printf 'through HAProxy 127.0.0.1:%s during the run: %s\n' "$base_port" "$(cat "$loop_out")"
 # The authorisation policy's decisions of this run (inventories/local/policy.yml, docs/policy.md), as the
 # controller's audit log records them.
 python - "$DIHYA_AUDIT_LOG_PATH" <<'PY' || true
