@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / 'tests' / 'support'))
-from request_loop import RequestLoop, percentile  # noqa: E402  pylint: disable=wrong-import-position
+from request_loop import RequestLoop, percentile  # type: ignore[import-not-found]  # noqa: E402  pylint: disable=wrong-import-position
 
 RUN_TIMEOUT = 900
 METHODS = ('restart', 'reload', 'upgrade')

@@ -170,9 +170,10 @@ def upgrade_start(pidfile: str, timeout: float, settle: float) -> Outcome:
 
     def started() -> bool:
         pid = _new_master(pidfile, old)
-        if pid:
-            found[:] = [pid]
-        return bool(pid) and bool(children(pid))
+        if pid is None:
+            return False
+        found[:] = [pid]
+        return bool(children(pid))
 
     if not _wait(started, deadline):
         new = found[0] if found else None

@@ -88,7 +88,7 @@ class HAProxy:
                 if size > MAX_ANSWER:
                     raise BalancerError(f"HAProxy {self.address} answered more than {MAX_ANSWER} bytes")
                 chunks.append(chunk)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise BalancerError(f"HAProxy {self.address} did not answer {line.split()[0]!r} within {self.timeout:g} s") from exc
         except OSError as exc:
             raise BalancerError(f"HAProxy {self.address}: {exc.strerror or exc}") from exc

@@ -92,7 +92,7 @@ def percentile(values: list[float], fraction: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
 
 
 def main(argv: list[str]) -> int:
@@ -101,7 +101,12 @@ def main(argv: list[str]) -> int:
         print("usage: request_loop.py URL MAX_SECONDS  (stops when stdin closes)", file=sys.stderr)
         return 2
     closed = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
+
+    def watch_stdin() -> None:
+        sys.stdin.read()
+        closed.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
     loop = RequestLoop(argv[1], max_seconds=float(argv[2]))
     deadline = time.monotonic() + float(argv[2])
     while not closed.is_set() and time.monotonic() < deadline and loop._one() != "200":  # pylint: disable=protected-access

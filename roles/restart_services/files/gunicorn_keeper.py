@@ -14,6 +14,7 @@ TTOU) go to the master named by the pidfile.  It exits with the status of the la
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -46,10 +47,8 @@ def main(argv: list[str]) -> int:
                 target = int(handle.read().strip())
         except (OSError, ValueError):
             pass
-        try:
+        with contextlib.suppress(OSError):
             os.kill(target, signum)
-        except OSError:
-            pass
 
     for sig in FORWARDED:
         signal.signal(sig, forward)

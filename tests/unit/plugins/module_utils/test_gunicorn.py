@@ -37,7 +37,7 @@ def test_a_missing_or_dead_master_is_said(tmp_path, content):
     pidfile = tmp_path / "gunicorn.pid"
     if content is not None:
         pidfile.write_text(content)
-    with pytest.raises(_gunicorn.GunicornError, match="holds no process id|is not running"):
+    with pytest.raises(_gunicorn.GunicornError, match=r"holds no process id|is not running"):
         _gunicorn.master(str(pidfile))
 
 
