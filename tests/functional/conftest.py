@@ -25,6 +25,7 @@ RUN_ORDER = (
     "test_social_backend.py",     # 360, deploys its own backend
     "test_rotate_logs.py",        # 380
     "test_restart_services.py",   # 255
+    "test_zero_downtime.py",      # 240
     "test_operation.py",          # 210
     "test_update_dependencies.py",  # 180
     "test_check_health.py",       # 170
