@@ -16,13 +16,18 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import sqlite3
 import subprocess
 import xml.etree.ElementTree as ET
 
+import psycopg
+import psycopg.sql
 import pytest
 
 from ansible_collections.dihya.ops.tests.support.fleet import BIN, HOSTS, ROOT, assert_no_traceback
+from ansible_collections.dihya.ops.tests.support.services import Postgres, Unavailable
+from ansible_collections.dihya.ops.tests.unit.plugins.rgpd_fixtures import copy_sqlite_to_postgres
 
 from dihya_ops_run import run_ops
 
@@ -388,3 +393,80 @@ def assert_logs_unchanged(scene, before) -> None:
 def assert_absent(paths) -> None:
     present = [str(p) for p in paths if p.exists()]
     assert not present, present
+
+
+# ---------------------------------------------------------------------------
+# The password of a PostgreSQL DSN, from Vault, in no artifact and no output
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pg_scene(fleet, scene):
+    """The scene's inventory where dihya-demo-3 keeps its data in PostgreSQL (a copy of its SQLite database) and
+    dihya-demo-2 names a PostgreSQL that does not answer; both DSNs take their password from the Vault canary."""
+    try:
+        postgres = Postgres.start()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        password = CANARIES["vault_dihya_db_password"]
+        with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("ALTER USER postgres PASSWORD {}").format(psycopg.sql.Literal(password)))
+            conn.execute('CREATE DATABASE "runops"')
+        postgres.password = password
+        copy_sqlite_to_postgres(str(fleet.root("dihya-demo-3") / "data" / "dihya.db"), postgres.dsn(database="runops"), accounts=False)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            closed = sock.getsockname()[1]
+        inventory = scene["base"] / "inventory-dsn"
+        shutil.copytree(scene["inventory"], inventory)
+        host_vars = inventory / "host_vars"
+        host_vars.mkdir()
+        for host, port in (("dihya-demo-3", postgres.port), ("dihya-demo-2", closed)):
+            (host_vars / f"{host}.yml").write_text(
+                f'dihya_backend_db_url: "postgresql://postgres:{{{{ vault_dihya_db_password }}}}@127.0.0.1:{port}/runops?connect_timeout=5"\n')
+        yield {"inventory": inventory, "postgres": postgres}
+    finally:
+        postgres.stop()
+
+
+def test_the_dsn_password_is_in_no_artifact_and_no_output(fleet, scene, pg_scene, monkeypatch):
+    monkeypatch.setenv("DIHYA_DEMO_SANDBOX", str(fleet.sandbox))
+    monkeypatch.setenv("DIHYA_DEMO_BASE_PORT", str(fleet.base_port))
+    monkeypatch.setenv("CI_JOB_TOKEN", CI_TOKEN)
+    host = "dihya-demo-3"
+    user = acme_user(fleet, host)
+    base = scene["base"] / "dsn"
+    common = {"inventory": pg_scene["inventory"], "vault_password_file": scene["password"], "verbosity": 3}
+
+    def rows() -> list[tuple[object, ...]]:
+        with psycopg.connect(pg_scene["postgres"].dsn(database="runops")) as conn:
+            return conn.execute("SELECT * FROM users ORDER BY id").fetchall()
+
+    before = rows()
+    # Check mode, -vvv: an erasure that only counts.
+    checked = run_ops("rgpd", {"user": CALLER, "action": "erase", "tenant": "acme", "subject": str(user),
+                               "data": {"rgpd_ledger_file": str(base / "ledger.jsonl")}},
+                      check=True, limit=host, private_data_dir=base / "pdd-check", **common)
+    assert checked.status == "successful", checked.message
+    assert rows() == before
+    # A successful export, -vvv, from PostgreSQL.
+    fetch = base / "exports"
+    exported = run_ops("rgpd", {"user": CALLER, "action": "export", "tenant": "acme", "subject": str(user),
+                                "data": {"rgpd_fetch_dir": str(fetch)}}, limit=host, private_data_dir=base / "pdd-export", **common)
+    assert exported.status == "successful", exported.message
+    assert [pathlib.Path(p).is_file() for p in exported.paths["exports"]] == [True]
+    # A failed request: the database of dihya-demo-2 does not answer.
+    failed = run_ops("rgpd", {"user": CALLER, "action": "inventory", "tenant": "acme", "subject": "1"}, limit="dihya-demo-2",
+                     private_data_dir=base / "pdd-failed", **common)
+    assert failed.status == "failed" and [f.host for f in failed.failures] == ["dihya-demo-2"], failed.message
+    for result in (checked, exported, failed):
+        assert_no_canary(pathlib.Path(result.private_data_dir), json.dumps(result.as_dict()))
+    # The command line, JSON and JUnit, -vvv: the health check of both databases, one of which does not answer.
+    junit = base / "health.xml"
+    proc = cli(scene, "run", "check_health", "-i", str(pg_scene["inventory"]), "--user", CALLER, "--limit", "dihya-demo-2,dihya-demo-3",
+               "--vault-password-file", str(scene["password"]), "--json", "--junit", str(junit), "--private-data-dir", str(base / "pdd-cli"),
+               "-vvv")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1 and [f["host"] for f in result["failures"]] == ["dihya-demo-2"], proc.stdout
+    assert result["hosts"][host]["failures"] == 0
+    assert_no_canary(base / "pdd-cli", junit, proc.stdout, proc.stderr)
