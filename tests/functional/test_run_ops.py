@@ -315,7 +315,10 @@ def test_rotate_logs_rotates_for_real_only(fleet, scene, both):
         # The fleet's logs as they were (names): test_rotate_logs expects no rotated log before its own runs.
         for path in sorted(log_dir.rglob("*"), reverse=True):
             if path.name not in names:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
 
 
 def test_update_dependencies_to_the_pinned_versions_changes_nothing(fleet, both):
