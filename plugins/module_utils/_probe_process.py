@@ -122,8 +122,7 @@ def _probe_supervisor(config: ProcessConfig, timeout: float) -> Outcome:
     server = _supervisor_rpc.server_url(config.supervisor_config) if config.supervisor_config is not None else None
     try:
         if server is not None:
-            rpc_server = server
-            status: ProgramStatus = bounded_call(lambda: _supervisor_rpc.status(rpc_server, program, timeout), Budget(timeout),
+            status: ProgramStatus = bounded_call(lambda: _supervisor_rpc.status(server, program, timeout), Budget(timeout),
                                                  f'while asking supervisord at {server.url}')
         else:
             status = Supervisorctl(subprocess_runner(timeout), t.cast(str, config.supervisorctl), config.supervisor_config).status(program)

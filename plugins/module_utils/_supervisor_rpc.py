@@ -65,11 +65,10 @@ def server_url(config_path: str) -> ServerUrl | None:
             return None
         return _expand(parser.get(section, key).strip(), here)
 
-    # Without a serverurl supervisorctl uses its own default, and an included file may set one: left to supervisorctl.
+    # Without a serverurl supervisorctl uses its own default, an included file may set one, and https is not
+    # read here: all left to supervisorctl.
     url = get('supervisorctl', 'serverurl')
-    if url is None or parser.has_section('include'):
-        return None
-    if not url.startswith(('unix:///', 'http://')):
+    if url is None or parser.has_section('include') or not url.startswith(('unix:///', 'http://')):
         return None
     return ServerUrl(url, get('supervisorctl', 'username') or None, get('supervisorctl', 'password') or None)
 

@@ -17,7 +17,6 @@ import os
 import pathlib
 import shutil
 import socket
-import sqlite3
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -232,12 +231,8 @@ def fleet_state(fleet) -> dict[str, object]:
             files[str(path)] = (info.st_size, info.st_mtime_ns)
     rows = {}
     for host in HOSTS:
-        conn = sqlite3.connect(f"file:{fleet.root(host) / 'data' / 'dihya.db'}?mode=ro", uri=True)
-        try:
-            tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-            rows[host] = {table: sorted(map(repr, conn.execute(f'SELECT * FROM "{table}"'))) for table in tables}
-        finally:
-            conn.close()
+        tables = [name for (name,) in fleet.query(host, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        rows[host] = {table: sorted(map(repr, fleet.query(host, f'SELECT * FROM "{table}"'))) for table in tables}
     return {"files": files, "pids": fleet.pids(), "rows": rows}
 
 
@@ -337,12 +332,8 @@ def test_update_dependencies_to_the_pinned_versions_changes_nothing(fleet, both)
 
 def acme_user(fleet, host) -> int:
     """The acme user of the host with the most orders (every kind of row is exported or erased)."""
-    conn = sqlite3.connect(f"file:{fleet.root(host) / 'data' / 'dihya.db'}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT u.id FROM users u WHERE u.tenant_id = 1 ORDER BY "
-                                "(SELECT count(*) FROM orders WHERE user_id = u.id) DESC, u.id DESC").fetchone()[0])
-    finally:
-        conn.close()
+    return int(fleet.query(host, "SELECT u.id FROM users u WHERE u.tenant_id = 1 ORDER BY "
+                                 "(SELECT count(*) FROM orders WHERE user_id = u.id) DESC, u.id DESC")[0][0])
 
 
 def test_rgpd_export_produces_the_archive_for_real_only(fleet, scene, both):
@@ -368,12 +359,8 @@ def test_rgpd_erase_removes_the_rows_for_real_only(fleet, scene, both):
     email = next(row for row in before["users"] if row.startswith(f"({user}, "))
     email = email.split("'")[3]
     assert "@" in email and email not in repr(after)
-    conn = sqlite3.connect(f"file:{fleet.root(host) / 'data' / 'dihya.db'}?mode=ro", uri=True)
-    try:
-        assert conn.execute("SELECT count(*) FROM users WHERE id = ?", (user,)).fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM orders WHERE user_id = ?", (user,)).fetchone()[0] == 0
-    finally:
-        conn.close()
+    assert fleet.query(host, "SELECT count(*) FROM users WHERE id = ?", user) == [(0,)]
+    assert fleet.query(host, "SELECT count(*) FROM orders WHERE user_id = ?", user) == [(0,)]
     assert (scene["base"] / "ledger" / "erasure-ledger.jsonl").is_file()
 
 
