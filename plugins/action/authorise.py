@@ -198,6 +198,14 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
             return decision  # nothing stateful to check: the store is not opened
         config = self._templar.template(self._vars.get('dihya_ops_governance_store'))
         store = engines['_governance_store'].open_store(config or {})
+        try:
+            return self._stateful(engines, store, policy, request, decision, args, trace_id, now)
+        finally:
+            store.close()
+
+    def _stateful(self, engines: t.Mapping[str, t.Any], store: t.Any, policy: _policy.Policy, request: _policy.Request,
+                  decision: _policy.Decision, args: t.Mapping[str, t.Any], trace_id: str, now: datetime.datetime) -> _policy.Decision:
+        """Lock-outs, approval and quotas against an open ``store``."""
         quota, approval = engines['_quota'], engines['_approval']
 
         def refused(reason: str) -> _policy.Decision:

@@ -6,7 +6,9 @@
 
 """The ``process`` check: a process that must be running, found by pidfile, by process name or as a supervisor program.
 
-Names are validated before anything runs and supervisorctl gets an argument list, never a shell.
+Names are validated before anything runs. A supervisor program's state is read over supervisord's XML-RPC
+interface when the configuration file names its server URL (:mod:`._supervisor_rpc`), else through
+supervisorctl, which gets an argument list, never a shell.
 Reads that a dead network file system can hang (a pidfile, ``/proc``) run in a bounded call.
 """
 
@@ -19,7 +21,8 @@ import typing as t
 
 from ansible_collections.dihya.ops.plugins.module_utils._probe_common import Budget, CheckConfigError, Options, Outcome, bounded_call, option
 from ansible_collections.dihya.ops.plugins.module_utils._process import pid_alive
-from ansible_collections.dihya.ops.plugins.module_utils._supervisor import NAME_PATTERN, SupervisorError, Supervisorctl, subprocess_runner
+from ansible_collections.dihya.ops.plugins.module_utils._supervisor import NAME_PATTERN, ProgramStatus, SupervisorError, Supervisorctl, subprocess_runner
+from ansible_collections.dihya.ops.plugins.module_utils import _supervisor_rpc
 
 PROCESS_OPTIONS = frozenset(('pidfile', 'process_name', 'supervisor_program', 'supervisorctl', 'supervisor_config'))
 
@@ -116,9 +119,13 @@ def _probe_process_name(name: str) -> Outcome:
 def _probe_supervisor(config: ProcessConfig, timeout: float) -> Outcome:
     program = t.cast(str, config.supervisor_program)
     details: dict[str, t.Any] = {'supervisor_program': program}
-    ctl = Supervisorctl(subprocess_runner(timeout), t.cast(str, config.supervisorctl), config.supervisor_config)
+    server = _supervisor_rpc.server_url(config.supervisor_config) if config.supervisor_config is not None else None
     try:
-        status = ctl.status(program)
+        if server is not None:
+            status: ProgramStatus = bounded_call(lambda: _supervisor_rpc.status(server, program, timeout), Budget(timeout),
+                                                 f'while asking supervisord at {server.url}')
+        else:
+            status = Supervisorctl(subprocess_runner(timeout), t.cast(str, config.supervisorctl), config.supervisor_config).status(program)
     except SupervisorError as exc:
         return Outcome(False, str(exc), details)
     details['supervisor_state'] = status.state

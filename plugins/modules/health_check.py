@@ -166,7 +166,10 @@ options:
         description:
           - Name of a supervisor program that must be in the C(RUNNING) state, as C(name) or C(group:name).
           - Must match C(^[A-Za-z0-9_.:@][A-Za-z0-9_.:@-]{0,127}$); anything else is reported as an error and nothing is run.
-          - The check runs O(checks[].supervisorctl) with an argument list, never through a shell.
+          - When O(checks[].supervisor_config) names the server URL of supervisorctl (C(serverurl) in its C([supervisorctl]) section,
+            V(unix:///...) or V(http://...), using only supervisor's C(here) and C(ENV_) expansions, and no C([include]) section), the state
+            is read over supervisord's XML-RPC interface, as supervisorctl does, without starting a supervisorctl process.
+          - Otherwise the check runs O(checks[].supervisorctl) with an argument list, never through a shell.
         type: str
       supervisorctl:
         description:

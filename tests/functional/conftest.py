@@ -24,6 +24,7 @@ RUN_ORDER = (
     "test_role_booleans.py",      # 450
     "test_social_backend.py",     # 360, deploys its own backend
     "test_rotate_logs.py",        # 380
+    "test_run_ops.py",            # 310, PostgreSQL for its DSN canary
     "test_restart_services.py",   # 255
     "test_zero_downtime.py",      # 240
     "test_operation.py",          # 210

@@ -40,27 +40,15 @@ SUBJECT_ROWS = {
 }
 
 
-def database(fleet, host):
-    return fleet.root(host) / "data" / "dihya.db"
-
-
-def query(fleet, host, sql, *params):
-    conn = sqlite3.connect(f"file:{database(fleet, host)}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
 def footprint(fleet, host, user_id):
     """Rows per mapped table that belong to the user, counted straight from the database."""
-    return {table: query(fleet, host, f"SELECT count(*) FROM {table} WHERE {where}", *[user_id] * where.count("?"))[0][0]
+    return {table: fleet.query(host, f"SELECT count(*) FROM {table} WHERE {where}", *[user_id] * where.count("?"))[0][0]
             for table, where in SUBJECT_ROWS.items()}
 
 
 def busiest(fleet, host, skip=()):
     """The acme user with the most posts, messages and orders (so every kind of row is exported or erased)."""
-    rows = query(fleet, host, """
+    rows = fleet.query(host, """
         SELECT u.id FROM users u WHERE u.tenant_id = 1 ORDER BY
           (SELECT count(*) FROM orders WHERE user_id = u.id) > 0 DESC,
           (SELECT count(*) FROM posts WHERE author_id = u.id) + (SELECT count(*) FROM messages WHERE sender_id = u.id OR recipient_id = u.id) DESC,
@@ -73,7 +61,7 @@ def ledger_file(fleet, host):
 
 
 def fingerprint(fleet, host):
-    path = database(fleet, host)
+    path = fleet.database(host)
     return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
 
 
@@ -181,15 +169,15 @@ def test_refusals_unconfirmed_erase_unknown_tenant_hostile_subject(fleet, rgpd):
     assert 'Refused: tenant "initech" is not served by dihya-demo-2 (dihya_backend_tenants: acme, globex)' in output
     assert "dihya.ops.rgpd inventory failed: subject_id must be an integer" in output
     assert {host: fingerprint(fleet, host) for host in before} == before
-    assert query(fleet, "dihya-demo-3", "SELECT count(*) FROM users")[0][0] > 0
+    assert fleet.query("dihya-demo-3", "SELECT count(*) FROM users")[0][0] > 0
 
 
 def test_erase_then_inventory_finds_nothing_and_the_app_stays_healthy(fleet, rgpd):
     host = "dihya-demo-1"
     user = busiest(fleet, host, skip={busiest(fleet, host)})
     footprint_before = footprint(fleet, host, user)
-    users_before = query(fleet, host, "SELECT count(*) FROM users")[0][0]
-    messages_before = query(fleet, host, "SELECT count(*) FROM messages")[0][0]
+    users_before = fleet.query(host, "SELECT count(*) FROM users")[0][0]
+    messages_before = fleet.query(host, "SELECT count(*) FROM messages")[0][0]
 
     erase = rgpd({"rgpd_operation": "erase", "rgpd_tenant": "acme", "rgpd_subject_id": str(user), "rgpd_confirm_erase": True},
                  "--limit", host)
@@ -199,14 +187,14 @@ def test_erase_then_inventory_finds_nothing_and_the_app_stays_healthy(fleet, rgp
 
     assert footprint(fleet, host, user) == dict.fromkeys(SUBJECT_ROWS, 0)
     # The tombstone replaces the user; the messages other people keep stay.
-    assert query(fleet, host, "SELECT count(*) FROM users")[0][0] == users_before
-    assert query(fleet, host, "SELECT count(*) FROM messages")[0][0] == messages_before
-    assert query(fleet, host, "PRAGMA foreign_key_check") == []
+    assert fleet.query(host, "SELECT count(*) FROM users")[0][0] == users_before
+    assert fleet.query(host, "SELECT count(*) FROM messages")[0][0] == messages_before
+    assert fleet.query(host, "PRAGMA foreign_key_check") == []
     # The ledger sits in the collection's own state folder, outside the backend's folders and database.
     ledger = ledger_file(fleet, host)
     assert ledger.stat().st_mode & 0o777 == 0o600
     assert not (fleet.root(host) / "rgpd" / "erasure-ledger.jsonl").exists()
-    assert query(fleet, host, "SELECT count(*) FROM sqlite_master WHERE name = 'dihya_rgpd_erasure_ledger'") == [(0,)]
+    assert fleet.query(host, "SELECT count(*) FROM sqlite_master WHERE name = 'dihya_rgpd_erasure_ledger'") == [(0,)]
     assert '"state":"committed"' in ledger.read_text() and f'"{user}"' not in ledger.read_text()
 
     inventory = rgpd({"rgpd_operation": "inventory", "rgpd_tenant": "acme", "rgpd_subject_id": str(user)}, "--limit", host)
@@ -269,7 +257,7 @@ def test_refusals_never_show_the_clear_subject_id(fleet, rgpd, tmp_path):
 # ---------------------------------------------------------------------------
 
 def write(fleet, host, sql, *params):
-    conn = sqlite3.connect(database(fleet, host), timeout=30)
+    conn = sqlite3.connect(fleet.database(host), timeout=30)
     try:
         with conn:
             conn.execute(sql, params)
@@ -280,12 +268,12 @@ def write(fleet, host, sql, *params):
 def test_replay_asks_for_confirmation_and_leaves_a_newcomer_with_a_reused_id_alone(fleet, rgpd):
     host = "dihya-demo-3"
     write(fleet, host, "INSERT INTO users (tenant_id, name, email, created_at) VALUES (1, 'Lone', 'lone-replay@example.com', '2025-01-01T00:00:00Z')")
-    lone = query(fleet, host, "SELECT max(id) FROM users")[0][0]
+    lone = fleet.query(host, "SELECT max(id) FROM users")[0][0]
     erase = rgpd({"rgpd_operation": "erase", "rgpd_tenant": "acme", "rgpd_subject_id": str(lone), "rgpd_confirm_erase": True}, "--limit", host)
     assert erase.returncode == 0, erase.stdout + erase.stderr
     # A new person signs up and gets the same id (SQLite: max(id) + 1).
     write(fleet, host, "INSERT INTO users (tenant_id, name, email, created_at) VALUES (1, 'Newcomer', 'newcomer@example.com', '2026-02-01T00:00:00Z')")
-    assert query(fleet, host, "SELECT max(id) FROM users")[0][0] == lone
+    assert fleet.query(host, "SELECT max(id) FROM users")[0][0] == lone
     before = fingerprint(fleet, host)
 
     refused = rgpd({"rgpd_operation": "replay", "rgpd_tenant": "acme"}, "--limit", host)
@@ -302,4 +290,4 @@ def test_replay_asks_for_confirmation_and_leaves_a_newcomer_with_a_reused_id_alo
     assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
     assert "Replayed the erasure ledger on tenant acme: 0 erased again, 1 mismatch" in " ".join(confirmed.stdout.split())
     assert fingerprint(fleet, host)[0] == before[0]
-    assert query(fleet, host, "SELECT name, email FROM users WHERE id = ?", lone) == [("Newcomer", "newcomer@example.com")]
+    assert fleet.query(host, "SELECT name, email FROM users WHERE id = ?", lone) == [("Newcomer", "newcomer@example.com")]

@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import re
+import sqlite3
 import subprocess
 import sys
 import typing as t
@@ -84,6 +85,18 @@ class Fleet:
 
     def port(self, host: str) -> int:
         return self.base_port + HOSTS.index(host) + 1
+
+    def database(self, host: str) -> pathlib.Path:
+        """The SQLite database of the host's demo app."""
+        return self.root(host) / "data" / "dihya.db"
+
+    def query(self, host: str, sql: str, *params: t.Any) -> list[t.Any]:
+        """The rows of ``sql`` on the host's database, opened read-only."""
+        conn = sqlite3.connect(f"file:{self.database(host)}?mode=ro", uri=True)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
 
     def gunicorn_pid(self, host: str) -> int | None:
         try:

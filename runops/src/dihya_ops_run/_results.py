@@ -30,6 +30,9 @@ MAX_MESSAGE = 2000
 # Keys of module results that name a file the run produced, and the kind each path is filed under.
 _PATH_KEYS = ('path', 'dest', 'file', 'archive', 'metrics', 'report', 'log', 'export', 'car')
 _NOT_PRODUCERS = ('file', 'stat', 'find', 'assert', 'debug', 'set_fact')
+# A role names what it produced outright with a fact ``<role>_produced: {kind: [paths]}`` (set_fact); for those kinds
+# the paths read from module results (a file fetched under a temporary name first, say) give way to what it names.
+_PRODUCED_SUFFIX = '_produced'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +134,7 @@ class EventLog:
         self.lock = threading.Lock()
         self.failures: dict[str, HostFailure] = {}
         self.paths: dict[str, list[str]] = {}
+        self.declared: dict[str, list[str]] = {}
         self.hosts: list[str] = []
         self.task = ''
         self.task_done: set[str] = set()
@@ -170,6 +174,8 @@ class EventLog:
     def _paths(self, res: dict[str, t.Any], action: str) -> None:
         # The files a result names at its top level (nested values are the module's input and its records: a route
         # is not a file); folders made or looked at (file, stat) are not something the run produced.
+        if action.rsplit('.', 1)[-1] == 'set_fact' and isinstance(res.get('ansible_facts'), dict):
+            self._declared(res['ansible_facts'])
         if res.get('censored') or res.get('state') == 'directory' or action.rsplit('.', 1)[-1] in _NOT_PRODUCERS:
             return
         for key, value in res.items():
@@ -179,6 +185,21 @@ class EventLog:
                     self.paths[kind].append(value)
         for kind in [k for k, v in self.paths.items() if not v]:
             del self.paths[kind]
+
+    def _declared(self, facts: dict[str, t.Any]) -> None:
+        for name, kinds in facts.items():
+            if not (isinstance(name, str) and name.endswith(_PRODUCED_SUFFIX) and isinstance(kinds, dict)):
+                continue
+            for kind, paths in kinds.items():
+                for path in [paths] if isinstance(paths, str) else paths if isinstance(paths, list) else []:
+                    if isinstance(kind, str) and isinstance(path, str) and path.startswith('/') and path not in self.declared.setdefault(kind, []):
+                        self.declared[kind].append(path)
+
+    def produced(self) -> dict[str, list[str]]:
+        """The files the run produced, by kind: what the roles named (``<role>_produced``), else what module results name."""
+        found = {kind: list(paths) for kind, paths in self.paths.items()}
+        found.update({kind: list(paths) for kind, paths in self.declared.items() if paths})
+        return found
 
     def denied(self) -> bool:
         return any(f.action in AUTHORISE_ACTIONS and f.message.lower().startswith(DENIED_PREFIX) for f in self.failures.values())

@@ -251,7 +251,7 @@ def run_ops(operation: str, context: dict[str, t.Any] | None = None, *, inventor
     end = now()
     result = RunResult(operation=op.name, playbook=op.fqcn, status=status, rc=rc, trace_id=trace, check=check,
                        start=start.isoformat(), end=end.isoformat(), duration=round((end - start).total_seconds(), 3),
-                       message=message, hosts=hosts, failures=failures, paths=events.paths,
+                       message=message, hosts=hosts, failures=failures, paths=events.produced(),
                        artifact_dir=artifact_dir if keep else None, private_data_dir=str(pdd) if keep else None)
     if not keep:
         shutil.rmtree(pdd, ignore_errors=True)

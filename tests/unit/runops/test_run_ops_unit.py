@@ -146,6 +146,27 @@ def test_the_event_log_reads_failures_denials_and_produced_files():
                                                                     'res': {'msg': 'access denied: but not from the policy'}}}).denied()
 
 
+def test_what_a_role_names_as_produced_replaces_the_temporary_name_of_its_kind():
+    log = _events(
+        {'event': 'runner_on_ok', 'event_data': {'host': 'h1', 'task_action': 'ansible.builtin.fetch',
+                                                 'res': {'dest': '/srv/exports/acme/.fetch-x1/archive'}}},
+        {'event': 'runner_on_ok', 'event_data': {'host': 'h1', 'task_action': 'dihya.ops.health_check', 'res': {'metrics_path': '/srv/m/h.prom'}}},
+        {'event': 'runner_on_ok', 'event_data': {'host': 'h1', 'task_action': 'ansible.builtin.set_fact',
+                                                 'res': {'ansible_facts': {'rgpd_produced': {'exports': ['/srv/exports/acme/h1-export.zip.enc']}}}}},
+        {'event': 'runner_on_ok', 'event_data': {'host': 'h2', 'task_action': 'ansible.builtin.set_fact',
+                                                 'res': {'ansible_facts': {'rgpd_produced': {'exports': '/srv/exports/acme/h2-export.zip.enc'}}}}},
+        # Not a declaration: another fact, a relative path, a value that is not a list of paths.
+        {'event': 'runner_on_ok', 'event_data': {'host': 'h2', 'task_action': 'ansible.builtin.set_fact',
+                                                 'res': {'ansible_facts': {'other': {'exports': ['/x']}, 'a_produced': {'reports': ['rel', 3]}}}}},
+    )
+    assert log.produced() == {'metrics': ['/srv/m/h.prom'],
+                              'exports': ['/srv/exports/acme/h1-export.zip.enc', '/srv/exports/acme/h2-export.zip.enc']}
+    checked = EventLog(check=True)
+    checked({'event': 'runner_on_ok', 'event_data': {'host': 'h1', 'task_action': 'ansible.builtin.set_fact',
+                                                     'res': {'ansible_facts': {'rgpd_produced': {'exports': ['/srv/e.zip']}}}}})
+    assert checked.produced() == {}
+
+
 def _result(**more) -> RunResult:
     data = {'operation': 'restart_services', 'playbook': 'dihya.ops.restart_services', 'status': 'failed', 'rc': 2, 'trace_id': 'a' * 32,
             'check': False, 'start': '2026-01-01T00:00:00+00:00', 'end': '2026-01-01T00:00:09+00:00', 'duration': 9.0}

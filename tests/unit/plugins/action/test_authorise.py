@@ -198,7 +198,8 @@ class Engines:
         self.locked, self.approved, self.quota, self.lock_out = locked, approved, quota, lock_out
 
     def modules(self) -> dict[str, t.Any]:
-        store = types.SimpleNamespace(open_store=lambda config: self.calls.append(("open", config)) or "store")
+        opened = types.SimpleNamespace(close=lambda: self.calls.append(("close",)))
+        store = types.SimpleNamespace(open_store=lambda config: self.calls.append(("open", config)) or opened)
         quota = types.SimpleNamespace(
             locked_out=lambda store, rule, user, now: self.calls.append(("locked_out", user)) or self.locked,
             record_denial=lambda store, rule, user, trace, now: self.calls.append(("record_denial", user, trace)) or self.lock_out,
@@ -225,12 +226,12 @@ def test_the_governance_engines_in_order(policy_file, controller, monkeypatch):
     result = run_action(ACME, {"operation": "rgpd.erase", "approval_id": "A-1", "params": {"subject": 42}},
                         variables={"dihya_ops_governance_store": store})
     assert not result.get("failed"), result
-    assert [call[0] for call in engines.calls] == ["open", "locked_out", "require", "enforce"]
+    assert [call[0] for call in engines.calls] == ["open", "locked_out", "require", "enforce", "close"]
     assert engines.calls[0] == ("open", store) and engines.calls[2][1] == "A-1" and len(engines.calls[2][2]) == 64
     engines.calls.clear()
     monkeypatch.setenv("DIHYA_OPS_USER", "bob")
     denied = run_action({"web-1": {"dihya_ops_tenant": "globex", "dihya_environment": "prod"}})
-    assert denied["failed"] and [call[0] for call in engines.calls] == ["open", "locked_out", "record_denial"]
+    assert denied["failed"] and [call[0] for call in engines.calls] == ["open", "locked_out", "record_denial", "close"]
     assert engines.calls[2] == ("record_denial", "bob", TRACE)
 
 

@@ -6,9 +6,13 @@
 
 from __future__ import annotations
 
+import base64
+import http.server
 import os
 import pathlib
+import socket
 import subprocess
+import threading
 import time
 import typing as t
 import uuid
@@ -19,6 +23,8 @@ from ansible_collections.dihya.ops.plugins.module_utils._health import CheckResu
 from ansible_collections.dihya.ops.plugins.module_utils._probe_common import CheckConfigError
 from ansible_collections.dihya.ops.plugins.module_utils._probe_process import validate_name
 from ansible_collections.dihya.ops.plugins.module_utils._process import pid_alive
+from ansible_collections.dihya.ops.plugins.module_utils._supervisor import SupervisorError
+from ansible_collections.dihya.ops.plugins.module_utils._supervisor_rpc import ServerUrl, server_url, status as rpc_status
 from ansible_collections.dihya.ops.tests.unit.plugins.module_utils.health_utils import assert_error, check
 
 if t.TYPE_CHECKING:
@@ -214,3 +220,107 @@ class TestNames:
     def test_invalid_names(self, name: t.Any) -> None:
         with pytest.raises(CheckConfigError, match='invalid program'):
             validate_name(name, 'program')
+
+
+class TestSupervisorRpc:
+    """The state read over supervisord's XML-RPC interface when the configuration names its server URL (no supervisorctl run)."""
+
+    def test_the_state_is_read_without_running_supervisorctl(self, supervisor: Supervisor, tmp_path: pathlib.Path) -> None:
+        marker = tmp_path / 'supervisorctl-ran'
+        recorder = tmp_path / 'supervisorctl'
+        recorder.write_text(f'#!/bin/sh\ntouch {marker}\nexit 3\n')
+        recorder.chmod(0o755)
+        running = check('process', supervisor_program='web', supervisorctl=str(recorder), supervisor_config=supervisor.config)
+        stopped = check('process', supervisor_program='idle', supervisorctl=str(recorder), supervisor_config=supervisor.config)
+        ghost = check('process', supervisor_program='ghost', supervisorctl=str(recorder), supervisor_config=supervisor.config)
+        assert running.healthy and running.message.startswith('supervisor program web is RUNNING (pid '), running.message
+        assert pid_alive(running.details['pid'])
+        assert stopped.details['supervisor_state'] == 'STOPPED'
+        assert ghost.message == 'supervisord has no program named ghost'
+        assert not marker.exists()
+
+    def test_the_same_answer_as_supervisorctl(self, supervisor: Supervisor, tmp_path: pathlib.Path) -> None:
+        # Without a configuration file supervisorctl is asked: both give the same state and PID.
+        config = tmp_path / 'ctl.conf'
+        config.write_text('[include]\nfiles = none.conf\n' + pathlib.Path(supervisor.config).read_text())
+        assert server_url(str(config)) is None
+        by_rpc = check('process', supervisor_program='web', supervisorctl=supervisor.supervisorctl, supervisor_config=supervisor.config)
+        by_ctl = check('process', supervisor_program='web', supervisorctl=supervisor.supervisorctl, supervisor_config=str(config))
+        assert (by_rpc.details['supervisor_state'], by_rpc.details['pid']) == (by_ctl.details['supervisor_state'], by_ctl.details['pid'])
+
+
+class TestServerUrl:
+    @pytest.mark.parametrize(('text', 'expected'), [
+        ('[supervisorctl]\nserverurl = unix:///run/s.sock\n', ServerUrl('unix:///run/s.sock')),
+        ('[supervisorctl]\nserverurl = unix://%(here)s/s.sock ; the socket\n', ServerUrl('unix://{here}/s.sock')),
+        ('[supervisorctl]\nserverurl = http://127.0.0.1:9001\nusername = ops\npassword = s3cret\n', ServerUrl('http://127.0.0.1:9001', 'ops', 's3cret')),
+        ('[supervisorctl]\nserverurl = unix://%(ENV_DIHYA_TEST_RUN)s/s.sock\n', ServerUrl('unix:///srv/run/s.sock')),
+    ])
+    def test_resolved(self, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, text: str, expected: ServerUrl) -> None:
+        monkeypatch.setenv('DIHYA_TEST_RUN', '/srv/run')
+        config = tmp_path / 'supervisord.conf'
+        config.write_text(text)
+        assert server_url(str(config)) == ServerUrl(expected.url.format(here=tmp_path), expected.username, expected.password)
+
+    @pytest.mark.parametrize('text', [
+        '[unix_http_server]\nfile = /run/s.sock\n',  # no serverurl: supervisorctl's own default applies
+        '[supervisorctl]\nserverurl = unix://%(program_name)s.sock\n',
+        '[supervisorctl]\nserverurl = https://127.0.0.1:9001\n',
+        '[supervisorctl]\nserverurl = unix:///run/s.sock\n[include]\nfiles = conf.d/*.conf\n',
+        'not an ini file\n',
+        '[supervisorctl]\nserverurl = unix:///a\n[supervisorctl]\nserverurl = unix:///b\n[[x\n',
+    ])
+    def test_left_to_supervisorctl(self, tmp_path: pathlib.Path, text: str) -> None:
+        config = tmp_path / 'supervisord.conf'
+        config.write_text(text)
+        assert server_url(str(config)) is None
+        assert server_url(str(tmp_path / 'missing.conf')) is None
+
+    def test_password_is_not_in_the_repr(self) -> None:
+        assert 's3cret' not in repr(ServerUrl('http://127.0.0.1:9001', 'ops', 's3cret'))
+
+
+class TestRpcFailures:
+    def test_a_silent_server_is_bounded_by_the_timeout(self, tmp_path: pathlib.Path) -> None:
+        path = tmp_path / 's.sock'
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(1)
+        try:
+            started = time.monotonic()
+            with pytest.raises(SupervisorError, match='supervisord is not reachable: unix://'):
+                rpc_status(ServerUrl(f'unix://{path}'), 'web', 0.3)
+            assert time.monotonic() - started < 3
+        finally:
+            listener.close()
+
+    def test_credentials_are_sent_and_an_http_error_is_reported(self, tmp_path: pathlib.Path) -> None:
+        seen: list[str] = []
+
+        class Refuse(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                seen.append(self.headers.get('Authorization', ''))
+                self.send_response(401)
+                self.send_header('Content-Length', '0')
+                self.end_headers()
+
+            def log_message(self, *args: t.Any) -> None:
+                pass
+
+        server = http.server.HTTPServer(('127.0.0.1', 0), Refuse)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f'http://127.0.0.1:{server.server_address[1]}'
+            with pytest.raises(SupervisorError, match='answered HTTP 401') as raised:
+                rpc_status(ServerUrl(url, 'ops', 's3cret'), 'web', 2)
+            assert 's3cret' not in str(raised.value)
+            assert seen == ['Basic ' + base64.b64encode(b'ops:s3cret').decode()]
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    @pytest.mark.parametrize('name', ['web; touch x', '-rf', '$(id)'])
+    def test_hostile_names_never_reach_supervisord(self, name: str) -> None:
+        with pytest.raises(ValueError, match='invalid supervisor program name'):
+            rpc_status(ServerUrl('unix:///nonexistent/s.sock'), name, 1)
