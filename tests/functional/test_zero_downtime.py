@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import threading
+import urllib.error
 import urllib.request
 
 import pytest
@@ -99,18 +100,21 @@ def test_the_drain_lets_a_slow_request_finish_before_the_restart(fleet):
         try:
             with opener.open(through_haproxy(fleet, "/slow?seconds=3"), timeout=20) as response:
                 return int(response.status), str(json.loads(response.read())["instance"])
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode(errors="replace")[:200]
         except OSError as exc:
             return 0, type(exc).__name__
 
-    # Requests taking 3 s, one started every 0.5 s through HAProxy (round robin) for as long as the rollout runs,
-    # at most 80: some are in flight on the host when it is drained.
+    # Requests taking 3 s, one started every second through HAProxy (round robin) for as long as the rollout runs,
+    # at most 60: some are in flight on the host when it is drained, and the two other hosts (two workers each) are
+    # never saturated.
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         futures = []
 
         def feed() -> None:
-            while not done.is_set() and len(futures) < 80:
+            while not done.is_set() and len(futures) < 60:
                 futures.append(pool.submit(slow))
-                done.wait(0.5)
+                done.wait(1.0)
 
         feeder = threading.Thread(target=feed)
         feeder.start()
@@ -121,7 +125,7 @@ def test_the_drain_lets_a_slow_request_finish_before_the_restart(fleet):
             feeder.join()
         answers = [future.result() for future in futures]
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr
-    assert all(status == 200 for status, dummy in answers), answers
+    assert all(status == 200 for status, dummy in answers), [(i, a) for i, a in enumerate(answers) if a[0] != 200]
     assert host in [instance for dummy, instance in answers], answers
     waited = re.search(r"set dihya_backend/dihya-demo-1 to drain; 0 active sessions after (\d+\.\d) s", words(proc.stdout))
     assert waited and float(waited.group(1)) >= 0.3, proc.stdout[-6000:]
