@@ -191,6 +191,16 @@ def test_install_error_is_rolled_back(fleet, update):
     assert fleet.healthz(HOST)[0] == 200
 
 
+def test_a_reload_is_refused_before_anything_is_installed(fleet, update):
+    freeze, pids = update['freeze'](), fleet.pids()
+    proc = update['run'](['dihya-demo-ext==1.2.0'], restart_services_method='reload')
+    output = ' '.join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0
+    assert 'restart_services_method=reload keeps each gunicorn master' in output and 'Nothing was changed.' in output, output[-4000:]
+    assert_no_traceback(output)
+    assert update['freeze']() == freeze and fleet.pids() == pids
+
+
 def test_hostile_package_spec_is_refused(fleet, update, tmp_path):
     canary = tmp_path / 'pwned'
     freeze = update['freeze']()

@@ -154,3 +154,25 @@ def test_check_mode_tells_the_method_and_the_balancer_and_changes_nothing(fleet)
     assert "would send USR2 to gunicorn master" in output
     assert fleet.pids() == before
     assert set(balancer_states(fleet).values()) == {"ready"}
+
+
+@pytest.mark.parametrize("new_code", ["true", "yes"])
+def test_new_code_is_never_reloaded(fleet, new_code):
+    """restart_services_new_code (set by update_dependencies) refuses reload; auto turns a service's own reload into upgrade."""
+    before = fleet.pids()
+    refused = fleet.playbook("playbooks/restart_services.yml", "--limit", "dihya-demo-1", "-e", "restart_services_method=reload",
+                             "-e", f"restart_services_new_code={new_code}")
+    output = words(refused.stdout + refused.stderr)
+    assert refused.returncode != 0
+    assert "cannot be restarted with the method reload" in output and "Nothing was restarted." in output, output[-4000:]
+    assert_no_traceback(output)
+    service = {"name": "web", "manager": "supervisor", "unit": "dihya-web", "restart_method": "reload", "gunicorn_keeper": True,
+               "pidfile": str(fleet.root("dihya-demo-1") / "run" / "gunicorn.pid")}
+    for code, told in (("false", "would send HUP to gunicorn master"), (new_code, "would send USR2 to gunicorn master")):
+        proc = fleet.playbook("playbooks/restart_services.yml", "--check", "--limit", "dihya-demo-1", "-v", "-e",
+                              json.dumps({"dihya_backend_services": [service], "restart_services_new_code": code}))
+        output = words(proc.stdout + proc.stderr)
+        assert proc.returncode == 0, output[-4000:]
+        assert told in output, output[-4000:]
+    assert fleet.pids() == before
+    assert set(balancer_states(fleet).values()) == {"ready"}
