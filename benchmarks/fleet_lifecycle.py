@@ -26,47 +26,20 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / '.cache' / 'collections'))
+
+from ansible_collections.dihya.ops.benchmarks._demo_fleet import BIN, environment, link_collection, run  # noqa: E402  pylint: disable=wrong-import-position
+
 RUN_TIMEOUT = 1800
 RATIO_GOAL = 1.5
 DEMO_HOST = 'dihya-demo-1'
-
-
-def environment(sandbox: Path, base_port: int, collections: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_COLLECTIONS_PATH=str(collections),
-        DIHYA_DEMO_SANDBOX=str(sandbox), DIHYA_DEMO_BASE_PORT=str(base_port),
-        DIHYA_OPS_POLICY=str(ROOT / 'inventories' / 'local' / 'policy.yml'),
-        ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', ANSIBLE_DEPRECATION_WARNINGS='True',
-    )
-    env.pop('ANSIBLE_STDOUT_CALLBACK', None)
-    return env
-
-
-def cpu_seconds() -> float:
-    """User and system CPU time of the finished child processes so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run(argv: list[str], env: dict[str, str], cpu: list[float] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
-    """Run ``argv``; its wall time, and its CPU time (with its children's) appended to ``cpu`` when given."""
-    start, used = time.monotonic(), cpu_seconds()
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
-    if cpu is not None:
-        cpu.append(cpu_seconds() - used)
-    return time.monotonic() - start, proc
 
 
 def write_inventory(directory: Path, count: int) -> Path:
@@ -115,14 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix='dihya-fleet-bench-') as scratch:
         work = Path(scratch)
         sandbox = work / 'sandbox'
-        collections = work / 'collections'
-        (collections / 'ansible_collections' / 'dihya').mkdir(parents=True)
-        (collections / 'ansible_collections' / 'dihya' / 'ops').symlink_to(ROOT)
-        env = environment(sandbox, args.base_port, collections)
+        env = environment(sandbox, args.base_port, link_collection(work), ANSIBLE_DEPRECATION_WARNINGS='True')
         print(f'{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, forks {args.forks}, '
               f'load average {os.getloadavg()[0]:.2f}', flush=True)
         local = str(ROOT / 'inventories' / 'local' / 'hosts.yml')
-        seconds, deployed = run([str(BIN / 'ansible-playbook'), '-i', local, '-l', DEMO_HOST, 'tests/demo_backend/deploy.yml'], env)
+        seconds, deployed = run([str(BIN / 'ansible-playbook'), '-i', local, '-l', DEMO_HOST, 'tests/demo_backend/deploy.yml'], env, RUN_TIMEOUT)
         if deployed.returncode != 0:
             print(deployed.stdout[-4000:] + deployed.stderr[-4000:], file=sys.stderr)
             return 1
@@ -141,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpus: dict[str, list[float]] = {name: [] for name in sides}
                 for dummy in range(args.runs):
                     for name, command in sides.items():
-                        wall, proc = run(command, env, cpus[name])
+                        wall, proc = run(command, env, RUN_TIMEOUT, cpus[name])
                         if proc.returncode != 0:
                             print(f'{name} over {count} hosts failed:\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}', file=sys.stderr)
                             return 1
@@ -160,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                       f'check_health {min(cpus["check_health"]):.1f} s, ratio {cpu_ratio:.2f}', flush=True)
         finally:
             run([str(BIN / 'ansible-playbook'), '-i', local, '-l', DEMO_HOST, 'tests/demo_backend/teardown.yml',
-                 '-e', 'demo_backend_purge=true'], env)
+                 '-e', 'demo_backend_purge=true'], env, RUN_TIMEOUT)
     return 1 if failed else 0
 
 

@@ -25,31 +25,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT / 'tests' / 'support'))
-from request_loop import RequestLoop, percentile  # type: ignore[import-not-found]  # noqa: E402  pylint: disable=wrong-import-position
+sys.path.insert(0, str(ROOT / '.cache' / 'collections'))
+from ansible_collections.dihya.ops.benchmarks._demo_fleet import BIN, environment, link_collection, run  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.dihya.ops.tests.support.request_loop import RequestLoop, percentile  # noqa: E402  pylint: disable=wrong-import-position
 
 RUN_TIMEOUT = 900
 METHODS = ('restart', 'reload', 'upgrade')
 
 
-def environment(sandbox: Path, base_port: int, collections: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), ANSIBLE_COLLECTIONS_PATH=str(collections),
-        DIHYA_DEMO_SANDBOX=str(sandbox), DIHYA_DEMO_BASE_PORT=str(base_port),
-        DIHYA_OPS_POLICY=str(ROOT / 'inventories' / 'local' / 'policy.yml'),
-        ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',
-    )
-    env.pop('ANSIBLE_STDOUT_CALLBACK', None)
-    return env
-
-
 def playbook(env: dict[str, str], *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
-    start = time.monotonic()
-    proc = subprocess.run([str(BIN / 'ansible-playbook'), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT, check=False)
-    return time.monotonic() - start, proc
+    return run([str(BIN / 'ansible-playbook'), *args], env, RUN_TIMEOUT)
 
 
 def main() -> int:
@@ -61,10 +46,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix='dihya-bench-rolling-') as tmp:
         work = Path(tmp)
         sandbox = work / 'sandbox'
-        collections = work / 'collections'
-        (collections / 'ansible_collections' / 'dihya').mkdir(parents=True)
-        (collections / 'ansible_collections' / 'dihya' / 'ops').symlink_to(ROOT)
-        env = environment(sandbox, args.base_port, collections)
+        env = environment(sandbox, args.base_port, link_collection(work))
         url = f'http://127.0.0.1:{args.base_port}/healthz'
         status = 0
         try:
