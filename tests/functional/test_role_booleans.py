@@ -490,6 +490,23 @@ def update_dependencies_restart(box: Box, name: str, value: bool) -> None:
     assert (pid_after != pid_before) is value, (pid_before, pid_after)
 
 
+def restart_services_new_code(box: Box, name: str, value: bool) -> None:
+    # A graceful reload keeps the master and what it imported: under new code it is refused before anything restarts.
+    pid = box.supervisorctl("pid", "web")
+    pidfile = box.root() / "run" / "web.pid"
+    pidfile.write_text(f"{pid}\n")
+    services = [{"name": "web", "manager": "supervisor", "unit": "web", "pidfile": str(pidfile)}]
+    proc = box.play("restart_services", name, str(value).lower(), {
+        "restart_services_method": "reload", "dihya_backend_services": services,
+        "dihya_backend_supervisorctl": str(BIN / "supervisorctl"), "dihya_backend_supervisor_config": str(box.supervisor_config)},
+        "--check", "-v")
+    if value:
+        assert "cannot be restarted with the method reload" in " ".join(_failed(proc).split())
+    else:
+        assert "would send HUP to gunicorn master" in " ".join(_ok(proc).split())
+    assert box.supervisorctl("pid", "web") == pid
+
+
 EFFECTS: dict[str, t.Callable[[Box, str, bool], None]] = {
     check.__name__: check for check in (
         check_health_validate_certs, check_health_fail_on_unhealthy, operation_audit, operation_ipfs_export,
@@ -497,7 +514,7 @@ EFFECTS: dict[str, t.Callable[[Box, str, bool], None]] = {
         purge_temp_files_remove_empty_dirs, rgpd_fetch_remove_remote, rgpd_confirm_erase, rgpd_force, rgpd_ledger_table,
         rgpd_replay_unverified, rgpd_once_per_database, rotate_logs_compress, rotate_logs_dateext,
         rotate_logs_copytruncate, rotate_logs_force, update_dependencies_upgrade, update_dependencies_no_index,
-        update_dependencies_allow_urls, update_dependencies_restart)
+        update_dependencies_allow_urls, update_dependencies_restart, restart_services_new_code)
 }
 
 
