@@ -14,7 +14,8 @@ import typing as t
 import yaml
 
 from ansible import constants as C
-from ansible.errors import AnsibleError
+from ansible.errors import AnsibleError, AnsibleUndefinedVariable
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.dihya.ops.plugins.plugin_utils import _run_context
@@ -27,30 +28,34 @@ CONTEXT_VARIABLES = (
 
 
 # What the bool filter reads as a boolean (any case); the roles' argument validation also accepts y, t, n and f.
-READABLE_BOOLEANS = frozenset(('true', 'false', 'yes', 'no', 'on', 'off', '1', '0'))
-TRUNCATE_AT = 32
-TRUNCATE_LEEWAY = 5
+# The strings that it accepts and the filter reads otherwise (as false, with a deprecation warning).
+MISREAD_BOOLEANS = frozenset(('y', 't', 'n', 'f'))
 
 
-def _truncate(text: str) -> str:
-    """Jinja's ``truncate(32)``: whole words, an ellipsis, 5 characters of leeway."""
-    if len(text) <= TRUNCATE_AT + TRUNCATE_LEEWAY:
-        return text
-    return text[:TRUNCATE_AT - 3].rsplit(' ', 1)[0] + '...'
-
-
-def boolean_names(spec_path: str) -> list[str]:
-    """The boolean options of a role's ``meta/argument_specs.yml`` (entry point ``main``), in their order."""
+def main_options(spec_path: str) -> dict[str, t.Any]:
+    """The options of a role's ``meta/argument_specs.yml``, entry point ``main``."""
     with open(spec_path, encoding='utf-8') as handle:
         spec = yaml.safe_load(handle)
-    options = spec['argument_specs']['main'].get('options') or {}
+    return dict(spec['argument_specs']['main'].get('options') or {})
+
+
+def boolean_names(options: t.Mapping[str, t.Any]) -> list[str]:
+    """The boolean options of a role's ``main`` entry point, in their order."""
     return [name for name, option in options.items() if isinstance(option, dict) and option.get('type') == 'bool']
 
 
+def spec_errors(options: t.Mapping[str, t.Any], values: t.Mapping[str, t.Any]) -> list[str]:
+    """What Ansible's role validation (``validate_argument_spec``) would refuse in ``values``."""
+    return list(ArgumentSpecValidator(dict(options)).validate(dict(values), validate_role_argument_spec=True).error_messages)
+
+
 def misread_booleans(values: t.Mapping[str, t.Any]) -> list[str]:
-    """``NAME=VALUE`` for each string value that role validation takes for a boolean but the bool filter would not read as one."""
-    return [f'{name}={json.dumps(_truncate(value))}' for name, value in values.items()
-            if isinstance(value, str) and value.lower() not in READABLE_BOOLEANS]
+    """``NAME=VALUE`` for each string value that role validation takes for a boolean but the bool filter would not read as one.
+
+    A string that is no boolean at all is refused by the validation itself (:func:`spec_errors`).
+    """
+    return [f'{name}={json.dumps(value)}' for name, value in values.items()
+            if isinstance(value, str) and value.lower() in MISREAD_BOOLEANS]
 
 
 def venv_interpreter(venv: t.Any, configured: t.Any) -> str | None:
@@ -72,14 +77,33 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
     def _variable(self, task_vars: t.Mapping[str, t.Any], name: str) -> t.Any:
         return self._templar.template(task_vars[name]) if name in task_vars else None
 
-    def _misread_booleans(self, operation: str, task_vars: t.Mapping[str, t.Any]) -> str:
-        """The boolean variables of the operation's role (a sibling of this task's role) and ``operation_audit`` that are misread."""
+    def _refusals(self, operation: str, task_vars: t.Mapping[str, t.Any]) -> str:
+        """What the options of the operation's role (a sibling of this task's role) and of this task's role would have refused.
+
+        The lifecycle enters both roles without Ansible's validation task (a task for every host): this action validates
+        their options against the same ``meta/argument_specs.yml``, and refuses the string forms of a boolean that the
+        validation accepts but the ``bool`` filter would misread.
+        """
         role = getattr(self._task, '_role', None)
         if role is None or not operation.isidentifier():
             raise AnsibleError(f'operation must name a role next to the role of the task, not {operation!r}')
-        names = boolean_names(os.path.join(os.path.dirname(role._role_path), operation, 'meta', 'argument_specs.yml'))
-        values = {name: self._variable(task_vars, name) for name in [*names, 'operation_audit'] if name in task_vars}
-        return ', '.join(misread_booleans(values))
+        refusals, misread = [], []
+        for path in (os.path.join(os.path.dirname(role._role_path), operation), role._role_path):
+            options = main_options(os.path.join(path, 'meta', 'argument_specs.yml'))
+            values = {}
+            for name in options:
+                if name in task_vars:
+                    try:
+                        values[name] = self._variable(task_vars, name)
+                    except AnsibleUndefinedVariable:
+                        continue  # it names a variable of the role itself: the role's module checks the value
+            errors = spec_errors(options, values)
+            if errors:
+                refusals.append(f'role dihya.ops.{os.path.basename(path)}: ' + '; '.join(errors))
+            misread.extend(misread_booleans({name: values[name] for name in boolean_names(options) if name in values}))
+        if misread:
+            refusals.append(', '.join(misread) + ': give a boolean as true or false (or yes/no, on/off, 1/0)')
+        return '. '.join(refusals)
 
     def run(self, tmp: t.Any = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
         result: dict[str, t.Any] = super().run(tmp, task_vars)
@@ -92,9 +116,9 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
             result.update(failed=True, msg=f'{exc}. Nothing was run.')
             return result
         if args.get('operation'):
-            refused = self._misread_booleans(args['operation'], task_vars)
+            refused = self._refusals(args['operation'], task_vars)
             if refused:
-                result.update(failed=True, msg=f'{refused}: give a boolean as true or false (or yes/no, on/off, 1/0). Nothing was run.')
+                result.update(failed=True, msg=f'{refused}. Nothing was run.')
                 return result
         host = str(task_vars.get('inventory_hostname') or '')
         try:

@@ -22,9 +22,13 @@ import time
 import typing as t
 
 from ansible_collections.dihya.ops.plugins.module_utils._audit_sink_config import PlannedSink
-from ansible_collections.dihya.ops.plugins.module_utils._audit_sink_senders import OK, REJECT, RETRY, Sender, make_sender
 from ansible_collections.dihya.ops.plugins.module_utils._audit_spool import Spool, SpoolError, SpoolItem
-from ansible_collections.dihya.ops.plugins.module_utils._metrics_delivery import write_delivery_metrics
+
+# The senders (http.client, ssl, the wire formats) and the delivery metrics (prometheus_client) are imported by the
+# functions that use them, when a run has network sinks: a module's own operation events have none, and a module
+# imports its module_utils from its AnsiballZ archive, compiled again on every run.
+if t.TYPE_CHECKING:  # pragma: no cover
+    from ansible_collections.dihya.ops.plugins.module_utils._audit_sink_senders import Sender
 
 DEFAULT_DELIVERY_TIMEOUT = 10.0
 DEFAULT_MAX_ATTEMPTS = 3
@@ -64,6 +68,7 @@ def deliver(spool: Spool, sender: Sender, report: SinkReport, *, deadline: float
     Each record is tried at most ``max_attempts`` times in this run, and at most ``max_items`` records are
     taken. Whatever is not acknowledged stays in the spool for the next run. The caller holds the spool lock.
     """
+    from ansible_collections.dihya.ops.plugins.module_utils._audit_sink_senders import OK  # pylint: disable=import-outside-toplevel
     items = spool.items(report.name, max_items)
     records: dict[str, dict[str, t.Any]] = {}
     waiting: list[SpoolItem] = []
@@ -97,6 +102,7 @@ def deliver(spool: Spool, sender: Sender, report: SinkReport, *, deadline: float
 def _attempt(spool: Spool, sender: Sender, report: SinkReport, waiting: list[SpoolItem], records: dict[str, dict[str, t.Any]],
              final: dict[str, str], deadline: float) -> list[SpoolItem]:
     """One pass over ``waiting`` in batches; returns what is still to send."""
+    from ansible_collections.dihya.ops.plugins.module_utils._audit_sink_senders import OK, REJECT, RETRY  # pylint: disable=import-outside-toplevel
     still: list[SpoolItem] = []
     position = 0
     while position < len(waiting):
@@ -185,6 +191,8 @@ def forward(spool: Spool, record: t.Mapping[str, t.Any], planned: t.Sequence[Pla
         # No network sink: nothing to send and no metrics to write; only report what an older configuration left.
         result.orphaned = _orphans(spool, planned)
         return result
+    from ansible_collections.dihya.ops.plugins.module_utils._audit_sink_senders import make_sender  # pylint: disable=import-outside-toplevel
+    from ansible_collections.dihya.ops.plugins.module_utils._metrics_delivery import write_delivery_metrics  # pylint: disable=import-outside-toplevel
     with spool.lock(delivery_timeout) as locked:
         for position, (entry, report) in enumerate(zip(planned, reports, strict=True)):
             if not locked:

@@ -55,9 +55,12 @@ options:
   operation:
     description:
       - The operation's role, a sibling of the role of this task (the C(dihya.ops.operation) role passes its
-        C(operation_name)). Its boolean variables (the C(bool) options of its C(meta/argument_specs.yml)) and
-        C(operation_audit) are checked; a string value that role validation accepts as a boolean (V(y), V(t), V(n), V(f))
-        but the C(bool) filter would not read the same way fails the task, naming each variable, before anything runs.
+        C(operation_name)). The options of that role and of the role of this task (their C(meta/argument_specs.yml),
+        entry point C(main)) are validated as Ansible's role validation would, from the task's variables; a failure
+        names the role and each option. A value that names a variable of the role itself, unknown before the role
+        runs, is left to the role's own module.
+      - A string value that role validation accepts as a boolean (V(y), V(t), V(n), V(f)) but the C(bool) filter would
+        not read the same way fails the task too, naming each variable, before anything runs.
     type: str
 notes:
   - The run's variables (C(awx_user_name), C(dihya_ops_tenant), C(dihya_trace_id)...) are extra variables (C(-e), an AWX

@@ -96,8 +96,8 @@ def _role_options(playbook_name: str) -> dict[str, dict[str, t.Any]]:
         prefix, module = PLAYBOOK_MODULES[playbook_name]
         return {prefix + name: spec for name, spec in _documentation(ROOT / 'plugins' / 'modules' / f'{module}.py')['options'].items()}
     (play,) = yaml.safe_load((ROOT / 'playbooks' / playbook_name).read_text(encoding='utf-8'))
-    (role,) = [entry for entry in play['roles'] if entry['role'] == 'dihya.ops.operation']
-    spec = yaml.safe_load((ROOT / 'roles' / role['operation_name'] / 'meta' / 'argument_specs.yml').read_text(encoding='utf-8'))
+    (task,) = [entry for entry in play['tasks'] if entry.get('ansible.builtin.import_role', {}).get('name') == 'dihya.ops.operation']
+    spec = yaml.safe_load((ROOT / 'roles' / task['vars']['operation_name'] / 'meta' / 'argument_specs.yml').read_text(encoding='utf-8'))
     return t.cast(dict[str, dict[str, t.Any]], spec['argument_specs']['main']['options'])
 
 

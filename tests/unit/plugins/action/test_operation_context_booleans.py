@@ -17,7 +17,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.playbook.play_context import PlayContext
 from ansible.playbook.task import Task
 from ansible.plugins.loader import connection_loader
-from ansible.template import Templar
+from ansible.template import Templar, trust_as_template
 
 from ansible_collections.dihya.ops.plugins.action import operation_context
 
@@ -30,7 +30,7 @@ def run_action(variables: dict[str, t.Any], operation: str = 'rotate_logs') -> d
     loader = DataLoader()
     task = Task.load({'action': 'dihya.ops.operation_context', 'args': {'operation': operation}}, loader=loader)
     task._role = types.SimpleNamespace(_role_path=str(ROLES / 'operation'))  # pylint: disable=protected-access
-    task_vars = dict({'inventory_hostname': 'web-1', 'ansible_python_interpreter': '/usr/bin/python3'}, **variables)
+    task_vars = dict({'inventory_hostname': 'web-1', 'ansible_python_interpreter': '/usr/bin/python3', 'operation_name': operation}, **variables)
     templar = Templar(loader=loader, variables=task_vars)
     connection = connection_loader.get('ansible.builtin.local', PlayContext())
     action = operation_context.ActionModule(task, connection, PlayContext(), loader, templar, None)
@@ -38,7 +38,7 @@ def run_action(variables: dict[str, t.Any], operation: str = 'rotate_logs') -> d
 
 
 def test_the_booleans_of_a_role_are_read_from_its_argument_specs() -> None:
-    names = operation_context.boolean_names(str(ROLES / 'rotate_logs' / 'meta' / 'argument_specs.yml'))
+    names = operation_context.boolean_names(operation_context.main_options(str(ROLES / 'rotate_logs' / 'meta' / 'argument_specs.yml')))
     assert 'rotate_logs_force' in names and 'rotate_logs_copytruncate' in names
     assert all(name.startswith('rotate_logs_') for name in names)
 
@@ -50,7 +50,7 @@ def test_readable_spellings_pass(spelling: t.Any) -> None:
     assert result['ansible_facts']['dihya_ops_context']['host'] == 'web-1'
 
 
-@pytest.mark.parametrize('spelling', ['y', 't', 'n', 'f', 'maybe'])
+@pytest.mark.parametrize('spelling', ['y', 't', 'n', 'f', 'Y'])
 def test_misread_spellings_are_refused_by_name(spelling: str) -> None:
     result = run_action({'rotate_logs_force': spelling, 'operation_audit': 'y', 'unrelated': 'y'})
     assert result['failed']
@@ -59,11 +59,27 @@ def test_misread_spellings_are_refused_by_name(spelling: str) -> None:
     assert 'ansible_facts' not in result
 
 
-def test_a_long_or_quoted_value_is_cut_and_quoted() -> None:
-    value = 'a "quoted" value that goes on and on and on'
-    result = run_action({'rotate_logs_force': value})
+@pytest.mark.parametrize('value', ['maybe', 'a "quoted" value that goes on and on and on', '../../etc/passwd', ['a list']])
+def test_a_value_that_is_no_boolean_is_refused_as_role_validation_would(value: t.Any) -> None:
+    result = run_action({'rotate_logs_force': value, 'rotate_logs_keep': 'seven'})
     assert result['failed']
-    assert result['msg'].startswith('rotate_logs_force="a \\"quoted\\" value that goes...":'), result['msg']
+    assert result['msg'].startswith('role dihya.ops.rotate_logs: '), result['msg']
+    assert "argument 'rotate_logs_force' is of type" in result['msg'] and "argument 'rotate_logs_keep' is of type" in result['msg']
+    assert result['msg'].endswith('Nothing was run.') and 'give a boolean' not in result['msg']
+    assert 'ansible_facts' not in result
+
+
+def test_an_option_of_the_lifecycle_is_validated_too() -> None:
+    result = run_action({'operation_audit_sinks': 'not a list', 'rotate_logs_force': 'n'})
+    assert result['msg'].startswith("role dihya.ops.operation: Elements value for option 'operation_audit_sinks' is of type str"), result['msg']
+    assert result['msg'].endswith('. rotate_logs_force="n": give a boolean as true or false (or yes/no, on/off, 1/0). Nothing was run.')
+
+
+def test_a_value_naming_a_variable_of_the_role_itself_is_left_to_the_role() -> None:
+    # An inventory value is a trusted template; the role's own variables are not known before the role runs.
+    assert not run_action({'rotate_logs_keep': trust_as_template('{{ _rotate_logs_undefined_here }}')}).get('failed')
+    refused = run_action({'rotate_logs_keep': trust_as_template('{{ 7 * 2 }}'), 'rotate_logs_force': trust_as_template('{{ "t" }}')})
+    assert refused['msg'] == 'rotate_logs_force="t": give a boolean as true or false (or yes/no, on/off, 1/0). Nothing was run.'
 
 
 @pytest.mark.parametrize('operation', ['../operation', 'rotate logs', ''])
