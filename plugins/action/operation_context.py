@@ -32,10 +32,14 @@ CONTEXT_VARIABLES = (
 MISREAD_BOOLEANS = frozenset(('y', 't', 'n', 'f'))
 
 
+# libyaml's loader when PyYAML has it (as Ansible's own loader does): the action reads a role's argument specs on every host.
+_YAML_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+
+
 def main_options(spec_path: str) -> dict[str, t.Any]:
     """The options of a role's ``meta/argument_specs.yml``, entry point ``main``."""
     with open(spec_path, encoding='utf-8') as handle:
-        spec = yaml.safe_load(handle)
+        spec = yaml.load(handle, Loader=_YAML_LOADER)  # noqa: S506  # a safe loader, C or Python
     return dict(spec['argument_specs']['main'].get('options') or {})
 
 
@@ -88,8 +92,13 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
         if role is None or not operation.isidentifier():
             raise AnsibleError(f'operation must name a role next to the role of the task, not {operation!r}')
         refusals, misread = [], []
+        # This task's role has its argument specs parsed already (its metadata); the operation's role is not loaded yet.
+        loaded = getattr(getattr(role, '_metadata', None), 'argument_specs', None) or {}
         for path in (os.path.join(os.path.dirname(role._role_path), operation), role._role_path):
-            options = main_options(os.path.join(path, 'meta', 'argument_specs.yml'))
+            if path == role._role_path and isinstance(loaded.get('main'), dict):
+                options = dict(loaded['main'].get('options') or {})
+            else:
+                options = main_options(os.path.join(path, 'meta', 'argument_specs.yml'))
             values = {}
             for name in options:
                 if name in task_vars:
