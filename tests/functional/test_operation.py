@@ -119,6 +119,32 @@ def test_a_malformed_run_context_stops_the_run_before_any_host_task(fleet, varia
     assert fleet.pids() == pids
 
 
+def _typed_option(role: str) -> tuple[str, str]:
+    """The first int option of the role (its first bool option when it has none), and its type."""
+    options = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text(encoding="utf-8"))["argument_specs"]["main"]["options"]
+    for kind in ("int", "bool"):
+        for name, option in options.items():
+            if option.get("type") == kind:
+                return name, kind
+    raise AssertionError(f"role {role} has no int or bool option")
+
+
+@pytest.mark.parametrize(("role", "operation"), [(operation, operation) for operation in sorted(OPERATION_VARS)] + [("operation", "check_health")])
+def test_an_option_of_the_wrong_type_stops_the_run_before_any_host_task(fleet, role, operation):
+    # The lifecycle enters both roles without Ansible's validation task: its first task validates their options.
+    name, kind = _typed_option(role)
+    before = {host: len(host_events(fleet, host)) for host in HOSTS}
+    pids = fleet.pids()
+    proc = fleet.playbook(f"playbooks/{operation}.yml", *OPERATION_VARS[operation], "-e", f"{name}=many; rm -rf ../")
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0, output
+    assert f"role dihya.ops.{role}: argument '{name}' is of type str and we were unable to convert to {kind}" in output, output
+    assert "Nothing was run" in output and "Traceback" not in output, output
+    assert f"TASK [dihya.ops.{operation} : " not in output, output
+    assert {host: len(host_events(fleet, host)) for host in HOSTS} == before
+    assert fleet.pids() == pids
+
+
 @pytest.mark.parametrize("operation", sorted(OPERATION_VARS))
 def test_the_tags_of_an_operation_run_its_work_and_other_tags_run_nothing(fleet, operation):
     playbook = f"playbooks/{operation}.yml"
