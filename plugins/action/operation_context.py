@@ -81,6 +81,17 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
     def _variable(self, task_vars: t.Mapping[str, t.Any], name: str) -> t.Any:
         return self._templar.template(task_vars[name]) if name in task_vars else None
 
+    def _values(self, options: t.Mapping[str, t.Any], task_vars: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+        """The templated values of the options that the task's variables set."""
+        values = {}
+        for name in options:
+            if name in task_vars:
+                try:
+                    values[name] = self._variable(task_vars, name)
+                except AnsibleUndefinedVariable:
+                    continue  # it names a variable of the role itself: the role's module checks the value
+        return values
+
     def _refusals(self, operation: str, task_vars: t.Mapping[str, t.Any]) -> str:
         """What the options of the operation's role (a sibling of this task's role) and of this task's role would have refused.
 
@@ -91,25 +102,19 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible-core ships no t
         role = getattr(self._task, '_role', None)
         if role is None or not operation.isidentifier():
             raise AnsibleError(f'operation must name a role next to the role of the task, not {operation!r}')
-        refusals, misread = [], []
         # This task's role has its argument specs parsed already (its metadata); the operation's role is not loaded yet.
         loaded = getattr(getattr(role, '_metadata', None), 'argument_specs', None) or {}
-        for path in (os.path.join(os.path.dirname(role._role_path), operation), role._role_path):
-            if path == role._role_path and isinstance(loaded.get('main'), dict):
-                options = dict(loaded['main'].get('options') or {})
-            else:
-                options = main_options(os.path.join(path, 'meta', 'argument_specs.yml'))
-            values = {}
-            for name in options:
-                if name in task_vars:
-                    try:
-                        values[name] = self._variable(task_vars, name)
-                    except AnsibleUndefinedVariable:
-                        continue  # it names a variable of the role itself: the role's module checks the value
+        own = (dict(loaded['main'].get('options') or {}) if isinstance(loaded.get('main'), dict)
+               else main_options(os.path.join(role._role_path, 'meta', 'argument_specs.yml')))
+        roles = [(operation, main_options(os.path.join(os.path.dirname(role._role_path), operation, 'meta', 'argument_specs.yml'))),
+                 (os.path.basename(role._role_path), own)]
+        refusals, misread = [], []
+        for name, options in roles:
+            values = self._values(options, task_vars)
             errors = spec_errors(options, values)
             if errors:
-                refusals.append(f'role dihya.ops.{os.path.basename(path)}: ' + '; '.join(errors))
-            misread.extend(misread_booleans({name: values[name] for name in boolean_names(options) if name in values}))
+                refusals.append(f'role dihya.ops.{name}: ' + '; '.join(errors))
+            misread.extend(misread_booleans({option: values[option] for option in boolean_names(options) if option in values}))
         if misread:
             refusals.append(', '.join(misread) + ': give a boolean as true or false (or yes/no, on/off, 1/0)')
         return '. '.join(refusals)
